@@ -1,0 +1,55 @@
+"""The `dama` command line: a thin dispatcher to one module per subcommand.
+
+Each subcommand module exposes `main(argv: list[str]) -> int` and is imported only when called, so `dama --help`
+answers without importing torch or TRL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("dama.train", "DAMA (or plain DPO) training of a vision-language model from a YAML recipe"),
+    "precompute-ref": ("dama.reference", "store reference log-probs in a dataset so training needs no reference model"),
+    "hardness": ("dama.hardness.cli", "split responses, CLIP-score sub-sentences, write the per-pair hardness δ"),
+    "eval": ("dama.eval.cli", "hallucination benchmarks: generate, score (CHAIR, AMBER, POPE, judges), compare"),
+    "demo": ("dama.demo.cli", "the whole pipeline on a synthetic visual world, on a CPU: DPO vs DAMA"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: dama <command> [options]",
+        "",
+        "DAMA: Data- and Model-aware Direct Preference Optimization for vision-language models.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Run `dama <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if argv[0] in {"-V", "--version"}:
+        from dama import __version__
+
+        print(f"dama {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"dama: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
