@@ -1,0 +1,276 @@
+"""The CHAIR engine (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018), as EVAL.md specifies.
+
+Per response (EVAL.md, "CHAIR"):
+1. lower-case, tokenise Treebank-style (punctuation glued to words is split off), singularise each word;
+2. merge multi-word names left to right (every multi-word synonym, plus "home plate", "train track"; "baby X" /
+   "adult X" -> X for animals, "passenger jet/train" -> jet/train, "bow tie" -> tie, "toilet seat" -> toilet);
+3. if "toilet" and "seat" both occur, drop "seat" (else it counts as a chair);
+4. keep words of the synonym vocabulary and map each to its canonical class. Mentions are not de-duplicated.
+
+No language data is read at run time: singularisation looks words up in `data/chair_table.tsv`, generated from the
+synonym lists by `python -m dama.eval.build_chair_table` (plural rules + irregular nouns, see `plurals.py`). A custom
+synonym list (the demo's synthetic world has its own classes) gets its table generated in memory the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+from dama.eval.plurals import lemma_table
+
+ORIGINAL = "chair-original"
+REFINED = "chair-refined-v1"
+VERSIONS = (ORIGINAL, REFINED)
+
+# Multi-word names that are not synonyms but must still be merged so their parts do not count ("home plate" is not
+# a plate, "train track" is not a train).
+EXTRA_MULTIWORD: tuple[str, ...] = ("home plate", "train track")
+# "baby bird" is a bird, not a baby (person); "adult elephant" is an elephant.
+QUALIFIED_ANIMALS: tuple[str, ...] = (
+    "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub",
+)  # fmt: skip
+# "passenger jet" is a jet, not a passenger (person).
+QUALIFIED_VEHICLES: tuple[str, ...] = ("jet", "train")
+
+# Treebank-style: clitics split off ("dog's" -> "dog" "'s", "don't" -> "do" "n't"), hyphenated compounds kept whole,
+# every other non-space character its own token, so punctuation separates words that must not be merged.
+_NEGATION = re.compile(r"(?<=[^\W_])n't\b")
+_TOKEN = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?:-[^\W_]+)*|\S")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case Treebank-style word tokens of `text`, punctuation included as separate tokens."""
+    return _TOKEN.findall(_NEGATION.sub(" n't", text.lower()))
+
+
+def is_word(token: str) -> bool:
+    """A token that counts as a word for response length (not punctuation, not a clitic)."""
+    return any(ch.isalnum() for ch in token) and not token.startswith("'") and token != "n't"
+
+
+def _data_text(name: str) -> str:
+    return resources.files("dama.eval").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def synonym_lines(version: str = REFINED) -> list[str]:
+    """The shipped synonym list: `ORIGINAL` (the CHAIR authors' 80 lines, as published) or `REFINED`."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown CHAIR synonym list {version!r}; choose one of {', '.join(VERSIONS)}")
+    lines = _data_text("chair_synonyms.txt").splitlines()
+    if version == ORIGINAL:
+        return lines
+    return lines + [line for line in _data_text("chair_synonyms_refined.txt").splitlines() if line.strip()]
+
+
+def parse_synonyms(lines: Iterable[str], strip: bool = True) -> dict[str, str]:
+    """Map each synonym (and each canonical name) to its canonical class: the first entry of its line.
+
+    With `strip=False` entries are kept exactly as split on ", " — the original CHAIR parsing, under which an entry
+    with a stray space can never match a word. A class named on several lines (the refined additions) keeps the
+    synonyms of all of them. Lines starting with "#" are comments.
+    """
+    inverse: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        entries = line.split(", ")
+        if strip:
+            entries = [" ".join(entry.split()) for entry in entries]
+        canonical = " ".join(entries[0].split())
+        if not canonical:
+            raise ValueError(f"synonym list line {number}: empty class name in {line!r}")
+        for entry in entries:
+            if entry:
+                inverse.setdefault(entry, canonical)
+    return inverse
+
+
+def load_table(name: str = "chair_table.tsv") -> dict[str, str]:
+    """Read the shipped "surface form -> singular word" table (tab-separated: surface, singular, canonical class)."""
+    table: dict[str, str] = {}
+    for line in _data_text(name).splitlines():
+        if line and not line.startswith("#"):
+            surface, singular, *_ = line.split("\t")
+            table[surface] = singular
+    return table
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One object mention: the (singular, merged) `word`, its canonical class `cls`, its token `position`."""
+
+    word: str
+    cls: str
+    position: int
+
+
+@dataclass
+class ChairEngine:
+    """Extract object mentions from text with a CHAIR synonym list.
+
+    `synonyms_lines=None` uses the shipped list named by `version`; otherwise they are "canonical, syn1, syn2" lines
+    (stripped, `version` becomes "custom-<hash>"). `rules=False` turns off the COCO-specific baby/adult/passenger and
+    toilet/seat rules, for synthetic vocabularies.
+    """
+
+    synonym_lines: Sequence[str] | None = None
+    version: str = REFINED
+    extra_multiword: Sequence[str] = EXTRA_MULTIWORD
+    rules: bool = True
+    inverse: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.synonym_lines is None:
+            lines = synonym_lines(self.version)
+            self.inverse = parse_synonyms(lines, strip=self.version != ORIGINAL)
+            table = load_table()
+        else:
+            lines = list(self.synonym_lines)
+            self.inverse = parse_synonyms(lines)
+            digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+            self.version = f"custom-{digest}"
+            table = lemma_table(_table_words(self.inverse, self.extra_multiword))
+        self.sha256 = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        self.singular = table
+        # multi-word name (tuple of singular words) -> the word it becomes
+        self.multiword: dict[tuple[str, ...], str] = {}
+        for name in [*self.inverse, *self.extra_multiword]:
+            # an entry with stray spaces (original list) never matches, as in the original parsing
+            if " " in name and name == " ".join(name.split()):
+                self.multiword[tuple(name.split())] = name
+        if self.rules:
+            for animal in QUALIFIED_ANIMALS:
+                self.multiword[("baby", animal)] = animal
+                self.multiword[("adult", animal)] = animal
+            for vehicle in QUALIFIED_VEHICLES:
+                self.multiword[("passenger", vehicle)] = vehicle
+            self.multiword[("bow", "tie")] = "tie"
+            self.multiword[("toilet", "seat")] = "toilet"
+        self.max_words = max((len(key) for key in self.multiword), default=1)
+
+    @property
+    def classes(self) -> list[str]:
+        """The canonical classes, in list order."""
+        return list(dict.fromkeys(self.inverse.values()))
+
+    def canonical(self, word: str) -> str | None:
+        """The canonical class of a vocabulary word (singular, merged), or None."""
+        return self.inverse.get(word)
+
+    def words(self, text: str) -> list[tuple[str, int]]:
+        """Steps 1-2: singular, merged words of `text` with the token position where each starts."""
+        tokens = [self.singular.get(token, token) for token in tokenize(text)]
+        merged: list[tuple[str, int]] = []
+        i = 0
+        while i < len(tokens):
+            for width in range(min(self.max_words, len(tokens) - i), 1, -1):
+                name = self.multiword.get(tuple(tokens[i : i + width]))
+                if name is not None:
+                    merged.append((name, i))
+                    i += width
+                    break
+            else:
+                merged.append((tokens[i], i))
+                i += 1
+        return merged
+
+    def select(self, words: Sequence[tuple[str, int]]) -> list[Mention]:
+        """Steps 3-4: the toilet/seat rule, then keep vocabulary words mapped to their class (not de-duplicated)."""
+        if self.rules and any(w == "toilet" for w, _ in words) and any(w == "seat" for w, _ in words):
+            words = [(w, p) for w, p in words if w != "seat"]
+        return [Mention(w, self.inverse[w], p) for w, p in words if w in self.inverse]
+
+    def extract(self, text: str) -> list[Mention]:
+        """All object mentions in `text`, in order (CHAIR steps 1-4)."""
+        return self.select(self.words(text))
+
+    def reduce_name(self, name: str) -> str | None:
+        """An object name listed by a judge ("two red cars", "cup of coffee") reduced to its head noun, singular.
+
+        Without a POS tagger the head is taken as the last word before a preposition, after steps 1-2, so "traffic
+        lights" -> "traffic light", "car door" -> "door" (not a car), "cup of coffee" -> "cup".
+        """
+        words = [w for w, _ in self.words(name) if is_word(w)]
+        for cut, word in enumerate(words):
+            if word in _PREPOSITIONS and cut > 0:
+                words = words[:cut]
+                break
+        return words[-1] if words else None
+
+
+_PREPOSITIONS = frozenset({"of", "with", "on", "in", "at", "near", "under", "behind", "from", "for"})
+
+
+def _table_words(inverse: dict[str, str], extra: Iterable[str]) -> list[str]:
+    words = [*inverse, *inverse.values(), *extra]
+    words += ["baby", "adult", "passenger", "seat", "toilet", "tie", "bow", *QUALIFIED_ANIMALS, *QUALIFIED_VEHICLES]
+    return [w for w in words if w == w.strip()]
+
+
+def count_words(text: str) -> int:
+    """Response length in words: Treebank tokens that contain a letter or digit (punctuation and clitics excluded)."""
+    return sum(1 for token in tokenize(text) if is_word(token))
+
+
+@dataclass
+class ChairItem:
+    """One scored response: its mentions, the image's ground-truth classes, its length in words."""
+
+    id: str
+    mentions: list[Mention]
+    gt: frozenset[str]
+    n_words: int
+    image_id: object = None
+
+    @property
+    def hallucinated(self) -> list[Mention]:
+        return [m for m in self.mentions if m.cls not in self.gt]
+
+    def detail(self) -> dict:
+        """Per-response record for the details sidecar."""
+        return {
+            "id": self.id,
+            "image_id": self.image_id,
+            "mentions": [[m.word, m.cls] for m in self.mentions],
+            "hallucinated": [[m.word, m.cls] for m in self.hallucinated],
+            "gt": sorted(self.gt),
+            "n_words": self.n_words,
+        }
+
+
+def _pct(num: float, den: float) -> float | None:
+    return None if den == 0 else 100.0 * num / den
+
+
+def chair_metrics(items: Sequence[ChairItem]) -> dict:
+    """CHAIR metrics over `items`, rates in percent (EVAL.md; Rohrbach et al. 2018, Sec. 3).
+
+    CHAIR_i = 100 · hallucinated mentions / mentions; CHAIR_s = 100 · responses with ≥1 hallucinated mention /
+    responses; CHAIR_s_refined = the same over responses with ≥1 mention ("response-level hallucination");
+    recall = 100 · Σ distinct correctly mentioned classes / Σ ground-truth classes; avg_len = mean words per response.
+    A rate whose denominator is 0 is None.
+    """
+    n_mentions = sum(len(item.mentions) for item in items)
+    n_hall_mentions = sum(len(item.hallucinated) for item in items)
+    n_hall_responses = sum(1 for item in items if item.hallucinated)
+    n_with_objects = sum(1 for item in items if item.mentions)
+    n_gt = sum(len(item.gt) for item in items)
+    n_recalled = sum(len({m.cls for m in item.mentions} & item.gt) for item in items)
+    return {
+        "CHAIR_s": _pct(n_hall_responses, len(items)),
+        "CHAIR_s_refined": _pct(n_hall_responses, n_with_objects),
+        "CHAIR_i": _pct(n_hall_mentions, n_mentions),
+        "recall": _pct(n_recalled, n_gt),
+        "avg_len": (sum(item.n_words for item in items) / len(items)) if items else None,
+        "n_responses": len(items),
+        "n_responses_with_objects": n_with_objects,
+        "n_hallucinated_responses": n_hall_responses,
+        "n_mentions": n_mentions,
+        "n_hallucinated_mentions": n_hall_mentions,
+        "n_gt_objects": n_gt,
+        "n_recalled_objects": n_recalled,
+    }
