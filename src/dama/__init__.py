@@ -18,7 +18,15 @@ _LAZY = {
     "model_aware_factor": "dama.objective",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "DAMAConfig",
+    "DAMATrainer",
+    "RewardGapEMA",
+    "dama_loss",
+    "data_aware_factor",
+    "model_aware_factor",
+]
 
 if TYPE_CHECKING:
     from dama.config import DAMAConfig

@@ -1,0 +1,118 @@
+"""`DAMAConfig`: TRL's `DPOConfig` plus the fields of DAMA (METHOD.md; `docs/paper_mapping.md` maps each field).
+
+Defaults follow the official code (METHOD.md: "where paper text and official code differ, the official code is the
+default"). With `data_aware=False, model_aware=False, keep_ratio=1.0` the trainer is exactly TRL's sigmoid DPO.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from trl import DPOConfig
+
+REWARD_SCALES = ("margin", "beta_margin")
+MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")
+EMA_INPUTS = ("all", "kept")
+OFFICIAL_DELTA_MEAN = 0.0482190464911681
+
+
+@dataclass
+class DAMAConfig(DPOConfig):
+    r"""Configuration of [`DAMATrainer`]: every [`trl.DPOConfig`] field plus DAMA's.
+
+    DAMA-specific fields (METHOD.md section in brackets):
+        data_aware: use α_D = σ(δ)/σ(δ̄) from the hardness column (§2, Eq. 6).
+        model_aware: use α_M from the batch's reward gaps against R̄ (§3, Eq. 8–12).
+        keep_ratio: ρ of the outlier filter; 1.0 disables it (§3).
+        gamma: γ of the running estimate R̄ (§4, Eq. 14).
+        beta_min: lower clamp of β_C (§5, Eq. 16).
+        delta_mean: δ̄ override; by default read from the hardness output, else the training-set mean of δ (§2).
+        hardness_column: per-pair δ column (`dama hardness` writes `dama_delta`).
+        reward_scale: R_i = h_i (`margin`, code) or β·h_i (`beta_margin`, paper) (§3.1).
+        model_aware_form: mean of sigmoids (`mean_sigmoid`, code) or sigmoid of the mean (`sigmoid_mean`, paper) (§3.3).
+        ema_input: R̄ is fed the mean of all N gaps (`all`, code) or of the kept ones (`kept`, paper) (§4).
+        filter_std: divide (R_i − R̄) by a running std in the filter weights (option; code: no) (§3.2).
+        keep_file_order: iterate the training set in file order like the official code (default: shuffle) (§7).
+    """
+
+    data_aware: bool = field(
+        default=True, metadata={"help": "Scale β by α_D = σ(δ_i)/σ(δ̄) from the hardness column (Eq. 6)."}
+    )
+    model_aware: bool = field(
+        default=True, metadata={"help": "Scale β by α_M from the batch's reward gaps against the running R̄ (Eq. 8–12)."}
+    )
+    keep_ratio: float = field(
+        default=0.8,
+        metadata={"help": "ρ: fraction of the global micro-batch kept by the outlier filter (Eq. 10); 1.0 disables it."},
+    )
+    gamma: float = field(default=0.9, metadata={"help": "γ of the running reward-gap estimate R̄ (Eq. 14)."})
+    beta_min: float = field(default=1e-3, metadata={"help": "Lower clamp of the combined β_C (Eq. 16)."})
+    delta_mean: float | None = field(
+        default=None,
+        metadata={
+            "help": "δ̄ override. Default: the value stored by `dama hardness`, else the mean of the hardness column "
+            f"over the training set. The official data used {OFFICIAL_DELTA_MEAN}."
+        },
+    )
+    hardness_column: str = field(
+        default="dama_delta", metadata={"help": "Per-pair hardness δ column (written by `dama hardness`)."}
+    )
+    reward_scale: str = field(
+        default="margin",
+        metadata={"help": "R_i fed to the model-aware strategy: 'margin' (h_i, official code) or 'beta_margin' (β·h_i)."},
+    )
+    model_aware_form: str = field(
+        default="mean_sigmoid",
+        metadata={"help": "'mean_sigmoid': mean_K σ(R_i)/σ(R̄) (code); 'sigmoid_mean': σ(mean_K R_i)/σ(R̄) (paper)."},
+    )
+    ema_input: str = field(
+        default="all", metadata={"help": "R̄ update input: 'all' N gaps (code) or the 'kept' ones (paper reading)."}
+    )
+    filter_std: bool = field(
+        default=False, metadata={"help": "Normalise (R_i − R̄) by a running std in the filter weights (option)."}
+    )
+    keep_file_order: bool = field(
+        default=False, metadata={"help": "Iterate the training set in file order (official code); default shuffles."}
+    )
+
+    def __post_init__(self) -> None:
+        # TRL defaults bf16 to True, which fails on machines without a bf16-capable GPU; decide from the hardware.
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        super().__post_init__()
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        if not self.beta_min >= 0.0:
+            raise ValueError(f"beta_min must be ≥ 0, got {self.beta_min}")
+        if self.beta <= 0.0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.delta_mean is not None and not math.isfinite(self.delta_mean):
+            raise ValueError(f"delta_mean must be finite, got {self.delta_mean}")
+        for name, value, choices in (
+            ("reward_scale", self.reward_scale, REWARD_SCALES),
+            ("model_aware_form", self.model_aware_form, MODEL_AWARE_FORMS),
+            ("ema_input", self.ema_input, EMA_INPUTS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        if self.dama_enabled and self.loss_type != ["sigmoid"]:
+            raise ValueError(
+                f"DAMA rescales the sigmoid (DPO) loss; loss_type={self.loss_type} is not supported with data_aware, "
+                "model_aware or keep_ratio < 1. Set loss_type='sigmoid' or turn DAMA off."
+            )
+        if self.dama_enabled and (self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"):
+            raise ValueError("DAMA is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
+
+    @property
+    def dama_enabled(self) -> bool:
+        """False exactly when the trainer reduces to TRL's sigmoid DPO."""
+        return self.data_aware or self.model_aware or self.keep_ratio < 1.0
+
+    @property
+    def tracks_reward_gap(self) -> bool:
+        """R̄ is needed by the model-aware factor and by the outlier filter."""
+        return self.model_aware or self.keep_ratio < 1.0

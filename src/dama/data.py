@@ -1,0 +1,287 @@
+"""Preference data for `dama train`: the formats we read, their conversion to TRL's format, and validation.
+
+Formats (METHOD.md §2, §7):
+- `trl`: TRL's preference format, `prompt`/`chosen`/`rejected` (plain strings or conversational message lists) plus
+  `image` or `images`.
+- `rlaif-v`: RLAIF-V (`openbmb/RLAIF-V-Dataset`): `question`, `chosen`, `rejected`, `image` ({bytes, path} or a path),
+  parquet files or a `datasets` folder.
+- `official`: the official DAMA JSON: `question`, `chosen`, `rejected`, `image_path` (under `image_root`),
+  `chosen_logits`/`rejected_logits` (per-sub-sentence CLIP scores; δ = Σ chosen − Σ rejected) and `logps`.
+  The official `logps` come from another preprocessing, so they are not used as reference log-probs (h_i would not be
+  0 at step 0); use `precompute_ref_log_probs: true`, which recomputes them with ours.
+- A `dama hardness` output folder (has `hardness.json`): its rows plus the stored δ̄.
+
+Every row is validated before training starts; all problems are reported together, each naming the file, the row
+and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Image as ImageFeature
+
+from dama.images import ImageError, load_image, resolve_image_path
+
+FORMATS = ("auto", "trl", "rlaif-v", "official")
+OFFICIAL_DELTA_MEAN = 0.0482190464911681
+MAX_REPORTED_ERRORS = 20
+
+
+class DataValidationError(ValueError):
+    """Raised with every problem found in a dataset, one per line (file, row, field, what to do)."""
+
+
+@dataclass
+class DataArguments:
+    """Where the preference data comes from (`dama train` recipe keys)."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data: a .parquet/.json/.jsonl file, a folder of parquet shards, a `datasets` folder "
+            "(save_to_disk) or a `dama hardness` output folder."
+        },
+    )
+    dataset_format: str = field(default="auto", metadata={"help": f"One of {FORMATS}; auto-detected by default."})
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths are resolved under (paths escaping it fail)."}
+    )
+    eval_dataset_path: str | None = field(default=None, metadata={"help": "Optional evaluation data, same formats."})
+    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N pairs (debugging)."})
+    validate_images: bool = field(
+        default=True, metadata={"help": "Open every image before training to fail early on unreadable files."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.dataset_format not in FORMATS:
+            raise ValueError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
+
+
+def _read_raw(path: Path) -> tuple[Dataset, float | None]:
+    """Read a file or folder into a `Dataset`; returns δ̄ when the folder is a `dama hardness` output."""
+    if path.is_dir():
+        if (path / "hardness.json").is_file():
+            from dama.hardness import read_hardness_output
+
+            data, delta_mean = read_hardness_output(path)
+            return (data if isinstance(data, Dataset) else Dataset(data)), delta_mean
+        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+            return load_from_disk(str(path)), None
+        shards = sorted(path.rglob("*.parquet"))
+        if shards:
+            return concatenate_datasets([Dataset.from_parquet(str(s)) for s in shards]), None
+        raise FileNotFoundError(f"{path}: folder holds no parquet shards, `datasets` folder or hardness output")
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return Dataset.from_parquet(str(path)), None
+    if suffix == ".jsonl":
+        rows = []
+        with path.open() as handle:
+            for line_no, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise DataValidationError(f"{path} line {line_no}: invalid JSON ({err.msg})") from err
+        return Dataset.from_list(rows), None
+    if suffix == ".json":
+        try:
+            records = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataValidationError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from err
+        if isinstance(records, dict) and "data" in records:
+            records = records["data"]
+        if not isinstance(records, list):
+            raise DataValidationError(f"{path}: expected a JSON list of records")
+        return Dataset.from_list(records), None
+    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+
+
+def detect_format(columns: list[str]) -> str:
+    if "image_path" in columns and "chosen_logits" in columns:
+        return "official"
+    if "prompt" in columns:
+        return "trl"
+    if "question" in columns:
+        return "rlaif-v"
+    raise DataValidationError(
+        f"cannot tell the data format from the columns {columns}: expected `prompt`/`chosen`/`rejected` (TRL), "
+        "`question`/`chosen`/`rejected`/`image` (RLAIF-V) or the official DAMA JSON (`image_path`, `chosen_logits`)"
+    )
+
+
+REQUIRED = {
+    "trl": ("prompt", "chosen", "rejected"),
+    "rlaif-v": ("question", "chosen", "rejected", "image"),
+    "official": ("question", "chosen", "rejected", "image_path", "chosen_logits", "rejected_logits"),
+}
+
+
+def _text_of(value: Any) -> str:
+    """The text of a response: a string, or the concatenated text parts of a conversational message list."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    parts = []
+    for message in value if isinstance(value, list) else [value]:
+        content = message.get("content") if isinstance(message, dict) else message
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p.get("text") or "" for p in content if isinstance(p, dict))
+    return "".join(parts)
+
+
+def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
+    """Convert RLAIF-V / official rows to TRL's conversational vision format (and δ for official data)."""
+    if fmt == "trl":
+        return dataset
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt": [{"role": "user", "content": row["question"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}],
+        }
+        if fmt == "official":
+            out["image"] = row["image_path"]
+            try:
+                out["dama_delta"] = float(sum(row["chosen_logits"]) - sum(row["rejected_logits"]))
+            except TypeError:
+                out["dama_delta"] = float("nan")  # reported by validation with the row number
+        return out
+
+    removed = [c for c in ("question", "chosen", "rejected", "image_path", "logps") if c in dataset.column_names]
+    return dataset.map(convert, remove_columns=removed, desc=f"Converting {source}")
+
+
+def validate(
+    dataset: Dataset,
+    source: str,
+    image_root: str | None = None,
+    hardness_column: str | None = None,
+    check_images: bool = True,
+) -> None:
+    """Check every row; raise `DataValidationError` listing each problem as "<source> row i (id): field 'x': ..."."""
+    errors: list[str] = []
+    columns = dataset.column_names
+    image_key = "image" if "image" in columns else ("images" if "images" in columns else None)
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in columns]
+    if missing:
+        raise DataValidationError(f"{source}: missing columns {missing} (has {columns})")
+    if hardness_column is not None and hardness_column not in columns:
+        raise DataValidationError(
+            f"{source}: data_aware=True needs the hardness column {hardness_column!r}. Produce it with "
+            f"`dama hardness --data {source} --clip <CLIP model> --out <dir>` and train on <dir>, or set "
+            "data_aware=False."
+        )
+    id_key = next((k for k in ("id", "idx") if k in columns), None)
+    # Decode nothing while scanning: images are checked one by one below, from their raw values.
+    raw = dataset.cast_column(image_key, ImageFeature(decode=False)) if image_key == "image" else dataset
+    for i, row in enumerate(raw):
+        where = f"{source} row {i}" + (f" (id {row[id_key]})" if id_key else "")
+        chosen, rejected = _text_of(row["chosen"]).strip(), _text_of(row["rejected"]).strip()
+        if not chosen:
+            errors.append(f"{where}: field 'chosen' is empty")
+        if not rejected:
+            errors.append(f"{where}: field 'rejected' is empty")
+        if chosen and chosen == rejected:
+            errors.append(f"{where}: fields 'chosen' and 'rejected' are identical — the pair carries no preference")
+        if not _text_of(row["prompt"]).strip() and image_key is None:
+            errors.append(f"{where}: field 'prompt' is empty")
+        if hardness_column is not None:
+            value = row[hardness_column]
+            if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+                errors.append(f"{where}: field {hardness_column!r} is not a finite number ({value!r})")
+        if image_key is not None and check_images:
+            values = row[image_key] if image_key == "images" else [row[image_key]]
+            for value in values or [None]:
+                try:
+                    if isinstance(value, dict) and not value.get("bytes") and value.get("path"):
+                        value = value["path"]
+                    if isinstance(value, str) and image_root is not None:
+                        resolve_image_path(value, image_root)
+                    load_image(value, image_root, where=f"{where}: field {image_key!r}")
+                except ImageError as err:
+                    message = str(err)
+                    errors.append(message if message.startswith(where) else f"{where}: field {image_key!r}: {message}")
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            errors.append("… stopping after the first problems; fix these and run again")
+            break
+    if errors:
+        raise DataValidationError(f"{len(errors)} problem(s) in {source}:\n  " + "\n  ".join(errors))
+
+
+def _resolve_images(dataset: Dataset, image_root: str | None, source: str) -> Dataset:
+    """Make path-valued images absolute (under `image_root`) and decode lazily through the `Image` feature."""
+    if "image" not in dataset.column_names:
+        return dataset
+    feature = dataset.features["image"]
+    if isinstance(feature, ImageFeature):
+        if image_root is None:
+            return dataset
+        raw = dataset.cast_column("image", ImageFeature(decode=False))
+
+        def absolute(row: dict[str, Any]) -> dict[str, Any]:
+            value = row["image"]
+            if value and not value.get("bytes") and value.get("path"):
+                value = {"bytes": None, "path": str(resolve_image_path(value["path"], image_root))}
+            return {"image": value}
+
+        return raw.map(absolute, desc=f"Resolving image paths of {source}").cast_column("image", ImageFeature())
+
+    def to_path(row: dict[str, Any]) -> dict[str, Any]:
+        value = row["image"]
+        if isinstance(value, str):
+            path = resolve_image_path(value, image_root) if image_root is not None else Path(value)
+            return {"image": {"bytes": None, "path": str(path)}}
+        if isinstance(value, dict):
+            if not value.get("bytes") and value.get("path") and image_root is not None:
+                value = {"bytes": None, "path": str(resolve_image_path(value["path"], image_root))}
+            return {"image": value}
+        return {"image": value}
+
+    return dataset.map(to_path, desc=f"Resolving image paths of {source}").cast_column("image", ImageFeature())
+
+
+def load_preference_dataset(
+    path: str | Path,
+    dataset_format: str = "auto",
+    image_root: str | None = None,
+    hardness_column: str | None = None,
+    max_samples: int | None = None,
+    check_images: bool = True,
+) -> tuple[Dataset, float | None]:
+    """Read, convert to TRL's format, validate. Returns the dataset and the stored δ̄ (hardness output, official data).
+
+    `hardness_column` is required to be present and finite when given (pass it when `data_aware=True`).
+    """
+    path = Path(path)
+    source = str(path)
+    dataset, delta_mean = _read_raw(path)
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    fmt = detect_format(dataset.column_names) if dataset_format == "auto" else dataset_format
+    missing = [c for c in REQUIRED[fmt] if c not in dataset.column_names]
+    if missing:
+        raise DataValidationError(f"{source}: format {fmt!r} needs columns {missing}; the data has {dataset.column_names}")
+    if fmt == "official":
+        for i, row in enumerate(dataset.select_columns(["image_path"])):
+            try:
+                resolve_image_path(row["image_path"], image_root)
+            except ImageError as err:
+                raise DataValidationError(f"{source} row {i}: field 'image_path': {err}") from err
+        if delta_mean is None:
+            delta_mean = OFFICIAL_DELTA_MEAN
+    dataset = _to_trl(dataset, fmt, source)
+    validate(dataset, source, image_root, hardness_column, check_images)
+    return _resolve_images(dataset, image_root, source), delta_mean

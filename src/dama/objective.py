@@ -1,0 +1,183 @@
+"""The DAMA objective as pure functions of tensors (METHOD.md §1–§5; Lu et al., ICML 2025, Eq. 2–16).
+
+Nothing here knows about trainers, accelerators or configs: inputs are `(B,)` or `(N,)` tensors, outputs are tensors.
+Shapes: B = pairs on this process, N = pairs in the global micro-batch (B × world size).
+
+Notation (METHOD.md): h_i = [log πθ(y_w) − log πref(y_w)] − [log πθ(y_l) − log πref(y_l)] is the margin of pair i,
+log π being the *sum* of response-token log-probs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")
+
+
+def data_aware_factor(delta: torch.Tensor, delta_mean: float | torch.Tensor) -> torch.Tensor:
+    """α_D,i = σ(δ_i) / σ(δ̄)  (Eq. 6).
+
+    Args:
+        delta: `(B,)` hardness gaps δ_i = score_w − score_l ∈ [−1, 1] (large = easy pair).
+        delta_mean: δ̄, the dataset mean of δ (the official data used 0.0482190464911681).
+
+    Returns:
+        `(B,)` factors, > 1 for pairs easier than average, < 1 for harder ones, exactly 1 where δ_i = δ̄.
+    """
+    delta = delta.float()
+    delta_mean = torch.as_tensor(delta_mean, dtype=torch.float32, device=delta.device)
+    return torch.sigmoid(delta) / torch.sigmoid(delta_mean)
+
+
+def outlier_log_weights(
+    rewards: torch.Tensor, running_mean: float | torch.Tensor, running_std: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    """log w_i = −½ ((R_i − R̄) / s)²  (Eq. 9; s = 1 in the official code, a running std as an option).
+
+    Kept in log space so that no weight underflows to zero however far a margin lies from R̄.
+    """
+    centred = rewards.float() - torch.as_tensor(running_mean, dtype=torch.float32, device=rewards.device)
+    if running_std is not None:
+        centred = centred / torch.as_tensor(running_std, dtype=torch.float32, device=rewards.device).clamp_min(1e-6)
+    return -0.5 * centred.square()
+
+
+def sample_keep_mask(log_weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw k of N indices without replacement with probability ∝ exp(log_weights) (Eq. 10–11).
+
+    Gumbel-top-k: adding i.i.d. Gumbel noise to log-weights and keeping the k largest is the same distribution as k
+    successive multinomial draws without replacement, but it cannot fail: weights of exactly zero (log = −inf) or
+    NaN are ranked last, and ties are broken by index with a stable sort, so when fewer than k weights are positive
+    the mask is filled deterministically. The noise is drawn on the CPU from `generator`, so every data-parallel rank
+    holding the same generator state draws the same mask.
+
+    Args:
+        log_weights: `(N,)` log-weights.
+        k: number of indices to keep, 0 ≤ k ≤ N.
+        generator: a CPU `torch.Generator`; `None` uses the global RNG.
+
+    Returns:
+        `(N,)` bool mask with exactly k True entries, on `log_weights.device`.
+    """
+    n = log_weights.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, {n}], got {k}")
+    keys = torch.nan_to_num(log_weights.detach().float().cpu(), nan=float("-inf"))
+    uniform = torch.rand(n, generator=generator, dtype=torch.float64).clamp_(1e-12, 1.0 - 1e-12)
+    gumbel = -torch.log(-torch.log(uniform)).float()
+    keys = torch.where(torch.isfinite(keys), keys + gumbel, keys)
+    order = torch.sort(keys, descending=True, stable=True).indices
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.to(log_weights.device)
+
+
+def model_aware_factor(
+    margins: torch.Tensor,
+    running_mean: float | torch.Tensor,
+    keep_ratio: float,
+    generator: torch.Generator | None = None,
+    *,
+    form: str = "mean_sigmoid",
+    running_std: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """α_M and the outlier keep-mask from the global batch of reward gaps (Eq. 8–12).
+
+    1. w_i = exp(−½ (R_i − R̄)²) (optionally with (R_i − R̄)/s);
+    2. keep K = ⌊ρ·N⌋ pairs drawn ∝ w without replacement (ρ = 1: keep all, no draw);
+    3. α_M = mean_{i∈K} σ(R_i) / σ(R̄)  (`form="mean_sigmoid"`, official code)
+       or σ(mean_{i∈K} R_i) / σ(R̄)  (`form="sigmoid_mean"`, paper reading).
+
+    Args:
+        margins: `(N,)` detached reward gaps R_i, gathered over all ranks (same order on every rank).
+        running_mean: R̄ before this step's update.
+        keep_ratio: ρ ∈ (0, 1].
+        generator: CPU generator for the draw; same state on every rank gives the same mask.
+        form: see 3.
+        running_std: optional s for the std-normalised filter.
+
+    Returns:
+        `alpha_m`: 0-dim tensor; `keep_mask`: `(N,)` bool. K is at least 1 so a step always has a loss.
+    """
+    if form not in MODEL_AWARE_FORMS:
+        raise ValueError(f"form must be one of {MODEL_AWARE_FORMS}, got {form!r}")
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    rewards = margins.detach().float()
+    n = rewards.numel()
+    if n == 0:
+        raise ValueError("model_aware_factor needs at least one margin")
+    k = max(1, int(keep_ratio * n + 1e-9))  # ⌊ρN⌋, tolerant to ρN landing just below an integer
+    if k >= n:
+        keep_mask = torch.ones(n, dtype=torch.bool, device=rewards.device)
+    else:
+        keep_mask = sample_keep_mask(outlier_log_weights(rewards, running_mean, running_std), k, generator)
+    r_bar = torch.as_tensor(running_mean, dtype=torch.float32, device=rewards.device)
+    kept = rewards[keep_mask]
+    kept = torch.nan_to_num(kept, nan=0.0)
+    if form == "mean_sigmoid":
+        numerator = torch.sigmoid(kept).mean()
+    else:
+        numerator = torch.sigmoid(kept.mean())
+    return numerator / torch.sigmoid(r_bar), keep_mask
+
+
+def combine_beta(
+    beta: float,
+    alpha_d: torch.Tensor | None = None,
+    alpha_m: torch.Tensor | float | None = None,
+    beta_min: float = 1e-3,
+) -> torch.Tensor | float:
+    """β_C,i = max(β · α_D,i · α_M, β_min)  (Eq. 15–16). No upper clamp. With both factors absent returns β itself."""
+    if alpha_d is None and alpha_m is None:
+        return beta
+    factor = torch.ones(()) if alpha_d is None else alpha_d.detach().float()
+    if alpha_m is not None:
+        factor = factor * torch.as_tensor(alpha_m).detach().float().to(factor.device)
+    return (beta * factor).clamp_min(beta_min)
+
+
+def dama_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float | torch.Tensor,
+    keep_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair DPO loss with a per-pair, gradient-free β (Eq. 2): ℓ_i = m_i · (−log σ(β_i · h_i)).
+
+    The batch loss of Eq. 2 is `losses.sum() / max(keep_mask.sum(), 1)` (see `reduce_loss`). With β a float and
+    no mask this is exactly the sigmoid loss of DPO (Rafailov et al., 2023, Eq. 7).
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps: `(B,)` summed
+            response log-probs.
+        beta: a float or a `(B,)` tensor β_C; it is detached — no gradient reaches it.
+        keep_mask: optional `(B,)` bool; dropped pairs get loss 0 (and therefore no gradient).
+
+    Returns:
+        `losses` `(B,)` (fp32), `chosen_rewards` `(B,)` = β_i·(log πθ(y_w) − log πref(y_w)), `rejected_rewards` `(B,)`,
+        both rewards detached.
+    """
+    chosen_logratios = policy_chosen_logps.float() - ref_chosen_logps.float()
+    rejected_logratios = policy_rejected_logps.float() - ref_rejected_logps.float()
+    if isinstance(beta, torch.Tensor):
+        beta = beta.detach().float().to(chosen_logratios.device)
+    losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    if keep_mask is not None:
+        losses = losses * keep_mask.to(losses.dtype)
+    chosen_rewards = (beta * chosen_logratios).detach()
+    rejected_rewards = (beta * rejected_logratios).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def reduce_loss(losses: torch.Tensor, n_kept_global: int | torch.Tensor, world_size: int = 1) -> torch.Tensor:
+    """This rank's share of Eq. 2's mean over kept pairs, such that averaging over ranks (DDP) gives the global mean.
+
+    Global loss = Σ_{all ranks} Σ_i m_i ℓ_i / max(K, 1). DDP averages gradients over W ranks, so each rank returns
+    W · Σ_local m_i ℓ_i / max(K, 1). With no filter (K = N = W·B) this is the plain per-rank mean.
+    """
+    n_kept = torch.as_tensor(n_kept_global, dtype=losses.dtype, device=losses.device).clamp_min(1.0)
+    return losses.sum() * world_size / n_kept

@@ -1,0 +1,148 @@
+"""`dama train --config recipe.yaml [--key value ...]`: DAMA training of any Hugging Face VLM.
+
+Recipe keys are the fields of four dataclasses, parsed by TRL's parser (YAML first, then command-line overrides;
+unknown keys fail): `DAMAConfig` (training + DAMA), `trl.ModelConfig` (model, dtype, LoRA), `DataArguments` (data),
+`ModelOptions` (freezing). Multi-GPU: `accelerate launch --config_file recipes/accelerate/<cfg>.yaml -m dama.train ...`.
+
+`model_name_or_path: tiny:llava` / `tiny:qwen2-vl` builds a tiny random model offline (`dama.tiny`): for tests, the
+demo and trying the CLI on a laptop.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import ModelConfig, TrlParser
+
+from dama.config import DAMAConfig
+from dama.data import DataArguments, load_preference_dataset
+
+logger = logging.getLogger(__name__)
+
+VISION_TOWER_NAMES = ("vision_tower", "visual", "vision_model", "vision_encoder", "vision_embed_tokens")
+
+
+@dataclass
+class ModelOptions:
+    """Which parts of the VLM train."""
+
+    freeze_vision_tower: bool = field(
+        default=False, metadata={"help": "Freeze the vision encoder (the official recipe trains only LM + projector)."}
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[DAMAConfig, ModelConfig, DataArguments, ModelOptions]:
+    """Parse a recipe and overrides with TRL's parser; unknown keys in the YAML or on the command line fail."""
+    parser = TrlParser((DAMAConfig, ModelConfig, DataArguments, ModelOptions))
+    config, model_args, data_args, options = parser.parse_args_and_config(argv)
+    return config, model_args, data_args, options
+
+
+def find_vision_tower(model: Any) -> Any:
+    """The vision encoder module of a VLM (LLaVA: `model.vision_tower`, Qwen-VL: `model.visual`, …)."""
+    for owner in (getattr(model, "model", None), model):
+        for name in VISION_TOWER_NAMES:
+            module = getattr(owner, name, None) if owner is not None else None
+            if module is not None:
+                return module
+    raise ValueError(f"cannot find the vision tower of {type(model).__name__} (looked for {VISION_TOWER_NAMES})")
+
+
+def load_model(model_args: ModelConfig) -> tuple[Any, Any]:
+    """`AutoModelForImageTextToText` + `AutoProcessor`, or a tiny offline model for `tiny:<arch>`."""
+    name = model_args.model_name_or_path
+    if not name:
+        raise ValueError("model_name_or_path is required (a hub id, a local folder, or tiny:llava / tiny:qwen2-vl)")
+    if name.startswith("tiny:"):
+        from dama import tiny
+
+        builders = {"llava": tiny.build_llava, "qwen2-vl": tiny.build_qwen2_vl}
+        arch = name.split(":", 1)[1]
+        if arch not in builders:
+            raise ValueError(f"unknown tiny model {name!r}; choose from {[f'tiny:{k}' for k in builders]}")
+        return builders[arch]()
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": model_args.model_revision}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    processor = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
+    return model, processor
+
+
+def build_trainer(argv: list[str] | None = None):
+    """Parse, load and validate the data (before anything is written), load the model, build a `DAMATrainer`."""
+    from trl import get_peft_config
+
+    from dama import tiny
+    from dama.trainer import DAMATrainer
+
+    config, model_args, data_args, options = parse_args(argv)
+    if not data_args.dataset_path:
+        raise ValueError("dataset_path is required (see `dama train --help`)")
+    hardness = config.hardness_column if config.data_aware else None
+    train_dataset, stored_delta_mean = load_preference_dataset(
+        data_args.dataset_path,
+        data_args.dataset_format,
+        data_args.image_root,
+        hardness,
+        data_args.max_samples,
+        data_args.validate_images,
+    )
+    eval_dataset = None
+    if data_args.eval_dataset_path:
+        eval_dataset, _ = load_preference_dataset(
+            data_args.eval_dataset_path, data_args.dataset_format, data_args.image_root, hardness, None,
+            data_args.validate_images,
+        )
+    model, processor = load_model(model_args)
+    if options.freeze_vision_tower:
+        find_vision_tower(model).requires_grad_(False)
+    peft_config = get_peft_config(model_args)
+    ref_model = None
+    if (
+        model_args.model_name_or_path.startswith("tiny:")
+        and peft_config is None
+        and not config.precompute_ref_log_probs
+    ):
+        ref_model = tiny.clone(model)  # a config-built model has no path to reload the reference from
+    return DAMATrainer(
+        model=model,
+        ref_model=ref_model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+        delta_mean=stored_delta_mean,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__.strip())
+        print()
+        TrlParser((DAMAConfig, ModelConfig, DataArguments, ModelOptions)).print_help()
+        return 0
+    trainer = build_trainer(argv)
+    resume = trainer.args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in {"true", "last"}:
+        resume = True
+    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model(trainer.args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(trainer.args.output_dir)
+        print(f"dama train: model saved to {Path(trainer.args.output_dir).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

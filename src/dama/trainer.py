@@ -1,0 +1,357 @@
+"""`DAMATrainer`: TRL's `DPOTrainer` with DAMA's per-pair, per-step β (METHOD.md; Lu et al., ICML 2025).
+
+The override is one method, `_compute_loss`, written as a straight line:
+forward → policy log-probs → reference log-probs → β_C (pure functions of `dama.objective`) → loss → metrics.
+Everything else is glue: carrying the per-pair hardness (and precomputed reference log-probs) through TRL's collator,
+which drops unknown columns; keeping the model-aware statistics global across data-parallel ranks; saving R̄ in
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import DPOTrainer
+
+from dama.config import DAMAConfig
+from dama.objective import combine_beta, dama_loss, data_aware_factor, model_aware_factor, reduce_loss
+from dama.state import RewardGapEMA
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "dama_state.json"
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+class ExtraColumnsCollator:
+    """Wrap a TRL collator so per-pair float columns survive it (TRL's collators return only model inputs)."""
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], columns: tuple[str, ...]) -> None:
+        self.inner = inner
+        self.columns = columns
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        extras = {
+            name: torch.tensor([float(example[name]) for example in examples], dtype=torch.float32)
+            for name in self.columns
+            if name in examples[0]
+        }
+        batch = self.inner(examples)
+        batch.update(extras)
+        return batch
+
+
+def dataset_columns(dataset: Any) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names is None:
+        names = list(next(iter(dataset)).keys())
+    return list(names)
+
+
+class DAMATrainer(DPOTrainer):
+    """TRL `DPOTrainer` whose sigmoid loss uses β_C,i = max(β·α_D,i·α_M, β_min) and the outlier keep-mask.
+
+    Extra arguments beyond `DPOTrainer`'s:
+        delta_mean: δ̄ from the hardness output (`dama hardness` stores it). `args.delta_mean` overrides it; when
+            both are unset, the mean of the hardness column over the training set is used.
+
+    With `args.precompute_ref_log_probs=True` and a vision dataset (which TRL refuses), the reference log-probs are
+    computed once here with the exact training collator, stored as dataset columns, and the reference model is then
+    released, so training runs without it. A dataset that already has `ref_chosen_logps`/`ref_rejected_logps` (from
+    `dama precompute-ref`) is used as is.
+    """
+
+    _tag_names = ["trl", "dpo", "dama"]
+
+    def __init__(self, *args: Any, delta_mean: float | None = None, **kwargs: Any) -> None:
+        config = kwargs.get("args") if "args" in kwargs else (args[2] if len(args) > 2 else None)
+        if not isinstance(config, DAMAConfig):
+            raise TypeError(f"DAMATrainer needs `args=DAMAConfig(...)`, got {type(config).__name__}")
+        train_dataset = kwargs.get("train_dataset")
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required")
+        columns = dataset_columns(train_dataset)
+        self._is_vision_data = "image" in columns or "images" in columns
+        has_ref_columns = all(name in columns for name in REF_COLUMNS)
+        # TRL rejects precompute_ref_log_probs for vision data; we do it ourselves after TRL's init.
+        self._vision_precompute = self._is_vision_data and (config.precompute_ref_log_probs or has_ref_columns)
+        if self._vision_precompute:
+            config.precompute_ref_log_probs = False
+        self.delta_mean = self._resolve_delta_mean(config, train_dataset, columns, delta_mean)
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._vision_precompute:
+                config.precompute_ref_log_probs = True
+
+        self.reward_gap = RewardGapEMA(gamma=config.gamma, track_std=config.filter_std)
+        extra = [config.hardness_column] if config.data_aware else []
+        if self._vision_precompute:
+            extra += list(REF_COLUMNS)
+        self._extra_columns = tuple(extra)
+        if self._extra_columns:
+            self.data_collator = ExtraColumnsCollator(self.data_collator, self._extra_columns)
+        if self._vision_precompute:
+            self._precompute_vision_ref_logps(has_ref_columns)
+        # TRL's generic loss path handles the losses DAMA does not rescale; ours is the sigmoid loss.
+        self._use_dama_path = config.loss_type == ["sigmoid"] and not (
+            config.ld_alpha is not None or config.use_weighting or config.f_divergence_type != "reverse_kl"
+        )
+
+    # ----------------------------------------------------------------------------------------------------- data glue
+    @staticmethod
+    def _resolve_delta_mean(
+        config: DAMAConfig, dataset: Any, columns: list[str], stored: float | None
+    ) -> float | None:
+        if not config.data_aware:
+            return None
+        if config.hardness_column not in columns:
+            raise ValueError(
+                f"data_aware=True needs the per-pair hardness column {config.hardness_column!r}, which the training "
+                f"dataset does not have (columns: {columns}). Produce it with `dama hardness --data <your data> "
+                "--clip <CLIP model> --out <dir>` and train on <dir>, import official DAMA JSON (it carries "
+                "chosen_logits/rejected_logits), or set data_aware=False."
+            )
+        if config.delta_mean is not None:
+            return float(config.delta_mean)
+        if stored is not None:
+            return float(stored)
+        if not isinstance(dataset, Dataset):
+            raise ValueError("delta_mean is required with a streaming dataset (set --delta_mean).")
+        values = torch.tensor(dataset[config.hardness_column], dtype=torch.float64)
+        if not torch.isfinite(values).all():
+            bad = int((~torch.isfinite(values)).nonzero()[0])
+            raise ValueError(f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad]})")
+        return float(values.mean())
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        for name in getattr(self, "_extra_columns", ()):
+            if name not in self._signature_columns:
+                self._signature_columns.append(name)
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any):
+        if self.args.keep_file_order:
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+        return super()._get_train_sampler(*args, **kwargs)
+
+    # ------------------------------------------------------------------------------ reference log-probs, vision data
+    @torch.no_grad()
+    def _precompute_vision_ref_logps(self, already_there: bool) -> None:
+        if not already_there:
+            from dama.reference import compute_reference_logps
+
+            model = self.ref_model if self.ref_model is not None else self.model
+            chosen, rejected = compute_reference_logps(self, model, self.train_dataset)
+            self.train_dataset = self.train_dataset.add_column("ref_chosen_logps", chosen).add_column(
+                "ref_rejected_logps", rejected
+            )
+        if self.ref_model is not None:
+            self.ref_model = None  # training reads the stored log-probs: free the reference model's memory
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        self.precompute_ref_logps = True
+
+    # ----------------------------------------------------------------------------------------------------- the step
+    def _compute_loss(self, model, inputs, return_outputs):
+        if not self._use_dama_path:
+            return super()._compute_loss(model, inputs, return_outputs)
+        mode = "train" if self.model.training else "eval"
+        extras = {name: inputs.pop(name) for name in (*self._extra_columns, *REF_COLUMNS) if name in inputs}
+
+        # 1. policy forward: per-token log-probs from the fused LM head (no full logits)
+        model_kwargs = {k: v for k, v in inputs.items() if k != "completion_mask"}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        seq_len = completion_mask.size(1) - 1
+        per_token_logps = outputs.log_probs[:, -seq_len:]
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)  # batch is [chosen, rejected]
+
+        # 2. reference log-probs: stored in the batch, or a reference forward (adapters off under PEFT)
+        if self.precompute_ref_logps:
+            ref_chosen_logps, ref_rejected_logps = extras["ref_chosen_logps"], extras["ref_rejected_logps"]
+        else:
+            ref_model = self.ref_model if self.ref_model is not None else model
+            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(ref_model, inputs)
+
+        # 3. β_C from the pure DAMA functions
+        margins = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+        beta_c, keep_mask, n_kept, stats = self._dama_beta(margins.detach(), extras.get(self.args.hardness_column), mode)
+
+        # 4. loss (Eq. 2)
+        losses, chosen_rewards, rejected_rewards = dama_loss(
+            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta_c, keep_mask
+        )
+        loss = losses.mean() if keep_mask is None else reduce_loss(losses, n_kept, self.accelerator.num_processes)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+
+        # 5. metrics
+        self._log_step_metrics(
+            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, chosen_rewards, rejected_rewards, stats
+        )
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _dama_beta(
+        self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
+    ) -> tuple[torch.Tensor | float, torch.Tensor | None, int, dict[str, torch.Tensor]]:
+        """β_C `(B,)` (or the float β when DAMA is off), this rank's keep-mask, the global kept count K, and metrics.
+
+        One gather brings every rank's (R_i, α_D,i) together, so α_M, the keep-mask and R̄ are computed from the same
+        `(N,)` vector on every rank: they agree without any broadcast (METHOD.md §3, §6).
+        """
+        args = self.args
+        n_local = margins.numel()
+        if not args.dama_enabled:
+            return args.beta, None, n_local * self.accelerator.num_processes, {}
+        train = mode == "train"
+        rewards = margins.float() * (args.beta if args.reward_scale == "beta_margin" else 1.0)
+        alpha_d = data_aware_factor(delta, self.delta_mean).to(rewards.device) if args.data_aware else None
+        local = torch.stack([rewards, alpha_d if alpha_d is not None else torch.ones_like(rewards)], dim=1)
+        global_rewards, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
+        stats: dict[str, torch.Tensor] = {}
+        alpha_m, keep_local, n_kept = None, None, global_rewards.numel()
+        if args.tracks_reward_gap:
+            keep_ratio = args.keep_ratio if train else 1.0  # evaluation scores every pair
+            alpha_m_value, keep_global = model_aware_factor(
+                global_rewards,
+                self.reward_gap.mean,
+                keep_ratio,
+                self.reward_gap.generator(args.seed),
+                form=args.model_aware_form,
+                running_std=self.reward_gap.std,
+            )
+            if train:  # Eq. 14, after the factors of this step used the previous R̄
+                self.reward_gap.update(global_rewards if args.ema_input == "all" else global_rewards[keep_global])
+            if args.model_aware:
+                alpha_m = alpha_m_value
+            if keep_ratio < 1.0:
+                rank = self.accelerator.process_index
+                keep_local = keep_global[rank * n_local : (rank + 1) * n_local]
+                n_kept = int(keep_global.sum())
+            stats["dama/alpha_m"] = alpha_m_value.reshape(())
+            stats["dama/reward_gap_ema"] = torch.tensor(self.reward_gap.mean)
+            stats["dama/kept_fraction"] = keep_global.float().mean()
+        beta_c = combine_beta(args.beta, alpha_d, alpha_m, args.beta_min)
+        beta_c = torch.as_tensor(beta_c, dtype=torch.float32, device=margins.device).expand_as(margins)
+        global_beta = combine_beta(args.beta, global_alpha_d if args.data_aware else None, alpha_m, args.beta_min)
+        global_beta = torch.as_tensor(global_beta, dtype=torch.float32).expand_as(global_rewards)
+        stats["dama/beta_mean"] = global_beta.mean()
+        stats["dama/beta_min"] = global_beta.min()
+        stats["dama/beta_max"] = global_beta.max()
+        stats["dama/n_clamped"] = (global_beta <= args.beta_min).sum().float()
+        if args.data_aware:
+            stats["dama/alpha_d_mean"] = global_alpha_d.mean()
+        return beta_c, keep_local, n_kept, stats
+
+    @torch.no_grad()
+    def _log_step_metrics(
+        self,
+        mode: str,
+        inputs: dict[str, torch.Tensor],
+        outputs: Any,
+        seq_len: int,
+        chosen_logps: torch.Tensor,
+        rejected_logps: torch.Tensor,
+        chosen_rewards: torch.Tensor,
+        rejected_rewards: torch.Tensor,
+        stats: dict[str, torch.Tensor],
+    ) -> None:
+        """TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`, with one gather and one host sync.
+
+        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio.
+        """
+        mask = inputs["completion_mask"][..., 1:]
+        chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
+        chosen_mean_logits, rejected_mean_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
+        chosen_is_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
+        b = float(chosen_rewards.numel())
+        # name -> (local numerator, local denominator); global value = Σ numerators / Σ denominators
+        fractions = {
+            "entropy": ((outputs.entropy[:, -seq_len:] * mask).sum(), mask.sum()),
+            "logits/chosen": (chosen_mean_logits[chosen_mask].sum(), chosen_mask.sum()),
+            "logits/rejected": (rejected_mean_logits[rejected_mask].sum(), rejected_mask.sum()),
+            "mean_token_accuracy": ((chosen_is_top1 & chosen_mask).sum(), chosen_mask.sum()),
+            "rewards/chosen": (chosen_rewards.sum(), b),
+            "rewards/rejected": (rejected_rewards.sum(), b),
+            "rewards/accuracies": ((chosen_rewards > rejected_rewards).sum(), b),
+            "rewards/margins": ((chosen_rewards - rejected_rewards).sum(), b),
+            "logps/chosen": (chosen_logps.sum(), b),
+            "logps/rejected": (rejected_logps.sum(), b),
+        }
+        if self.aux_loss_enabled:
+            fractions["aux_loss"] = (outputs.aux_loss, 1.0)
+        device = chosen_rewards.device
+        local = torch.stack(
+            [torch.as_tensor(v, device=device).detach().float().reshape(()) for pair in fractions.values() for v in pair]
+            + [inputs["attention_mask"].sum().float()]
+        )
+        totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
+        stat_values = [v.detach().float().reshape(()).to(device) for v in stats.values()]
+        values = torch.cat([totals, torch.stack(stat_values)]) if stat_values else totals
+        values = values.tolist()  # the one host sync of the step's metrics
+        for i, name in enumerate(fractions):
+            num, den = values[2 * i], values[2 * i + 1]
+            self._metrics[mode][name].append(num / den if den > 0 else 0.0)
+        n_tokens = values[2 * len(fractions)]
+        if mode == "train":
+            self._total_train_tokens += int(n_tokens) // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        for name, value in zip(stats, values[2 * len(fractions) + 1 :]):
+            self._metrics[mode][name].append(value)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        # Written before the checkpoint's trainer_state.json (which marks a checkpoint complete), so a checkpoint
+        # that resume would pick up always has R̄.
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean}
+            tmp = os.path.join(folder, STATE_FILE + ".tmp")
+            with open(tmp, "w") as handle:
+                json.dump(state, handle, indent=2)
+            os.replace(tmp, os.path.join(folder, STATE_FILE))
+        super()._save_checkpoint(model, trial)
+
+    def load_dama_state(self, checkpoint: str) -> None:
+        """Restore R̄ (and the filter's sampling position) from a checkpoint folder."""
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(path):
+            if self.args.tracks_reward_gap:
+                raise FileNotFoundError(
+                    f"{path} is missing: the checkpoint was not written by DAMATrainer, so the running reward-gap "
+                    "estimate R̄ cannot be restored. Resume from a DAMATrainer checkpoint or start a new run."
+                )
+            return
+        with open(path) as handle:
+            state = json.load(handle)
+        self.reward_gap.load_state_dict(state["reward_gap"])
+        stored = state.get("delta_mean")
+        if self.args.data_aware and stored is not None and self.delta_mean is not None:
+            if not math.isclose(stored, self.delta_mean, rel_tol=1e-9, abs_tol=1e-12):
+                logger.warning("delta_mean differs from the checkpoint's (%s vs %s)", self.delta_mean, stored)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        if resume_from_checkpoint:
+            self.load_dama_state(str(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
