@@ -1,0 +1,476 @@
+"""Judge-based scorers: MMHal-Bench, LLaVA-Bench (in-the-wild, qa90) and MM-Vet (EVAL.md, "Judge-based").
+
+Each benchmark is three small pieces — an annotation loader, a prompt template, a reply parser — and one shared
+loop: ask the judge; if the reply cannot be parsed, re-ask (the previous reply is quoted and the format restated);
+if it still cannot, flag the item. Flagged items are listed in the results and never averaged in.
+
+The prompt templates are ours. They paraphrase each benchmark's criteria; MMHal's rating scale follows its
+Apache-2.0 template. Because the wording differs from the original GPT-4 prompts, numbers are labelled with the
+judge id and `prompt_version`, and should be compared only with numbers carrying the same labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dama.eval.judge import CachedJudge, Judge, build_judge
+from dama.eval.records import RecordError, read_json, read_jsonl_lines, write_json_atomic, write_jsonl
+
+BENCHES = ("mmhal", "llava-bench", "mmvet")
+PROMPT_VERSION = {"mmhal": "dama-mmhal-v1", "llava-bench": "dama-llava-bench-v1", "mmvet": "dama-mmvet-v1"}
+
+MMHAL_TEMPLATE = """\
+You are an impartial judge. An AI assistant answered a question about an image; decide how informative its answer \
+is and whether it hallucinates. You cannot see the image. Instead you get a list of what the image contains, the \
+question, and a reference answer written by a person.
+
+A hallucination is a claim about the image that the image contents and the reference answer contradict or do not \
+support. Plausible details that the given information neither supports nor contradicts are not hallucinations. \
+Comparisons and judgements in the answer should be checked against the reference answer.
+
+Rate the answer on this scale:
+6 - very informative, with good analysis or reasoning, and no hallucination
+5 - very informative, no hallucination
+4 - somewhat informative, no hallucination
+3 - not informative, no hallucination
+2 - very informative, with hallucination
+1 - somewhat informative, with hallucination
+0 - not informative, with hallucination
+
+Image contents: {image_content}
+Question: {question}
+Reference answer: {reference}
+Answer to rate: {response}
+
+Explain your judgement in a few sentences, then end with one line of the form "Rating: <k>", where <k> is a \
+single integer from 0 to 6."""
+
+LLAVA_TEMPLATE = """\
+You compare two AI assistants' answers to a user's question about an image. You cannot see the image; it is \
+described below by captions (and object boxes as [x1, y1, x2, y2] in relative coordinates, when given).
+
+[Image description]
+{context}
+
+[Question]
+{question}
+
+[Assistant 1]
+{reference}
+[End of Assistant 1]
+
+[Assistant 2]
+{response}
+[End of Assistant 2]
+
+Rate each answer for helpfulness, relevance, accuracy and level of detail, on a scale from 1 to 10 (higher is \
+better). Judge content only: not the order in which the answers appear, and not their length as such.
+On the first line write only the two scores, for Assistant 1 and then Assistant 2, separated by a space. From the \
+second line on, explain your evaluation."""
+
+MMVET_TEMPLATE = """\
+Grade a model's answer to a question about an image against the ground-truth answer. Give a correctness score \
+between 0.0 and 1.0: 0.0 for a wrong answer, 1.0 for a fully correct one, and values in between for answers that are \
+partly correct or incomplete. In a ground truth, "<AND>" separates parts that must all be present, and "<OR>" \
+separates alternatives of which any one is enough. Wording, format and extra explanation do not matter unless they \
+contradict the ground truth.
+
+Examples (question | ground truth | answer | correctness):
+How many apples are on the plate? | 3 | There are three apples. | 1.0
+Which two cities are marked on the map? | Lyon <AND> Paris | Paris is marked. | 0.5
+What colour is the sign? | red <OR> dark red | The sign is blue. | 0.0
+What is the total on the receipt? | 12.50 | The total is 12.50 dollars, paid in cash. | 1.0
+
+Now grade:
+{question} | {reference} | {response} |
+
+Reply with the correctness score only: one number between 0.0 and 1.0."""
+
+FORMAT_HINT = {
+    "mmhal": 'end with one line "Rating: <k>", with <k> a single integer from 0 to 6',
+    "llava-bench": "write the two scores (integers from 1 to 10, Assistant 1 first) separated by a space, "
+    "alone on the first line",
+    "mmvet": "reply with one number between 0.0 and 1.0 and nothing else",
+}
+
+# MMHal-Bench's eight question types, in the order of its questions (index % 8).
+MMHAL_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
+
+
+class ScoreError(ValueError):
+    """An annotation or response file that cannot be scored; the message names the file, line and field."""
+
+
+# --- reply parsers: return the parsed value, or a string saying what is wrong ----------------------------------
+
+
+def parse_mmhal(reply: str) -> int | str:
+    values = {int(k) for k in re.findall(r"rating\s*:\s*\**\s*([0-6])(?![\d.])", reply, flags=re.IGNORECASE)}
+    if len(values) != 1:
+        return "no 'Rating: k' line" if not values else f"several ratings {sorted(values)}"
+    return values.pop()
+
+
+def parse_llava(reply: str) -> tuple[float, float] | str:
+    lines = [line for line in reply.strip().splitlines() if line.strip()]
+    if not lines:
+        return "empty reply"
+    parts = lines[0].replace(",", " ").split()
+    try:
+        scores = [float(part) for part in parts]
+    except ValueError:
+        return f"first line is not two numbers: {lines[0][:80]!r}"
+    if len(scores) != 2 or not all(1 <= s <= 10 for s in scores):
+        return f"first line is not two scores from 1 to 10: {lines[0][:80]!r}"
+    return scores[0], scores[1]
+
+
+def parse_mmvet(reply: str) -> float | str:
+    lines = [line for line in reply.strip().splitlines() if line.strip()]
+    numbers = re.findall(r"(?<![\w.])(\d*\.?\d+)(?![\w.])", lines[0]) if lines else []
+    if len(numbers) != 1 or not 0 <= float(numbers[0]) <= 1:
+        return f"expected one number in [0, 1], got {reply.strip()[:80]!r}"
+    return float(numbers[0])
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {"mmhal": parse_mmhal, "llava-bench": parse_llava, "mmvet": parse_mmvet}
+
+
+# --- annotation loaders: id -> {"prompt fields", "group"} --------------------------------------------------------
+
+
+def _field(row: dict, key: str, where: str) -> Any:
+    if key not in row:
+        raise ScoreError(f"{where}: missing field {key!r}")
+    return row[key]
+
+
+def load_mmhal(path: str | Path) -> dict[str, dict]:
+    """MMHal-Bench's `response_template.json`: a list of {question_type, question, gt_answer, image_content}.
+
+    Ids are list positions as strings ("0".."95"), as `dama eval generate --bench mmhal` writes them.
+    """
+    rows = read_json(path)
+    if not isinstance(rows, list):
+        raise ScoreError(f"{path}: expected a JSON list of MMHal-Bench questions")
+    items = {}
+    for index, row in enumerate(rows):
+        where = f"{path} item {index}"
+        content = _field(row, "image_content", where)
+        items[str(index)] = {
+            "group": str(row.get("question_type") or MMHAL_TYPES[index % 8]),
+            "question": _field(row, "question", where),
+            "reference": _field(row, "gt_answer", where),
+            "image_content": ", ".join(content) if isinstance(content, list) else str(content),
+        }
+    return items
+
+
+def _context_text(row: dict) -> str:
+    captions = row.get("caption", row.get("captions", ""))
+    lines = [captions] if isinstance(captions, str) else [str(c) for c in captions]
+    for inst in row.get("instances", []):
+        box = ", ".join(f"{v:.3f}" for v in inst.get("bbox", []))
+        lines.append(f"{inst.get('category', 'object')}: [{box}]")
+    return "\n".join(line for line in lines if line)
+
+
+def load_llava_bench(questions: str | Path, answers: str | Path, context: str | Path) -> dict[str, dict]:
+    """Questions JSONL {question_id, image, text, category}, reference answers JSONL {question_id, text}, and a
+    context JSONL {image, caption|captions, instances?} (one row per image)."""
+    contexts = {}
+    for line, row in read_jsonl_lines(context):
+        contexts[str(_field(row, "image", f"{context}:{line}"))] = _context_text(row)
+    references = {}
+    for line, row in read_jsonl_lines(answers):
+        references[str(_field(row, "question_id", f"{answers}:{line}"))] = _field(row, "text", f"{answers}:{line}")
+    items = {}
+    for line, row in read_jsonl_lines(questions):
+        where = f"{questions}:{line}"
+        qid, image = str(_field(row, "question_id", where)), str(_field(row, "image", where))
+        if qid in items:
+            raise ScoreError(f"{where}: duplicate question_id {qid!r}")
+        if qid not in references:
+            raise ScoreError(f"{where}: question_id {qid!r} has no reference answer in {answers}")
+        if image not in contexts:
+            raise ScoreError(f"{where}: image {image!r} has no caption row in {context}")
+        items[qid] = {
+            "group": str(_field(row, "category", where)),
+            "question": _field(row, "text", where),
+            "reference": references[qid],
+            "context": contexts[image],
+        }
+    return items
+
+
+def load_mmvet(path: str | Path) -> dict[str, dict]:
+    """MM-Vet's `mm-vet.json`: {id: {question, answer, capability: [...]}}."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ScoreError(f"{path}: expected a JSON object mapping question id -> question")
+    items = {}
+    for qid, row in data.items():
+        where = f"{path} item {qid!r}"
+        caps = _field(row, "capability", where)
+        items[str(qid)] = {
+            "group": sorted(caps) if isinstance(caps, list) else [str(caps)],
+            "question": _field(row, "question", where),
+            "reference": _field(row, "answer", where),
+        }
+    return items
+
+
+def build_prompt(bench: str, item: dict, response: str) -> str:
+    if bench == "mmhal":
+        return MMHAL_TEMPLATE.format(response=response, **{k: v for k, v in item.items() if k != "group"})
+    if bench == "llava-bench":
+        return LLAVA_TEMPLATE.format(response=response, **{k: v for k, v in item.items() if k != "group"})
+    # MM-Vet's table row is one line: newlines inside the answer would break it
+    return MMVET_TEMPLATE.format(
+        question=item["question"], reference=item["reference"], response=" ".join(response.split())
+    )
+
+
+# --- responses ---------------------------------------------------------------------------------------------------
+
+
+def load_responses(path: str | Path, bench: str, known: dict[str, dict]) -> tuple[dict[str, str], dict]:
+    """id -> response from a `dama eval generate` file, refusing duplicates, unknown ids and other benchmarks."""
+    responses: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    meta: dict[str, set] = {"model": set(), "decoding": set()}
+    first_meta: dict[str, Any] = {"model": None, "decoding": None}
+    for line, row in read_jsonl_lines(path):
+        where = f"{path}:{line}"
+        qid = str(_field(row, "id", where))
+        response = _field(row, "response", where)
+        if not isinstance(response, str):
+            raise ScoreError(f"{where}: field 'response' must be a string, got {type(response).__name__}")
+        if row.get("bench") not in (None, bench):
+            raise ScoreError(f"{where}: response is for bench {row['bench']!r}, but scoring {bench!r}")
+        if qid in responses:
+            raise ScoreError(f"{where}: duplicate id {qid!r} (first on line {first_line[qid]})")
+        if qid not in known:
+            raise ScoreError(f"{where}: id {qid!r} is not in the question/annotation file; wrong file or benchmark?")
+        responses[qid], first_line[qid] = response, line
+        if len(responses) == 1:
+            first_meta = {"model": row.get("model"), "decoding": row.get("decoding")}
+        meta["model"].add(str(row.get("model")))
+        meta["decoding"].add(repr(sorted((row.get("decoding") or {}).items())))
+    if len(meta["model"]) > 1:
+        raise ScoreError(f"{path}: responses from several models {sorted(meta['model'])}; score them separately")
+    if len(meta["decoding"]) > 1:
+        raise ScoreError(f"{path}: responses with different decoding settings; score them separately")
+    return responses, first_meta
+
+
+# --- the shared judge loop and the metrics -------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    value: Any
+    replies: list[str]
+    problem: str | None
+
+
+def ask(judge: Judge, bench: str, prompt: str, reasks: int) -> Verdict:
+    """Ask, parse, and re-ask up to `reasks` times quoting the unreadable reply; `value` is None when flagged."""
+    parse, replies, current = PARSERS[bench], [], prompt
+    for _ in range(reasks + 1):
+        reply = judge.complete(current)
+        replies.append(reply)
+        parsed = parse(reply)
+        if not isinstance(parsed, str):
+            return Verdict(parsed, replies, None)
+        current = (
+            f"{prompt}\n\nYour previous reply was:\n{reply}\n\nIt could not be read ({parsed}). "
+            f"Answer again and {FORMAT_HINT[bench]}."
+        )
+    return Verdict(None, replies, parsed)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def metrics_for(bench: str, values: dict[str, Any], items: dict[str, dict]) -> dict:
+    """The benchmark's metrics from parsed judge values (flagged items already left out)."""
+    groups: dict[str, list] = defaultdict(list)
+    if bench == "mmhal":
+        for qid, rating in values.items():
+            groups[items[qid]["group"]].append(rating)
+        ratings = list(values.values())
+        return {
+            "score": _mean(ratings),
+            "hallucination_rate": _mean([float(r < 3) for r in ratings]),
+            "per_type": {t: _mean(groups[t]) for t in sorted(groups)},
+        }
+    if bench == "llava-bench":
+        for qid, pair in values.items():
+            groups[items[qid]["group"]].append(pair)
+            groups["all"].append(pair)
+
+        def summary(pairs: list[tuple[float, float]]) -> dict:
+            ref, model = _mean([p[0] for p in pairs]), _mean([p[1] for p in pairs])
+            relative = 100 * model / ref if ref else None
+            return {"relative_score": relative, "model_mean": model, "reference_mean": ref, "n": len(pairs)}
+
+        overall = summary(groups.pop("all", []))
+        return {**overall, "per_category": {c: summary(groups[c]) for c in sorted(groups)}}
+    combos: dict[str, list] = defaultdict(list)
+    for qid, score in values.items():
+        for cap in items[qid]["group"]:
+            groups[cap].append(score)
+        combos["_".join(items[qid]["group"])].append(score)
+    total = _mean(list(values.values()))
+    return {
+        "total": None if total is None else 100 * total,
+        "per_capability": {c: 100 * _mean(groups[c]) for c in sorted(groups)},
+        "per_capability_combination": {c: 100 * _mean(combos[c]) for c in sorted(combos)},
+    }
+
+
+def score(
+    bench: str, items: dict[str, dict], responses: dict[str, str], judge: Judge, reasks: int = 2, progress=None
+) -> tuple[dict, list[dict]]:
+    """Judge every answered item. Returns (summary without file metadata, per-item detail rows)."""
+    values, details, flagged = {}, [], []
+    for qid in progress(list(responses)) if progress else responses:
+        prompt = build_prompt(bench, items[qid], responses[qid])
+        verdict = ask(judge, bench, prompt, reasks)
+        if verdict.value is None:
+            flagged.append(qid)
+        else:
+            values[qid] = verdict.value
+        details.append(
+            {
+                "id": qid,
+                "group": items[qid]["group"],
+                "value": verdict.value,
+                "flagged": verdict.value is None,
+                "problem": verdict.problem,
+                "judge_replies": verdict.replies,
+                "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+            }
+        )
+    missing = [qid for qid in items if qid not in responses]
+    summary = {
+        "n_items": len(items),
+        "n_responses": len(responses),
+        "n_scored": len(values),
+        "n_flagged": len(flagged),
+        "flagged": flagged,
+        "partial": bool(missing),
+        "missing": missing,
+        "metrics": metrics_for(bench, values, items),
+    }
+    return summary, details
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+
+def _add(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
+    """Add an option unless the calling CLI already defines it (e.g. a `--bench` shared with rule-based scorers)."""
+    if not any(flag in parser._option_string_actions for flag in flags):
+        parser.add_argument(*flags, **kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--bench", required=True, help="benchmark: " + ", ".join(BENCHES))
+    _add(parser, "--responses", required=True, help="JSONL written by `dama eval generate`")
+    _add(parser, "--judge", help="openai:MODEL[@BASE_URL], hf:/path/to/causal-lm, or fake[:SEED] (tests)")
+    _add(
+        parser,
+        "--questions",
+        help="annotations: MMHal response_template.json, LLaVA-Bench questions JSONL, or MM-Vet mm-vet.json",
+    )
+    _add(parser, "--answers", help="LLaVA-Bench: reference answers JSONL {question_id, text}")
+    _add(parser, "--context", help="LLaVA-Bench: captions JSONL {image, caption|captions, instances?}")
+    _add(parser, "--split", help="label for the results, e.g. in-the-wild or qa90 for LLaVA-Bench")
+    _add(parser, "--out", help="results JSON (default: next to --responses, named after bench and judge)")
+    _add(parser, "--cache-dir", help="judge cache folder (default: judge_cache/ next to --responses)")
+    _add(parser, "--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    _add(parser, "--judge-retries", type=int, default=5, help="retries on HTTP errors and timeouts (backoff 1,2,4 s)")
+    _add(parser, "--judge-timeout", type=float, default=60.0, help="seconds per HTTP request")
+    _add(parser, "--judge-max-tokens", type=int, default=1024, help="reply length limit for the judge")
+    _add(parser, "--reasks", type=int, default=2, help="re-asks after an unparsable reply before the item is flagged")
+
+
+def run(args: argparse.Namespace) -> int:
+    bench = args.bench
+    if bench not in BENCHES:
+        raise ScoreError(f"--bench {bench!r} is not judge-based; judge-based benchmarks: {', '.join(BENCHES)}")
+    if not args.judge:
+        raise ScoreError(f"--bench {bench} needs --judge (e.g. openai:gpt-4o-mini, hf:/path/to/model)")
+    if not args.questions:
+        raise ScoreError(f"--bench {bench} needs --questions (the benchmark's question/annotation file)")
+    if bench == "llava-bench":
+        if not (args.answers and args.context):
+            raise ScoreError("--bench llava-bench needs --answers (reference answers) and --context (captions)")
+        items = load_llava_bench(args.questions, args.answers, args.context)
+    else:
+        items = load_mmhal(args.questions) if bench == "mmhal" else load_mmvet(args.questions)
+    try:
+        responses, meta = load_responses(args.responses, bench, items)
+    except RecordError as err:
+        raise ScoreError(str(err)) from err
+    responses_path = Path(args.responses)
+    cache_dir = args.cache_dir or responses_path.parent / "judge_cache"
+    judge = build_judge(
+        args.judge,
+        cache_dir,
+        api_key_env=args.judge_key_env,
+        retries=args.judge_retries,
+        timeout=args.judge_timeout,
+        max_tokens=args.judge_max_tokens,
+    )
+    from tqdm import tqdm
+
+    summary, details = score(
+        bench, items, responses, judge, reasks=args.reasks, progress=lambda xs: tqdm(xs, desc=f"judging {bench}")
+    )
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", judge.judge_id).strip("_")[:60]
+    out = Path(args.out) if args.out else responses_path.with_name(f"{responses_path.stem}.{bench}.{slug}.json")
+    details_path = out.with_suffix(".details.jsonl")
+    split = args.split or ("in-the-wild" if bench == "llava-bench" else None)
+    results = {
+        "benchmark": bench,
+        "split": split,
+        "model": meta["model"],
+        "decoding": meta["decoding"],
+        "judge": judge.judge_id,
+        "prompt_version": PROMPT_VERSION[bench],
+        "annotations": {"path": str(args.questions), "sha256": _sha256_file(args.questions)},
+        "responses": str(responses_path),
+        **summary,
+        "details": str(details_path),
+    }
+    if isinstance(judge, CachedJudge):
+        results["judge_calls"] = {"new": judge.calls, "cached": judge.hits}
+    write_jsonl(details_path, details)
+    write_json_atomic(out, results)
+    if summary["partial"]:
+        print(
+            f"warning: {len(summary['missing'])} question(s) have no response; results marked partial", file=sys.stderr
+        )
+    if summary["n_flagged"]:
+        print(
+            f"warning: {summary['n_flagged']} judge reply(ies) unparsable, excluded: {summary['flagged']}",
+            file=sys.stderr,
+        )
+    print(f"{bench}: {results['metrics']}  (judge {judge.judge_id}) -> {out}")
+    return 0
+
+
+def _sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
