@@ -63,7 +63,8 @@ def sample_keep_mask(log_weights: torch.Tensor, k: int, generator: torch.Generat
     n = log_weights.numel()
     if not 0 <= k <= n:
         raise ValueError(f"k must be in [0, {n}], got {k}")
-    keys = torch.nan_to_num(log_weights.detach().float().cpu(), nan=float("-inf"))
+    keys = log_weights.detach().float().cpu()
+    keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
     uniform = torch.rand(n, generator=generator, dtype=torch.float64).clamp_(1e-12, 1.0 - 1e-12)
     gumbel = -torch.log(-torch.log(uniform)).float()
     keys = torch.where(torch.isfinite(keys), keys + gumbel, keys)
