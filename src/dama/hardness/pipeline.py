@@ -1,0 +1,225 @@
+"""The resumable hardness run: stream shards, process each once, write it atomically, finalise last.
+
+Shard k holds input rows [k·n, (k+1)·n). A shard is done when both `data/shard-k.parquet` and
+`.state/shard-k.json` exist (the state is written after the parquet, both by rename), so after a kill the same
+command skips the done shards, recomputes the one in flight and goes on; `hardness.json` (complete: true) is written
+only after every shard, the skipped-row list, the summary and the histogram. A run refuses to continue an output
+made with different settings (`.state/run.json` holds them) unless told to `overwrite`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dama.hardness.output import (
+    DELTA_COLUMN,
+    FORMAT,
+    METADATA_FILE,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_table,
+    delta_histogram,
+    delta_stats,
+    shard_name,
+    with_hardness_columns,
+    write_summary,
+)
+from dama.hardness.reader import InputSource, count_rows
+from dama.hardness.shard import ShardResult
+
+STATE_DIR = ".state"
+
+
+class OutputConflictError(RuntimeError):
+    """`--out` holds output of a different run (other settings or input)."""
+
+
+class ShardProcessor(Protocol):
+    def process(self, table: pa.Table, first_row: int) -> ShardResult: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def _input_fingerprint(source: InputSource) -> dict[str, Any]:
+    path = source.path.resolve()
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    stats = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+             for f in files if f.is_file()]
+    return {"path": str(path), "kind": source.kind, "split": source.split, "files": stats}
+
+
+def _prepare(out: Path, run: dict[str, Any], overwrite: bool) -> bool:
+    """Make `out` ready; True when it already holds this run's complete output (nothing to do)."""
+    state = out / STATE_DIR
+    meta_path = out / METADATA_FILE
+    if overwrite:
+        meta_path.unlink(missing_ok=True)  # first: the output stops claiming to be complete
+        for name in ("data", STATE_DIR):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("summary.md", "delta_hist.png", "skipped.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("run") == run and meta.get("complete") is True:
+            return True
+        raise OutputConflictError(
+            f"{out} already holds a complete hardness output made with other settings or input; "
+            "choose another --out or pass --overwrite"
+        )
+    if (state / "run.json").is_file():
+        previous = json.loads((state / "run.json").read_text(encoding="utf-8"))
+        if previous != run:
+            changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
+            raise OutputConflictError(
+                f"{out} holds an unfinished run with different settings ({', '.join(changed)} changed); rerun with "
+                "the same options to resume it, or pass --overwrite to start again"
+            )
+    elif (out / "data").exists() and any((out / "data").iterdir()):
+        raise OutputConflictError(f"{out}/data holds files of an unknown run; choose another --out or --overwrite")
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(state / "run.json", run)
+    return False
+
+
+def run_shards(
+    source: InputSource,
+    out: str | Path,
+    processor: ShardProcessor,
+    *,
+    shard_size: int = 1000,
+    limit: int | None = None,
+    delta_mean: float | None = None,
+    delta_mean_source: str = "computed",
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_run: dict[str, Any] | None = None,
+    after_shard: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Process `source` into the output folder `out`, resuming a previous run of the same settings.
+
+    Args:
+        delta_mean: δ̄ to store instead of the computed mean (METHOD.md §2.4); `delta_mean_source` says why.
+        after_shard: called with the shard index after each shard is durably written (tests inject kills here).
+
+    Returns:
+        The metadata written to `hardness.json`.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    run = {
+        "input": _input_fingerprint(source),
+        "processor": processor.describe(),
+        "shard_size": shard_size,
+        "limit": limit,
+        "delta_mean_override": delta_mean,
+        **(extra_run or {}),
+    }
+    run = json.loads(json.dumps(run))  # normalise tuples etc. so a comparison with the stored copy is exact
+    if _prepare(out, run, overwrite):
+        print(f"{out}: already complete (same input and settings); nothing to do", file=sys.stderr)
+        return json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
+
+    total = count_rows(source)
+    total = min(total, limit) if (total is not None and limit is not None) else (total if limit is None else limit)
+    bar = tqdm(total=total, unit="pair", desc="dama hardness", disable=not progress, dynamic_ncols=True)
+    n_input = 0
+    shards: list[str] = []
+    try:
+        for index, table in enumerate(source.iter_tables(shard_size)):
+            if limit is not None and n_input + table.num_rows > limit:
+                table = table.slice(0, max(0, limit - n_input))
+            if table.num_rows == 0:
+                break
+            name = shard_name(index)
+            state_path = out / STATE_DIR / f"{name}.json"
+            if not (state_path.is_file() and (out / "data" / name).is_file()):
+                result = processor.process(table, n_input)
+                kept = table.take(pa.array(result.kept, type=pa.int64()))
+                atomic_write_table(out / "data" / name, with_hardness_columns(kept, result.columns, source.features))
+                state = {"first_row": n_input, "n_input": table.num_rows, "n_rows": len(result.kept),
+                         "skipped": result.skipped, "stats": result.stats}
+                atomic_write_json(state_path, state)
+            shards.append(name)
+            n_input += table.num_rows
+            bar.update(table.num_rows)
+            if after_shard is not None:
+                after_shard(index)
+            if limit is not None and n_input >= limit:
+                break
+    finally:
+        bar.close()
+    return finalize(out, source, shards, run, delta_mean, delta_mean_source)
+
+
+def finalize(
+    out: Path,
+    source: InputSource,
+    shards: list[str],
+    run: dict[str, Any],
+    delta_mean: float | None,
+    delta_mean_source: str,
+) -> dict[str, Any]:
+    """Aggregate the shard states, write skipped.jsonl, the histogram, the summary and, last, hardness.json."""
+    states = [json.loads((out / STATE_DIR / f"{s}.json").read_text(encoding="utf-8")) for s in shards]
+    deltas: list[float] = []
+    for s in shards:
+        deltas.extend(pq.read_table(out / "data" / s, columns=[DELTA_COLUMN]).column(DELTA_COLUMN).to_pylist())
+    computed = math.fsum(deltas) / len(deltas) if deltas else None
+    if delta_mean is None:
+        if computed is None:
+            raise RuntimeError(f"{out}: no row was scored (all skipped?); no δ̄ can be computed. See skipped.jsonl")
+        delta_mean, delta_mean_source = computed, "computed"
+    skipped = [rec for st in states for rec in st["skipped"]]
+    stats = [st["stats"] for st in states]
+    truncation = {}
+    if any("truncated_chosen" in s for s in stats):
+        truncation = {
+            "chosen": sum(s.get("truncated_chosen", 0) for s in stats),
+            "rejected": sum(s.get("truncated_rejected", 0) for s in stats),
+            "rows": sum(s.get("truncated_rows", 0) for s in stats),
+            "n_texts": sum(s.get("n_texts", 0) for s in stats),
+            "max_tokens": next((s["max_tokens"] for s in stats if "max_tokens" in s), None),
+        }
+    examples = [ex for s in stats for ex in s.get("examples", [])]
+    from dama import __version__
+
+    processor = run["processor"]
+    meta = {
+        "format": FORMAT,
+        "version": __version__,
+        "complete": True,
+        "input": str(source.path),
+        "delta_mean": float(delta_mean),
+        "delta_mean_source": delta_mean_source,
+        "delta_mean_computed": computed,
+        "delta_column": DELTA_COLUMN,
+        "delta_stats": delta_stats(deltas),
+        "n_input_rows": sum(st["n_input"] for st in states),
+        "n_rows": len(deltas),
+        "n_skipped": len(skipped),
+        "clip_model": processor.get("clip_model"),
+        "scorer": processor.get("scorer"),
+        "splitter": processor.get("splitter"),
+        "truncation": truncation,
+        "shards": shards,
+        "run": run,
+    }
+    lines = "".join(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in skipped)
+    atomic_write_bytes(out / "skipped.jsonl", lines.encode("utf-8"))
+    title = f"{source.path.name}: {len(deltas)} pairs, scorer {meta['scorer']}"
+    delta_histogram(deltas, float(delta_mean), out / "delta_hist.png", title)
+    write_summary(out / "summary.md", meta, skipped, examples)
+    atomic_write_json(out / METADATA_FILE, meta)  # last: from here on the output is complete
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    return meta

@@ -1,0 +1,174 @@
+"""Scoring sub-sentences against an image with a dual encoder (METHOD.md §2 step 2, Eq. 3–5).
+
+The maths is pure: `union_softmax` and `mean_cosine` take unit-norm embeddings and return per-sub-sentence scores
+and the hardness gap δ = score_w − score_l ∈ [−1, 1]. `DualEncoderScorer` wraps any transformers dual encoder
+(CLIP, SigLIP, ...) loaded through `AutoModel`/`AutoProcessor` and only turns images and texts into embeddings:
+images in batches of already-preprocessed pixels (so decoding can run in worker processes), texts in batches with
+truncation at the encoder's context, counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SCORERS = ("union_softmax", "mean_cosine")
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """Scores of one preference pair: per-sub-sentence scores of S_w and S_l, and δ (Eq. 5)."""
+
+    chosen: list[float]
+    rejected: list[float]
+    delta: float
+
+
+def union_softmax(
+    image_emb: torch.Tensor, chosen_emb: torch.Tensor, rejected_emb: torch.Tensor, logit_scale: float
+) -> PairScore:
+    """The paper's CLIP score over the union U = S_w ∪ S_l (METHOD.md §2.2–2.3, Eq. 3–5).
+
+    ℓ_j = scale · cos(f_img(I), f_txt(s_j)) for s_j ∈ U; p = softmax(ℓ) over U; score_w = Σ_{S_w} p,
+    score_l = Σ_{S_l} p; δ = score_w − score_l ∈ [−1, 1] (p sums to 1 over U).
+
+    Args:
+        image_emb: `(D,)` unit-norm image embedding.
+        chosen_emb: `(n_w, D)` unit-norm embeddings of the chosen response's sub-sentences, n_w ≥ 1.
+        rejected_emb: `(n_l, D)` unit-norm embeddings of the rejected response's sub-sentences, n_l ≥ 1.
+        logit_scale: the encoder's temperature (CLIP: exp(logit_scale) = 100 for trained models).
+
+    Returns:
+        `PairScore` with `chosen` (n_w probabilities), `rejected` (n_l probabilities) and `delta`.
+    """
+    n_w = chosen_emb.shape[0]
+    texts = torch.cat([chosen_emb, rejected_emb]).double()  # (n_w + n_l, D)
+    logits = logit_scale * (texts @ image_emb.double())  # (n_w + n_l,)
+    probs = torch.softmax(logits, dim=0)
+    p_w, p_l = probs[:n_w], probs[n_w:]
+    return PairScore(p_w.tolist(), p_l.tolist(), float(p_w.sum() - p_l.sum()))
+
+
+def mean_cosine(
+    image_emb: torch.Tensor, chosen_emb: torch.Tensor, rejected_emb: torch.Tensor, logit_scale: float = 1.0
+) -> PairScore:
+    """A temperature-free alternative: each sub-sentence scores (1 + cos)/2 ∈ [0, 1]; δ = mean_w − mean_l ∈ [−1, 1].
+
+    Shapes as in `union_softmax`; `logit_scale` is accepted for a common signature and ignored.
+    """
+    del logit_scale
+    s_w = (1.0 + chosen_emb.double() @ image_emb.double()) / 2  # (n_w,)
+    s_l = (1.0 + rejected_emb.double() @ image_emb.double()) / 2  # (n_l,)
+    return PairScore(s_w.tolist(), s_l.tolist(), float(s_w.mean() - s_l.mean()))
+
+
+def get_scoring_function(name: str) -> Callable[..., PairScore]:
+    if name == "union_softmax":
+        return union_softmax
+    if name == "mean_cosine":
+        return mean_cosine
+    raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is float16 on an accelerator and float32 on a CPU (half precision is slow there)."""
+    if dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, float16 or bfloat16")
+    return table[dtype]
+
+
+def _embedding(output) -> torch.Tensor:
+    """transformers 5 returns an output object from get_*_features (embedding in `.pooler_output`); 4.x a tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    return output.pooler_output
+
+
+class DualEncoderScorer:
+    """Image and text embeddings from a transformers dual encoder, unit-normalised, with truncation counted.
+
+    The model needs `get_image_features(pixel_values=...)`, `get_text_features(input_ids=..., attention_mask=...)`
+    and a `logit_scale` parameter (CLIP, SigLIP, SigLIP2 with fixed resolution, ...).
+    """
+
+    def __init__(self, model, processor, device: str = "auto", dtype: str = "auto", name: str = "<model>") -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.image_processor = getattr(processor, "image_processor", None)
+        self.name = name
+        self.model_type = str(getattr(model.config, "model_type", ""))
+        # SigLIP was trained with texts padded to the full context; CLIP pools at EOS and pads to the longest.
+        self.pad_to_max_length = "siglip" in self.model_type
+        self.max_text_tokens = self._context_length()
+        scale = getattr(model, "logit_scale", None)
+        self.logit_scale = float(scale.detach().float().exp()) if scale is not None else 100.0
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str = "auto", dtype: str = "auto") -> DualEncoderScorer:
+        from transformers import AutoModel, AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path)
+            model = AutoModel.from_pretrained(name_or_path)
+        except OSError as err:
+            raise OSError(
+                f"cannot load the dual encoder {name_or_path!r} ({err}); pass --clip a local folder saved with "
+                "save_pretrained, or a hub name that is in the local cache"
+            ) from err
+        if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
+            raise TypeError(f"{name_or_path!r} ({type(model).__name__}) is not a dual encoder (CLIP/SigLIP-style)")
+        return cls(model, processor, device=device, dtype=dtype, name=name_or_path)
+
+    def _context_length(self) -> int:
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        limits = [getattr(text_config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        limits = [int(x) for x in limits if x is not None and 0 < int(x) < 1_000_000]
+        return min(limits) if limits else 77
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """`(N, C, H, W)` preprocessed pixels → `(N, D)` unit-norm float32 embeddings on the CPU."""
+        pixels = torch.as_tensor(pixel_values).to(device=self.device, dtype=self.dtype)
+        emb = _embedding(self.model.get_image_features(pixel_values=pixels)).float()
+        return torch.nn.functional.normalize(emb, dim=-1).cpu()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token count of each text with special tokens, before truncation."""
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
+        """`T` texts → `(T, D)` unit-norm float32 embeddings on the CPU, and which texts were truncated."""
+        truncated = [n > self.max_text_tokens for n in self.count_tokens(texts)]
+        batch = self.tokenizer(
+            list(texts),
+            padding="max_length" if self.pad_to_max_length else True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        inputs = {"input_ids": batch["input_ids"].to(self.device)}
+        if "attention_mask" in batch and not self.pad_to_max_length:
+            inputs["attention_mask"] = batch["attention_mask"].to(self.device)
+        emb = _embedding(self.model.get_text_features(**inputs)).float()
+        return torch.nn.functional.normalize(emb, dim=-1).cpu(), truncated

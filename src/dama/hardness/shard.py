@@ -1,0 +1,281 @@
+"""Computing the hardness columns of one shard: split → decode images → encode → score (METHOD.md §2, Eq. 3–5).
+
+`ClipShardProcessor.process(table, first_row)` takes a shard of input rows and returns which rows are kept, the five
+new columns for them, the rows left out with reasons, and truncation counts. Within a shard every distinct image is
+decoded (in worker processes) and encoded once, every distinct sub-sentence is encoded once, texts in length-sorted
+batches; image batches are encoded as soon as the workers have a batch ready, text batches while they work. Batch
+composition depends only on the shard's content, so a shard recomputed after a resume gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from dama.hardness.decode import ImageDecoder
+from dama.hardness.reader import InputError, prompt_text, response_text
+from dama.hardness.scorers import DualEncoderScorer, get_scoring_function
+from dama.hardness.splitters import SplitRequest, Splitter
+
+RESPONSE_FIELDS = ("chosen", "rejected")
+
+
+class HardnessDataError(ValueError):
+    """A bad input row under `--on-error fail`; the message names the row id, the field and the path."""
+
+
+@dataclass
+class RowProblem:
+    index: int  # position in the shard
+    row_id: Any
+    field: str
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        return {"row_id": self.row_id, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class ShardResult:
+    kept: list[int]  # positions in the shard, ascending
+    columns: dict[str, list]  # the five hardness columns, one entry per kept row
+    skipped: list[dict[str, Any]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def row_ids(table: pa.Table, first_row: int) -> list[Any]:
+    """`idx` or `id` column when present, else the row number in the input."""
+    for name in ("idx", "id"):
+        if name in table.column_names:
+            values = table.column(name).to_pylist()
+            return [v if v is not None else first_row + i for i, v in enumerate(values)]
+    return list(range(first_row, first_row + table.num_rows))
+
+
+def image_column(table: pa.Table, where: str) -> tuple[list, list[str]]:
+    """Per row: the image value and the field it came from (`image`, else `image_path`)."""
+    names = table.column_names
+    if "image" not in names and "image_path" not in names:
+        raise InputError(f"{where}: the data has neither an 'image' nor an 'image_path' column")
+    images = table.column("image").to_pylist() if "image" in names else [None] * table.num_rows
+    paths = table.column("image_path").to_pylist() if "image_path" in names else [None] * table.num_rows
+    values, fields = [], []
+    for img, path in zip(images, paths):
+        if img is not None or path is None:
+            values.append(img)
+            fields.append("image" if "image" in names else "image_path")
+        else:
+            values.append(path)
+            fields.append("image_path")
+    return values, fields
+
+
+def image_key(value: Any) -> str | None:
+    """Identity of an image within a shard (same bytes or same path → encoded once); None when it has none."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            value = value["bytes"]
+        elif value.get("path"):
+            value = value["path"]
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes:" + hashlib.blake2b(bytes(value), digest_size=16).hexdigest()
+    if isinstance(value, str) and value:
+        return "str:" + (value if len(value) < 512 else hashlib.blake2b(value.encode(), digest_size=16).hexdigest())
+    return None
+
+
+def describe_image(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("path") or "<embedded bytes>")
+    if isinstance(value, str):
+        return value if len(value) < 256 else "<embedded base64>"
+    return "<embedded bytes>" if value is not None else "<none>"
+
+
+class ClipShardProcessor:
+    """Split, decode, encode and score one shard at a time with a dual encoder."""
+
+    def __init__(
+        self,
+        scorer: DualEncoderScorer,
+        splitter: Splitter,
+        decoder: ImageDecoder,
+        scoring: str = "union_softmax",
+        on_error: str = "fail",
+        text_batch_size: int = 256,
+        image_batch_size: int = 32,
+        source_name: str = "input",
+    ) -> None:
+        self.scorer = scorer
+        self.splitter = splitter
+        self.decoder = decoder
+        self.scoring = scoring
+        self.score_pair = get_scoring_function(scoring)
+        self.on_error = on_error
+        self.text_batch_size = text_batch_size
+        self.image_batch_size = image_batch_size
+        self.source_name = source_name
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "clip_model": self.scorer.name,
+            "scorer": self.scoring,
+            "splitter": self.splitter.describe(),
+            "logit_scale": self.scorer.logit_scale,
+            "device": str(self.scorer.device),
+            "dtype": str(self.scorer.dtype).replace("torch.", ""),
+            "text_batch_size": self.text_batch_size,
+            "image_batch_size": self.image_batch_size,
+        }
+
+    def _problem(self, problems: dict[int, RowProblem], problem: RowProblem) -> None:
+        if self.on_error == "fail":
+            raise HardnessDataError(
+                f"{self.source_name} row {problem.row_id} field {problem.field!r}: {problem.reason} "
+                "(fix the data, or pass --on-error skip to leave such rows out)"
+            )
+        problems.setdefault(problem.index, problem)
+
+    def process(self, table: pa.Table, first_row: int) -> ShardResult:
+        where = self.source_name
+        names = table.column_names
+        for column in (*RESPONSE_FIELDS, *self.splitter.columns):
+            if column not in names:
+                raise InputError(f"{where}: the data has no {column!r} column (columns: {names})")
+        n = table.num_rows
+        ids = row_ids(table, first_row)
+        question_col = "question" if "question" in names else "prompt" if "prompt" in names else None
+        questions = [prompt_text(q) for q in table.column(question_col).to_pylist()] if question_col else [""] * n
+        responses = {f: [response_text(v) for v in table.column(f).to_pylist()] for f in RESPONSE_FIELDS}
+        extra = {c: table.column(c).to_pylist() for c in self.splitter.columns}
+        images, image_fields = image_column(table, where)
+        problems: dict[int, RowProblem] = {}
+
+        # 1. split (one splitter call for the whole shard, so an LLM backend batches across rows)
+        requests, owners = [], []
+        for i in range(n):
+            for f in RESPONSE_FIELDS:
+                if not responses[f][i]:
+                    self._problem(problems, RowProblem(i, ids[i], f, "empty response"))
+            if i in problems:
+                continue
+            row = {c: extra[c][i] for c in extra}
+            for f in RESPONSE_FIELDS:
+                requests.append(SplitRequest(questions[i], responses[f][i], f, row))
+                owners.append((i, f))
+        sentences: dict[tuple[int, str], list[str]] = {}
+        for (i, f), subs in zip(owners, self.splitter.split(requests)):
+            if not subs:
+                self._problem(problems, RowProblem(i, ids[i], f, "no sentence in the response after splitting"))
+            sentences[(i, f)] = subs
+
+        # 2. images: one decode and one encode per distinct image in the shard
+        key_rows: dict[str, list[int]] = {}
+        for i in range(n):
+            if i in problems:
+                continue
+            key = image_key(images[i])
+            if key is None:
+                self._problem(problems, RowProblem(i, ids[i], image_fields[i], "missing image"))
+                continue
+            key_rows.setdefault(key, []).append(i)
+        keys = list(key_rows)
+        jobs = ((images[key_rows[k][0]], f"{where} row {ids[key_rows[k][0]]} field {image_fields[key_rows[k][0]]!r}")
+                for k in keys)
+
+        # 3. texts: distinct sub-sentences of the rows still alive, shortest first (little padding per batch)
+        texts = sorted({s for (i, _), subs in sentences.items() if i not in problems for s in subs},
+                       key=lambda s: (len(s), s))
+        text_batches = deque(texts[k : k + self.text_batch_size] for k in range(0, len(texts), self.text_batch_size))
+        text_emb: dict[str, torch.Tensor] = {}
+        truncated: set[str] = set()
+        image_emb: dict[str, torch.Tensor] = {}
+        ready: list[tuple[str, Any]] = []  # (key, pixels) decoded, waiting for a full batch
+        queue = self.decoder.queue(jobs)
+        key_iter = iter(keys)
+
+        def encode_ready(final: bool) -> None:
+            while len(ready) >= self.image_batch_size or (final and ready):
+                batch, ready[:] = ready[: self.image_batch_size], ready[self.image_batch_size :]
+                emb = self.scorer.encode_images(torch.from_numpy(_stack([p for _, p in batch])))  # (B, D)
+                for (key, _), e in zip(batch, emb):
+                    image_emb[key] = e
+
+        def take_result() -> None:
+            key = next(key_iter)
+            pixels, error = queue.next()
+            if error is None:
+                ready.append((key, pixels))
+                return
+            for i in key_rows[key]:
+                field_name = image_fields[i]
+                self._problem(problems, RowProblem(i, ids[i], field_name, f"{error} [{describe_image(images[i])}]"))
+
+        while True:
+            while queue.ready():
+                take_result()
+            if len(ready) >= self.image_batch_size:
+                encode_ready(final=False)
+            elif text_batches:  # the workers decode meanwhile
+                batch = text_batches.popleft()
+                emb, cut = self.scorer.encode_texts(batch)  # (T, D)
+                text_emb.update(zip(batch, emb))
+                truncated.update(t for t, c in zip(batch, cut) if c)
+            elif not queue.done():
+                take_result()
+            else:
+                encode_ready(final=True)
+                break
+
+        # 4. score
+        columns: dict[str, list] = {c: [] for c in ("chosen_subsentences", "rejected_subsentences",
+                                                     "chosen_clip_probs", "rejected_clip_probs", "dama_delta")}
+        kept: list[int] = []
+        stats = {"n_texts": 0, "truncated_chosen": 0, "truncated_rejected": 0, "truncated_rows": 0, "examples": []}
+        max_tokens = self.scorer.max_text_tokens
+        for key, rows in key_rows.items():
+            for i in rows:
+                if i in problems:
+                    continue
+                subs_w, subs_l = sentences[(i, "chosen")], sentences[(i, "rejected")]
+                score = self.score_pair(
+                    image_emb[key],
+                    torch.stack([text_emb[s] for s in subs_w]),  # (n_w, D)
+                    torch.stack([text_emb[s] for s in subs_l]),  # (n_l, D)
+                    self.scorer.logit_scale,
+                )
+                kept.append(i)
+                columns["chosen_subsentences"].append(subs_w)
+                columns["rejected_subsentences"].append(subs_l)
+                columns["chosen_clip_probs"].append(score.chosen)
+                columns["rejected_clip_probs"].append(score.rejected)
+                columns["dama_delta"].append(score.delta)
+        order = sorted(range(len(kept)), key=kept.__getitem__)  # back to input order
+        kept = [kept[j] for j in order]
+        columns = {c: [v[j] for j in order] for c, v in columns.items()}
+        for pos, i in enumerate(kept):
+            cut_w = [s for s in columns["chosen_subsentences"][pos] if s in truncated]
+            cut_l = [s for s in columns["rejected_subsentences"][pos] if s in truncated]
+            stats["n_texts"] += len(columns["chosen_subsentences"][pos]) + len(columns["rejected_subsentences"][pos])
+            stats["truncated_chosen"] += len(cut_w)
+            stats["truncated_rejected"] += len(cut_l)
+            stats["truncated_rows"] += bool(cut_w or cut_l)
+            for f, cut in (("chosen", cut_w), ("rejected", cut_l)):
+                for s in cut:
+                    if len(stats["examples"]) < 5:
+                        tokens = self.scorer.count_tokens([s])[0]
+                        stats["examples"].append({"row_id": ids[i], "field": f, "tokens": tokens, "text": s})
+        stats["max_tokens"] = max_tokens
+        skipped = [problems[i].record() for i in sorted(problems)]
+        return ShardResult(kept, columns, skipped, stats)
+
+
+def _stack(arrays: list) -> Any:
+    import numpy as np
+
+    return np.stack(arrays)  # (B, C, H, W)
