@@ -234,8 +234,17 @@ def test_hf_judge_from_a_tiny_causal_lm_answers_and_is_cached(tmp_path):
 
     judge = build_judge(f"hf:{tmp_path / 'lm'}", cache_dir=tmp_path / "cache", max_tokens=6, device="cpu")
     assert judge.judge_id.startswith("hf:") and str(tmp_path / "lm") in judge.judge_id
+    seen, generate = [], judge.inner.model.generate
+
+    def recording(**kwargs):
+        seen.append(judge.inner.tokenizer.decode(kwargs["input_ids"][0]))
+        return generate(**kwargs)
+
+    judge.inner.model.generate = recording
     reply = judge.complete("Is there a cat? Answer yes or no.")
     assert isinstance(reply, str) and reply == judge.inner.complete("Is there a cat? Answer yes or no.")
+    # the tokenizer's chat template wrapped the prompt
+    assert seen[0].startswith("USER: Is there a cat? Answer yes or no.") and seen[0].endswith("ASSISTANT: ")
 
     def refuse(*args, **kwargs):
         raise AssertionError("the cached prompt reached the model")
