@@ -139,9 +139,10 @@ class ChairEngine:
         # multi-word name (tuple of singular words) -> the word it becomes
         self.multiword: dict[tuple[str, ...], str] = {}
         for name in [*self.inverse, *self.extra_multiword]:
-            # an entry with stray spaces (original list) never matches, as in the original parsing
-            if " " in name and name == " ".join(name.split()):
-                self.multiword[tuple(name.split())] = name
+            # The merged word is the clean name, so an original-list entry with a stray space (" motor bike") is
+            # merged but then found in no vocabulary: no mention, and no false "bike", as in the original code.
+            if len(name.split()) > 1:
+                self.multiword[tuple(name.split())] = " ".join(name.split())
         if self.rules:
             for animal in QUALIFIED_ANIMALS:
                 self.multiword[("baby", animal)] = animal

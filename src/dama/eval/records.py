@@ -76,3 +76,81 @@ def _write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_responses(path: str | Path) -> dict[str, dict]:
+    """Read a response file into `{id: row}`, in file order, checking every row has an `id` and a string `response`.
+
+    Duplicate ids are an error naming both lines (scoring one of them would be silently arbitrary). Each row gets a
+    `_where` key ("file:line") for later messages.
+    """
+    rows: dict[str, dict] = {}
+    for number, row in read_jsonl_lines(path):
+        where = f"{path}:{number}"
+        if row.get("id") in (None, ""):
+            raise RecordError(f"{where}: response row has no 'id'")
+        if not isinstance(row.get("response"), str):
+            raise RecordError(f"{where}: field 'response' must be a string (got {type(row.get('response')).__name__})")
+        key = str(row["id"])
+        if key in rows:
+            raise RecordError(f"{where}: duplicate id {key!r} (first at {rows[key]['_where']})")
+        rows[key] = {**row, "_where": where}
+    return rows
+
+
+def run_metadata(rows: Iterable[dict], path: str | Path) -> dict:
+    """The `model` and `decoding` shared by all response rows; mixed values are an error (one run per file)."""
+    models = {json.dumps(row.get("model"), sort_keys=True) for row in rows}
+    decodings = {json.dumps(row.get("decoding"), sort_keys=True) for row in rows}
+    if len(models) > 1:
+        raise RecordError(f"{path}: responses from several models ({', '.join(sorted(models))}); score one run at a time")
+    if len(decodings) > 1:
+        raise RecordError(f"{path}: responses with different decoding settings; score one run at a time")
+    return {
+        "model": json.loads(models.pop()) if models else None,
+        "decoding": json.loads(decodings.pop()) if decodings else None,
+    }
+
+
+def write_results(out_dir: str | Path, stem: str, result: dict, details: list[dict] | None = None) -> Path:
+    """Write `<out_dir>/<stem>.metrics.json` (and `<stem>.details.jsonl` when `details` is given); return the path.
+
+    `dama eval compare` reads every `*.metrics.json` of a run folder.
+    """
+    out_dir = Path(out_dir)
+    if details is not None:
+        details_path = out_dir / f"{stem}.details.jsonl"
+        write_jsonl(details_path, details)
+        result = {**result, "details_file": details_path.name}
+    path = out_dir / f"{stem}.metrics.json"
+    write_json_atomic(path, result)
+    return path
+
+
+def match_ids(expected: list[str], responses: dict[str, dict], responses_path: str | Path, source: str) -> list[str]:
+    """The expected ids that have a response, in `expected` order; a response id not in `expected` is an error.
+
+    Missing responses are not an error: callers record them as `"partial": true` with `n_missing` and `missing_ids`.
+    """
+    known = set(expected)
+    unknown = [key for key in responses if key not in known]
+    if unknown:
+        first = responses[unknown[0]]["_where"]
+        raise RecordError(
+            f"{responses_path}: {len(unknown)} response id(s) not in {source} (first: {unknown[0]!r} at {first}); "
+            "are the responses from another benchmark or question file?"
+        )
+    return [key for key in expected if key in responses]
+
+
+def completeness(expected: list[str], present: list[str]) -> dict:
+    """The partial-result fields every results file carries."""
+    have = set(present)
+    missing = [key for key in expected if key not in have]
+    return {
+        "n_items": len(present),
+        "n_expected": len(expected),
+        "partial": bool(missing),
+        "n_missing": len(missing),
+        "missing_ids": missing[:50],
+    }
