@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOTrainer
@@ -328,6 +329,26 @@ class DAMATrainer(DPOTrainer):
                 json.dump(state, handle, indent=2)
             os.replace(tmp, os.path.join(folder, STATE_FILE))
         super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Reload weights through `from_pretrained`, which applies the model's checkpoint key conversions.
+
+        `Trainer._load_from_checkpoint` feeds the saved safetensors straight to `load_state_dict(strict=False)`; for
+        models whose saved key names differ from their module names (LLaVA in transformers 5 saves the legacy
+        `language_model.model.*` layout) nothing matches and the resumed run silently starts from random weights.
+        """
+        model = model if model is not None else self.model
+        plain = not (is_peft_model(model) or self.is_deepspeed_enabled or self.is_fsdp_enabled)
+        if not plain or not hasattr(model, "config") or not hasattr(type(model), "from_pretrained"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        result = model.load_state_dict(loaded.state_dict(), strict=False)
+        del loaded
+        if result.missing_keys or result.unexpected_keys:
+            raise RuntimeError(
+                f"resuming from {resume_from_checkpoint}: weights do not match the model "
+                f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+            )
 
     def load_dama_state(self, checkpoint: str) -> None:
         """Restore R̄ (and the filter's sampling position) from a checkpoint folder."""
