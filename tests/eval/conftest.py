@@ -14,8 +14,7 @@ def write_responses(tmp_path: Path):
 
     def write(name: str, texts: dict, **extra) -> Path:
         rows = [
-            {"id": str(key), "question": "Describe the image.", "response": text, "bench": "test", "model": "tiny",
-             "decoding": {"num_beams": 1, "max_new_tokens": 16}, **extra}  # fmt: skip
+            {"id": str(key), "question": "Q", "response": text, "model": "tiny", "decoding": {"num_beams": 1}, **extra}
             for key, text in texts.items()
         ]
         path = tmp_path / name
@@ -86,6 +85,8 @@ def amber_dir(tmp_path: Path) -> Path:
     (folder / "annotations.json").write_text(json.dumps(AMBER_ANNOTATIONS))
     (folder / "relation.json").write_text(json.dumps(AMBER_RELATION))
     (folder / "safe_words.txt").write_text("tree\n")
-    queries = [{"id": a["id"], "image": f"AMBER_{a['id']}.jpg", "query": "Describe this image."} for a in AMBER_ANNOTATIONS]
+    queries = [
+        {"id": a["id"], "image": f"AMBER_{a['id']}.jpg", "query": "Describe this image."} for a in AMBER_ANNOTATIONS
+    ]
     (folder / "query" / "query_all.json").write_text(json.dumps(queries))
     return folder

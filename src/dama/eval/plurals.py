@@ -44,7 +44,9 @@ IRREGULAR: dict[str, tuple[str, ...]] = {
 }
 
 # Irregular nouns that also end compounds ("policeman", "grandchild", "pocketknife"); "die" must not hit "birdie".
-_SUFFIXED: frozenset[str] = frozenset({"man", "child", "person", "knife", "mouse", "goose", "foot", "tooth", "wife", "leaf"})
+_SUFFIXED: frozenset[str] = frozenset(
+    {"man", "child", "person", "knife", "mouse", "goose", "foot", "tooth", "wife", "leaf"}
+)
 
 # Nouns whose plural is the same word: no extra form, and no "sheeps"-style form either.
 INVARIANT: frozenset[str] = frozenset(

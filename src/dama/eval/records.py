@@ -103,7 +103,9 @@ def run_metadata(rows: Iterable[dict], path: str | Path) -> dict:
     models = {json.dumps(row.get("model"), sort_keys=True) for row in rows}
     decodings = {json.dumps(row.get("decoding"), sort_keys=True) for row in rows}
     if len(models) > 1:
-        raise RecordError(f"{path}: responses from several models ({', '.join(sorted(models))}); score one run at a time")
+        raise RecordError(
+            f"{path}: responses from several models ({', '.join(sorted(models))}); score one run at a time"
+        )
     if len(decodings) > 1:
         raise RecordError(f"{path}: responses with different decoding settings; score one run at a time")
     return {

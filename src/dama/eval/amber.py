@@ -1,0 +1,295 @@
+"""AMBER (Wang et al., "AMBER: An LLM-free Multi-dimensional Benchmark for MLLMs Hallucination Evaluation", 2023).
+
+Files, read from `--amber-dir` (annotations Apache-2.0): `annotations.json` (a list of `{id, type, truth, hallu}`),
+`relation.json` (object -> associated words), `safe_words.txt` (words always ignored), `query/*.json`.
+
+Generative ("Describe this image.", EVAL.md "AMBER"): the reference tags nouns with NLTK's POS tagger, which needs
+downloaded data. Here nouns are found by vocabulary match instead (`noun_extraction: "vocab-match"`): lower-case
+Treebank tokens, singularised through a plural table generated from the vocabulary, multi-word vocabulary phrases
+merged, kept if in the vocabulary (relation.json keys and values ∪ annotation objects). A vocabulary word used as a
+verb or adjective ("orange" shirt) therefore counts, where the tagger might drop it. Per vocabulary noun, as in the
+reference: a global safe word is a non-hallucinated mention; a truth word or one of its associates covers that truth
+object; a hallu word or associate hits that hallu target; a noun matching no truth word or associate (directly, or by
+the optional word-similarity backend) is a hallucinated mention. CHAIR = 100 · hallucinated / mentions; Cover = 100 ·
+covered truth objects / truth objects; Hal = 100 · responses with ≥1 hallucinated mention / responses; Cog = 100 · hit
+hallu targets / hallu targets.
+
+Discriminative: each answer normalised to Yes/No (first word yes/no; otherwise POPE's rule: "no"/"not" in the first
+sentence -> No, counted in `n_fallback`); "No" is the positive class. AMBER score = ((100 − CHAIR) + F1) / 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from tqdm import tqdm
+
+from dama.eval.chair import is_word, tokenize
+from dama.eval.plurals import lemma_table
+from dama.eval.pope import parse_answer
+from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_json, run_metadata
+
+DISCRIMINATIVE_TYPES = {
+    "discriminative-existence": "existence",
+    "discriminative-attribute-state": "attribute",
+    "discriminative-attribute-number": "attribute",
+    "discriminative-attribute-action": "attribute",
+    "discriminative-relation": "relation",
+}
+
+
+class Similarity(Protocol):
+    """Word-similarity backend: AMBER's reference also matches words whose vectors are similar (> 0.8)."""
+
+    name: str
+
+    def similar(self, a: str, b: str) -> bool: ...
+
+
+class NoSimilarity:
+    """The default: exact (singularised) word matches only."""
+
+    name = "none"
+
+    def similar(self, a: str, b: str) -> bool:
+        return False
+
+
+class SpacySimilarity:
+    """spaCy word vectors, as AMBER's reference (`en_core_web_lg`, threshold 0.8); only if spaCy and the model exist."""
+
+    def __init__(self, model: str = "en_core_web_lg", threshold: float = 0.8) -> None:
+        try:
+            import spacy
+
+            self.nlp = spacy.load(model)
+        except (ImportError, OSError) as err:
+            raise RecordError(
+                f"similarity backend 'spacy' needs spaCy and its {model} model installed ({err})"
+            ) from err
+        self.name = f"spacy:{model}>{threshold}"
+        self.threshold = threshold
+        self._docs: dict[str, object] = {}
+
+    def _doc(self, word: str):
+        if word not in self._docs:
+            self._docs[word] = self.nlp(word)
+        return self._docs[word]
+
+    def similar(self, a: str, b: str) -> bool:
+        return self._doc(a).similarity(self._doc(b)) > self.threshold
+
+
+def build_similarity(name: str) -> Similarity:
+    """`none` (default) or `spacy`."""
+    if name == "none":
+        return NoSimilarity()
+    if name == "spacy":
+        return SpacySimilarity()
+    raise ValueError(f"unknown similarity backend {name!r}; choose none or spacy")
+
+
+class Amber:
+    """AMBER annotations loaded from a folder, with the vocabulary-match noun extractor."""
+
+    def __init__(self, amber_dir: str | Path) -> None:
+        self.dir = Path(amber_dir)
+        data = read_json(self.dir / "annotations.json")
+        if not isinstance(data, list):
+            raise RecordError(f"{self.dir / 'annotations.json'}: expected a JSON list of {{id, type, truth, ...}}")
+        self.items: dict[str, dict] = {}
+        for position, item in enumerate(data):
+            if not isinstance(item, dict) or "id" not in item or "type" not in item:
+                raise RecordError(f"{self.dir / 'annotations.json'} item {position}: needs 'id' and 'type'")
+            self.items[str(item["id"])] = item
+        relation = read_json(self.dir / "relation.json")
+        if not isinstance(relation, dict):
+            raise RecordError(f"{self.dir / 'relation.json'}: expected a JSON object word -> [associated words]")
+        self.association = {k.lower(): [w.lower() for w in v] for k, v in relation.items()}
+        safe_path = self.dir / "safe_words.txt"
+        if not safe_path.is_file():
+            raise RecordError(f"{safe_path}: file not found")
+        self.safe_words = {line.strip().lower() for line in safe_path.read_text(encoding="utf-8").splitlines()} - {""}
+        vocabulary = set(self.association) | {w for ws in self.association.values() for w in ws}
+        for item in self.items.values():
+            if item["type"] == "generative":
+                vocabulary |= {w.lower() for w in [*item.get("truth", []), *item.get("hallu", [])]}
+        self.vocabulary = vocabulary
+        self.singular = lemma_table(vocabulary)
+        self.phrases = {tuple(w.split()): w for w in vocabulary if " " in w}
+        self.max_words = max((len(p) for p in self.phrases), default=1)
+
+    def ids(self, kind: str) -> list[str]:
+        """Annotation ids of the generative (`g`) or discriminative (`d`) task, in file order."""
+        return [k for k, item in self.items.items() if (item["type"] == "generative") == (kind == "g")]
+
+    def nouns(self, text: str) -> list[str]:
+        """Vocabulary nouns of `text` in order, repeats kept (the reference does not de-duplicate)."""
+        tokens = [self.singular.get(t, t) for t in tokenize(text) if is_word(t)]
+        found, i = [], 0
+        while i < len(tokens):
+            for width in range(min(self.max_words, len(tokens) - i), 1, -1):
+                phrase = self.phrases.get(tuple(tokens[i : i + width]))
+                if phrase is not None:
+                    found.append(phrase)
+                    i += width
+                    break
+            else:
+                if tokens[i] in self.vocabulary:
+                    found.append(tokens[i])
+                i += 1
+        return found
+
+    def _owned(self, objects: Sequence[str]) -> list[tuple[str, int]]:
+        # The reference's search order: associates of every object first, then the objects; first match wins.
+        words = [(w, i) for i, obj in enumerate(objects) for w in self.association.get(obj.lower(), [])]
+        return words + [(obj.lower(), i) for i, obj in enumerate(objects)]
+
+    def generative_item(self, key: str, text: str, similarity: Similarity) -> dict:
+        """Per-response counts: mentions, hallucinated mentions, covered truth objects, hit hallu targets."""
+        item = self.items[key]
+        truth, hallu = list(item.get("truth", [])), list(item.get("hallu", []))
+        safe, hal = self._owned(truth), self._owned(hallu)
+        covered, hit, hallucinated = set(), set(), []
+        nouns = self.nouns(text)
+        for noun in nouns:
+            if noun in self.safe_words:
+                continue
+            owner = next((i for w, i in safe if w == noun), None)
+            if owner is not None:
+                covered.add(owner)
+                continue
+            owner = next((i for w, i in hal if w == noun), None)
+            if owner is None and not isinstance(similarity, NoSimilarity):
+                owner = next((i for w, i in hal if similarity.similar(noun, w)), None)
+            if owner is not None:
+                hit.add(owner)
+            if not isinstance(similarity, NoSimilarity):
+                owner = next((i for w, i in safe if similarity.similar(noun, w)), None)
+                if owner is not None:
+                    covered.add(owner)
+                    continue
+            hallucinated.append(noun)
+        return {
+            "id": key,
+            "nouns": nouns,
+            "hallucinated": hallucinated,
+            "covered": sorted(truth[i] for i in covered),
+            "hit_hallu": sorted(hallu[i] for i in hit),
+            "n_truth": len(truth),
+            "n_hallu": len(hallu),
+        }
+
+
+def _pct(num: float, den: float) -> float | None:
+    return None if den == 0 else 100.0 * num / den
+
+
+def generative_metrics(details: Sequence[dict]) -> dict:
+    """CHAIR, Cover, Hal, Cog (percent) from `Amber.generative_item` records."""
+    mentions = sum(len(d["nouns"]) for d in details)
+    hallucinated = sum(len(d["hallucinated"]) for d in details)
+    return {
+        "CHAIR": _pct(hallucinated, mentions),
+        "Cover": _pct(sum(len(d["covered"]) for d in details), sum(d["n_truth"] for d in details)),
+        "Hal": _pct(sum(1 for d in details if d["hallucinated"]), len(details)),
+        "Cog": _pct(sum(len(d["hit_hallu"]) for d in details), sum(d["n_hallu"] for d in details)),
+        "n_responses": len(details),
+        "n_mentions": mentions,
+        "n_hallucinated_mentions": hallucinated,
+    }
+
+
+def normalize_yes_no(text: str) -> tuple[str, bool]:
+    """("Yes" | "No", whether the POPE fallback was needed): first word yes/no, else no/not in the first sentence."""
+    match = re.match(r"\W*(\w+)", text.lower())
+    if match and match.group(1) in ("yes", "no"):
+        return match.group(1).capitalize(), False
+    return parse_answer(text).capitalize(), True
+
+
+def discriminative_metrics(pairs: Iterable[tuple[str, str]]) -> dict:
+    """Accuracy, Precision, Recall, F1 in percent with "No" as the positive class, from (truth, answer) pairs."""
+    pairs = [(t.lower(), a.lower()) for t, a in pairs]
+    n = len(pairs)
+    correct = sum(1 for t, a in pairs if t == a)
+    answered_no = sum(1 for _, a in pairs if a == "no")
+    truth_no = sum(1 for t, _ in pairs if t == "no")
+    true_no = sum(1 for t, a in pairs if t == "no" and a == "no")
+    precision, recall = _pct(true_no, answered_no), _pct(true_no, truth_no)
+    f1 = (
+        None
+        if precision is None or recall is None
+        else (0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    )
+    return {"accuracy": _pct(correct, n), "precision": precision, "recall": recall, "f1": f1, "n": n}
+
+
+def score(
+    responses_path: str | Path, amber_dir: str | Path, kind: str, similarity: Similarity | None = None
+) -> tuple[str, dict, list[dict]]:
+    """Score the generative (`kind="g"`) or discriminative (`"d"`) half; returns `(stem, result, details)`.
+
+    Response ids of the other half are ignored and counted (`dama eval generate --bench amber` writes both halves to
+    one file); ids AMBER does not have are an error; missing responses make the result partial.
+    """
+    amber = Amber(amber_dir)
+    responses = load_responses(responses_path)
+    expected = amber.ids(kind)
+    other = set(amber.ids("d" if kind == "g" else "g"))
+    ours = {k: v for k, v in responses.items() if k not in other}
+    present = match_ids(expected, ours, responses_path, str(amber.dir / "annotations.json"))
+    meta = run_metadata([responses[k] for k in present], responses_path)
+    common = {
+        **meta,
+        "annotations": {"amber_dir": str(amber.dir), "vocabulary_size": len(amber.vocabulary)},
+        "responses_file": str(responses_path),
+        **completeness(expected, present),
+        "n_ignored_other_task": len(responses) - len(ours),
+    }
+    if kind == "g":
+        similarity = similarity or NoSimilarity()
+        details = [
+            amber.generative_item(k, responses[k]["response"], similarity)
+            for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
+        ]
+        result = {
+            "benchmark": "amber-g",
+            "split": "generative",
+            **common,
+            "extraction": {"noun_extraction": "vocab-match", "similarity": similarity.name},
+            "metrics": generative_metrics(details),
+            "units": "percent (CHAIR, Cover, Hal, Cog)",
+        }
+        return "amber-g", result, details
+    details, by_type, fallbacks = [], {}, 0
+    for key in present:
+        item = amber.items[key]
+        if item["type"] not in DISCRIMINATIVE_TYPES:
+            raise RecordError(f"{amber.dir / 'annotations.json'}: id {key} has unknown type {item['type']!r}")
+        answer, fallback = normalize_yes_no(responses[key]["response"])
+        fallbacks += fallback
+        truth = str(item["truth"]).lower()
+        details.append({"id": key, "type": item["type"], "truth": truth, "answer": answer, "fallback": fallback})
+        for group in {DISCRIMINATIVE_TYPES[item["type"]], item["type"].removeprefix("discriminative-")}:
+            by_type.setdefault(group, []).append((truth, answer))
+    metrics = discriminative_metrics((d["truth"], d["answer"]) for d in details)
+    for group, pairs in sorted(by_type.items()):
+        metrics.update({f"{group}/{name}": value for name, value in discriminative_metrics(pairs).items()})
+    result = {
+        "benchmark": "amber-d",
+        "split": "discriminative",
+        **common,
+        "extraction": {"yes_no": "first word yes/no, else POPE rule on the first sentence", "n_fallback": fallbacks},
+        "metrics": metrics,
+        "units": "percent (accuracy, precision, recall, f1); positive class = No",
+    }
+    return "amber-d", result, details
+
+
+def amber_score(chair: float, f1: float) -> float:
+    """AMBER score = ((100 − CHAIR) + F1) / 2, from the generative CHAIR and the discriminative F1 (percent)."""
+    return ((100.0 - chair) + f1) / 2.0

@@ -1,0 +1,162 @@
+"""COCO ground truth from tiny annotation files, Object HalBench in rule and llm modes, and bad-input handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dama.eval.chair import ChairEngine
+from dama.eval.coco import CocoGroundTruth
+from dama.eval.object_halbench import parse_object_list, score_responses
+from dama.eval.records import RecordError
+
+
+@pytest.fixture(scope="module")
+def engine() -> ChairEngine:
+    return ChairEngine()
+
+
+@pytest.fixture
+def gt(coco_dir, engine, tmp_path) -> CocoGroundTruth:
+    return CocoGroundTruth(coco_dir, engine, tmp_path / "cache")
+
+
+@pytest.fixture
+def questions(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    rows = [{"image_id": i, "question": "Describe the image in detail.", "image": "aGVsbG8="} for i in (1, 2, 3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+RESPONSES = {
+    "1": "A man and his dog play with a frisbee near a car.",  # person, dog, frisbee ok; car hallucinated (12 words)
+    "2": "A toilet seat next to a sink.",  # toilet, sink (7 words)
+    "3": "A dog and a dog.",  # two hallucinated mentions (5 words)
+}
+
+
+def test_ground_truth_is_instances_plus_captions_and_is_cached(gt, coco_dir, engine, tmp_path, monkeypatch):
+    assert gt.classes([1, "2", "COCO_val2014_000000000003.jpg"]) == {
+        "1": frozenset({"dog", "frisbee", "person"}),  # person only from the caption "A man ..."
+        "2": frozenset({"toilet", "sink"}),
+        "3": frozenset({"cat"}),  # "kitten" in the caption, no instance annotation
+    }
+    assert gt.cache_path.is_file()
+    monkeypatch.setattr(CocoGroundTruth, "_build", lambda self: pytest.fail("cache not used"))
+    again = CocoGroundTruth(coco_dir, engine, tmp_path / "cache")
+    assert again.classes([3]) == {"3": frozenset({"cat"})}
+    with pytest.raises(RecordError, match=r"1 image id\(s\) not in the COCO annotations.*: 999"):
+        again.classes([1, 999])
+
+
+def test_ground_truth_needs_both_files(coco_dir, engine, tmp_path):
+    (coco_dir / "captions_val2014.json").unlink()
+    with pytest.raises(RecordError, match="captions_val2014.json: missing"):
+        CocoGroundTruth(coco_dir, engine, tmp_path)
+    with pytest.raises(RecordError, match="not found"):
+        CocoGroundTruth(tmp_path / "nope", engine, tmp_path)
+
+
+def test_rule_mode_by_hand(write_responses, questions, gt, engine):
+    path = write_responses("r.jsonl", RESPONSES)
+    [(stem, result, details)] = score_responses(path, engine, gt, questions_path=questions)
+    assert stem == "object-halbench_rule"
+    m = result["metrics"]
+    assert (m["n_mentions"], m["n_hallucinated_mentions"]) == (8, 3)
+    assert m["CHAIR_i"] == pytest.approx(37.5)
+    assert m["CHAIR_s"] == pytest.approx(200 / 3) and m["CHAIR_s_refined"] == pytest.approx(200 / 3)
+    assert m["recall"] == pytest.approx(500 / 6)  # (3 + 2 + 0) of (3 + 2 + 1)
+    assert m["avg_len"] == pytest.approx(8.0)  # (12 + 7 + 5) / 3
+    assert result["extraction"] == {"mode": "rule"} and result["synonyms"]["version"] == "chair-refined-v1"
+    assert result["partial"] is False and result["n_items"] == 3 and result["completeness_checked"] is True
+    assert result["model"] == "tiny" and result["decoding"] == {"num_beams": 1}
+    assert details[2]["hallucinated"] == [["dog", "dog"], ["dog", "dog"]]
+
+
+class ListingJudge:
+    """A local stand-in for `dama.eval.judge`: replies with a fixed object list per answer."""
+
+    judge_id = "test:listing"
+
+    def __init__(self, replies: dict[str, str]) -> None:
+        self.replies, self.calls = replies, 0
+
+    def complete(self, prompt: str) -> str:
+        self.calls += 1
+        return next(reply for answer, reply in self.replies.items() if f"Answer: {answer}" in prompt)
+
+
+def test_llm_mode_by_hand(write_responses, questions, gt, engine):
+    judge = ListingJudge(
+        {
+            RESPONSES["1"]: '["a man", "brown dogs", "frisbee", "car door", "dog"]',  # car door is a door, not a car
+            RESPONSES["2"]: 'Sure: ["toilet", "seat", "sink"]',  # seat dropped next to a toilet
+            RESPONSES["3"]: '["dog", "dogs"]',  # de-duplicated: one hallucinated mention
+        }
+    )
+    path = write_responses("r.jsonl", RESPONSES)
+    outputs = score_responses(path, engine, gt, questions_path=questions, modes=("rule", "llm"), judge=judge)
+    assert [stem for stem, _, _ in outputs] == ["object-halbench_rule", "object-halbench_llm"]
+    _, result, details = outputs[1]
+    m = result["metrics"]
+    assert (m["n_mentions"], m["n_hallucinated_mentions"]) == (6, 1)
+    assert m["CHAIR_i"] == pytest.approx(100 / 6) and m["CHAIR_s"] == pytest.approx(100 / 3)
+    assert m["recall"] == pytest.approx(500 / 6)
+    assert result["extraction"]["mode"] == "llm" and result["extraction"]["judge_id"] == "test:listing"
+    assert details[0]["mentions"] == [["man", "person"], ["dog", "dog"], ["frisbee", "frisbee"]]
+
+
+def test_llm_mode_short_answers_and_judge_failures(write_responses, questions, gt, engine):
+    judge = ListingJudge({RESPONSES["1"]: '["dog"]', "A toilet seat next to a sink.": "I see a toilet."})
+    path = write_responses("r.jsonl", {"1": RESPONSES["1"], "2": RESPONSES["2"], "3": "Two dogs."})
+    [(_, result, details)] = score_responses(path, engine, gt, questions_path=questions, modes=("llm",), judge=judge)
+    assert judge.calls == 2  # "Two dogs." has ≤3 words: no objects, no call
+    assert result["partial"] is True and result["n_judge_failures"] == 1 and result["judge_failure_ids"] == ["2"]
+    assert result["n_items"] == 2 and result["metrics"]["n_mentions"] == 1
+    assert {"id": "2", "judge_failure": True} in details
+
+
+@pytest.mark.parametrize(
+    ("reply", "names"),
+    [('["a", "b"]', ["a", "b"]), ("Objects:\n[]", []), ("none", None), ('["a", 3]', None), ("[a, b]", None)],
+)
+def test_parse_object_list(reply, names):
+    assert parse_object_list(reply) == names
+
+
+def test_missing_responses_make_a_partial_result(write_responses, questions, gt, engine):
+    path = write_responses("r.jsonl", {"1": RESPONSES["1"], "3": RESPONSES["3"]})
+    [(_, result, _)] = score_responses(path, engine, gt, questions_path=questions)
+    assert result["partial"] is True and result["n_missing"] == 1 and result["missing_ids"] == ["2"]
+    assert result["n_items"] == 2 and result["metrics"]["n_responses"] == 2
+
+
+def test_without_questions_completeness_is_not_claimed(write_responses, gt, engine):
+    path = write_responses("r.jsonl", {"a": RESPONSES["2"]}, image_id=2)
+    [(_, result, _)] = score_responses(path, engine, gt, bench="chair")
+    assert result["completeness_checked"] is False and result["metrics"]["CHAIR_i"] == 0.0
+
+
+def test_bad_inputs_are_errors_naming_file_and_line(write_responses, questions, gt, engine, tmp_path):
+    path = write_responses("r.jsonl", {**RESPONSES, "42": "A cat."})
+    with pytest.raises(
+        RecordError, match=r"1 response id\(s\) not in .*questions.jsonl \(first: '42' at .*r.jsonl:4\)"
+    ):
+        score_responses(path, engine, gt, questions_path=questions)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "response": "ok"}\n{"id": "2", "response": \n')
+    with pytest.raises(RecordError, match=r"bad.jsonl:2: not valid JSON"):
+        score_responses(bad, engine, gt, questions_path=questions)
+    bad.write_text('{"id": "1", "response": "ok"}\n{"id": "1", "response": "again"}\n')
+    with pytest.raises(RecordError, match=r"bad.jsonl:2: duplicate id '1' \(first at .*bad.jsonl:1\)"):
+        score_responses(bad, engine, gt, questions_path=questions)
+    bad.write_text('{"id": "1", "response": null}\n')
+    with pytest.raises(RecordError, match=r"bad.jsonl:1: field 'response' must be a string"):
+        score_responses(bad, engine, gt, questions_path=questions)
+    unknown_image = write_responses("u.jsonl", {"x": "A dog."}, image_id=77)
+    with pytest.raises(RecordError, match="not in the COCO annotations.*77"):
+        score_responses(unknown_image, engine, gt, bench="chair")
+    with pytest.raises(ValueError, match="needs a judge"):
+        score_responses(write_responses("ok.jsonl", RESPONSES), engine, gt, modes=("llm",))
