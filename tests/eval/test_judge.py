@@ -188,7 +188,7 @@ def _score_args(tmp_path, judge_spec):
     judged.add_arguments(parser)
     return parser.parse_args(
         ["--bench", "mmhal", "--responses", str(tmp_path / "mmhal.jsonl"), "--questions", str(tmp_path / "mmhal.json"),
-         "--judge", judge_spec, "--out", str(tmp_path / "out" / "scores.json"), "--judge-retries", "1"]
+         "--judge", judge_spec, "--out", str(tmp_path / "out"), "--judge-retries", "1"]
     )  # fmt: skip
 
 
@@ -202,14 +202,16 @@ def test_scoring_over_http_is_cached_reproducible_and_keeps_the_key_out(tmp_path
     server.reply = reply
     _mmhal_files(tmp_path)
     assert judged.run(_score_args(tmp_path, f"openai:judge-model@{server.base_url}")) == 0
-    results = json.loads((tmp_path / "out" / "scores.json").read_text())
+    (path,) = (tmp_path / "out").glob("mmhal.*.metrics.json")
+    results = json.loads(path.read_text())
     assert results["metrics"]["score"] == 3.0 and results["metrics"]["hallucination_rate"] == 0.5
+    assert results["judge_id"] == f"openai:judge-model@{server.base_url}"
     assert results["n_flagged"] == 0 and results["judge_calls"] == {"new": 3, "cached": 0}
     assert len(server.requests) == 3
 
     assert judged.run(_score_args(tmp_path, f"openai:judge-model@{server.base_url}")) == 0
     assert len(server.requests) == 3  # every answer came from the cache
-    rerun = json.loads((tmp_path / "out" / "scores.json").read_text())
+    rerun = json.loads(path.read_text())
     assert rerun["metrics"] == results["metrics"] and rerun["judge_calls"] == {"new": 0, "cached": 3}
 
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -252,3 +254,16 @@ def test_hf_judge_from_a_tiny_causal_lm_answers_and_is_cached(tmp_path):
     judge.inner.model.generate = refuse
     assert judge.complete("Is there a cat? Answer yes or no.") == reply
     assert judge.hits == 1 and judge.calls == 1
+
+
+def test_judge_failure_through_the_cli_is_a_clear_error(tmp_path, server, api_key, capsys):
+    from dama.eval.cli import main
+
+    server.script = [(502, "bad gateway")] * 2
+    _mmhal_files(tmp_path)
+    argv = ["score", "--bench", "mmhal", "--responses", str(tmp_path / "mmhal.jsonl"), "--questions",
+            str(tmp_path / "mmhal.json"), "--judge", f"openai:judge-model@{server.base_url}", "--judge-retries", "1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{server.base_url}/chat/completions failed after 2 attempt(s): HTTP 502" in err and KEY not in err
+    assert "a rerun continues" in err

@@ -73,9 +73,11 @@ def test_mmhal_score_hallucination_rate_per_type_and_flags(tmp_path):
     metrics = summary["metrics"]
     assert metrics["score"] == pytest.approx(10 / 3)  # (6 + 3 + 1) / 3; the flagged item is not averaged in
     assert metrics["hallucination_rate"] == pytest.approx(1 / 3)  # only the 1 is below 3
-    assert metrics["per_type"] == {"attribute": 4.5, "relation": 1.0}
-    assert summary["n_flagged"] == 1 and summary["flagged"] == ["3"]
-    assert summary["partial"] is True and summary["missing"] == ["4"]
+    assert metrics["score/attribute"] == 4.5 and metrics["score/relation"] == 1.0
+    assert metrics["hallucination_rate/attribute"] == 0.0 and metrics["hallucination_rate/relation"] == 1.0
+    assert "score/counting" not in metrics and "score/holistic" not in metrics
+    assert summary["n_flagged"] == 1 and summary["flagged_ids"] == ["3"] and summary["n_scored"] == 3
+    assert summary["partial"] is True and summary["missing_ids"] == ["4"]
     assert len(judge.prompts) == 1 + 1 + 2 + 3  # ans-two re-asked once, ans-three twice then flagged
     assert "Image contents: cat, sofa" in judge.prompts[2] and "Reference answer: On the sofa." in judge.prompts[2]
     flagged = next(d for d in details if d["id"] == "3")
@@ -110,9 +112,10 @@ def test_llava_bench_relative_score_per_category(tmp_path):
     metrics = summary["metrics"]
     assert metrics["relative_score"] == pytest.approx(72.0)  # 100 * (6 + 5 + 7) / (8 + 10 + 7)
     assert metrics["model_mean"] == pytest.approx(6.0) and metrics["reference_mean"] == pytest.approx(25 / 3)
-    assert metrics["per_category"]["conv"]["relative_score"] == pytest.approx(100 * 13 / 15)
-    assert metrics["per_category"]["detail"]["relative_score"] == pytest.approx(50.0)
-    assert "complex" not in metrics["per_category"] and summary["flagged"] == ["4"]
+    assert metrics["relative_score/conv"] == pytest.approx(100 * 13 / 15)
+    assert metrics["relative_score/detail"] == pytest.approx(50.0) and metrics["model_mean/detail"] == 5.0
+    assert "relative_score/complex" not in metrics and summary["flagged_ids"] == ["4"]
+    assert summary["partial"] is True  # a flagged item is as absent from the metrics as a missing one
     prompt = judge.prompts[2]
     assert "A man runs.\nA runner in a park.\nperson: [0.100, 0.200, 0.500, 0.900]" in prompt
     assert prompt.index("reference answer 3") < prompt.index("model three")  # the reference is Assistant 1
@@ -132,9 +135,11 @@ def test_mmvet_total_per_capability(tmp_path):
     summary, _ = score("mmvet", items, responses, judge, reasks=1)
     metrics = summary["metrics"]
     assert metrics["total"] == pytest.approx(50.0)  # 100 * (1.0 + 0.5 + 0.0) / 3
-    assert metrics["per_capability"] == pytest.approx({"rec": 50.0, "ocr": 25.0, "math": 50.0})
-    assert metrics["per_capability_combination"] == pytest.approx({"rec": 100.0, "math_ocr": 50.0, "ocr_rec": 0.0})
-    assert summary["flagged"] == ["v4"] and summary["partial"] is False
+    assert metrics["total/rec"] == pytest.approx(50.0) and metrics["total/math"] == pytest.approx(50.0)
+    assert metrics["total/ocr"] == pytest.approx(25.0)  # (0.5 + 0.0) / 2: v2 and v3 are the scored ocr items
+    assert metrics["combination/rec"] == 100.0 and metrics["combination/math+ocr"] == 50.0
+    assert metrics["combination/ocr+rec"] == 0.0 and "combination/ocr" not in metrics
+    assert summary["flagged_ids"] == ["v4"] and summary["n_missing"] == 0
 
 
 def _run(tmp_path, *extra):
@@ -143,21 +148,30 @@ def _run(tmp_path, *extra):
     return judged.run(parser.parse_args(list(extra)))
 
 
-def test_run_writes_results_and_details_with_labels(tmp_path):
+def test_run_writes_labelled_results_that_compare_can_read(tmp_path):
+    from dama.eval.compare import compare_table
+
     q, a, c = _llava_files(tmp_path)
-    responses = _responses(tmp_path / "llava-bench.jsonl", "llava-bench", {"1": "x", "2": "y", "3": "z"})
-    out = tmp_path / "res.json"
-    _run(tmp_path, "--bench", "llava-bench", "--responses", str(responses), "--questions", str(q), "--answers",
-         str(a), "--context", str(c), "--judge", "fake:7", "--out", str(out))  # fmt: skip
-    results = json.loads(out.read_text())
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    responses = _responses(run_dir / "llava-bench.jsonl", "llava-bench", {"1": "x", "2": "y", "3": "z"})
+    args = ["--bench", "llava-bench", "--responses", responses, "--questions", q, "--answers", a, "--context", c,
+            "--judge", "fake:7"]  # fmt: skip
+    assert _run(tmp_path, *map(str, args)) == 0
+    assert _run(tmp_path, *map(str, args), "--strict") == 3  # the result is partial: question 4 has no response
+    path = run_dir / "llava-bench_in-the-wild.fake_7.metrics.json"
+    results = json.loads(path.read_text())
     assert results["benchmark"] == "llava-bench" and results["split"] == "in-the-wild"
-    assert results["judge"] == "fake:7" and results["prompt_version"] == "dama-llava-bench-v1"
+    assert results["judge_id"] == "fake:7" and results["prompt_version"] == "dama-llava-bench-v1"
     assert results["model"] == "m" and results["decoding"] == {"num_beams": 1}
-    assert results["n_items"] == 4 and results["n_responses"] == 3 and results["missing"] == ["4"]
-    assert results["partial"] is True and results["n_flagged"] == 0
-    details = [json.loads(line) for line in out.with_suffix(".details.jsonl").read_text().splitlines()]
+    assert results["n_items"] == 3 and results["n_expected"] == 4 and results["missing_ids"] == ["4"]
+    assert results["partial"] is True and results["n_flagged"] == 0 and results["n_scored"] == 3
+    assert results["judge_calls"] == {"new": 0, "cached": 3}  # the second run answered from the cache
+    details = [json.loads(line) for line in (run_dir / results["details_file"]).read_text().splitlines()]
     assert [d["id"] for d in details] == ["1", "2", "3"] and all(len(d["value"]) == 2 for d in details)
-    assert (tmp_path / "judge_cache").is_dir()
+    assert (run_dir / "judge_cache").is_dir()
+    table = compare_table([run_dir])
+    assert "| llava-bench [in-the-wild, judge=fake:7] / relative_score |" in table
 
 
 def test_bad_response_files_are_refused_with_file_and_line(tmp_path):
@@ -165,20 +179,24 @@ def test_bad_response_files_are_refused_with_file_and_line(tmp_path):
     items = judged.load_mmhal(tmp_path / "q.json")
     dup = _jsonl(tmp_path / "dup.jsonl", [{"id": "0", "response": "a"}, {"id": "1", "response": "b"},
                                           {"id": "0", "response": "c"}])  # fmt: skip
-    with pytest.raises(ScoreError, match=r"dup.jsonl:3: duplicate id '0' \(first on line 1\)"):
+    with pytest.raises(RecordError, match=r"dup.jsonl:3: duplicate id '0' \(first at .*dup.jsonl:1\)"):
         judged.load_responses(dup, "mmhal", items)
     unknown = _jsonl(tmp_path / "unknown.jsonl", [{"id": "0", "response": "a"}, {"id": "77", "response": "b"}])
-    with pytest.raises(ScoreError, match=r"unknown.jsonl:2: id '77' is not in the question"):
+    with pytest.raises(RecordError, match=r"'77' at .*unknown.jsonl:2"):
         judged.load_responses(unknown, "mmhal", items)
     other = _jsonl(tmp_path / "other.jsonl", [{"id": "0", "response": "a", "bench": "pope"}])
-    with pytest.raises(ScoreError, match="bench 'pope'"):
+    with pytest.raises(ScoreError, match=r"other.jsonl:1: response is for bench 'pope'"):
         judged.load_responses(other, "mmhal", items)
     no_response = _jsonl(tmp_path / "none.jsonl", [{"id": "0", "answer": "a"}])
-    with pytest.raises(ScoreError, match=r"none.jsonl:1: missing field 'response'"):
+    with pytest.raises(RecordError, match=r"none.jsonl:1: field 'response' must be a string"):
         judged.load_responses(no_response, "mmhal", items)
     (tmp_path / "broken.jsonl").write_text('{"id": "0", "response": "a"}\n{"id": "1", "resp\n')
     with pytest.raises(RecordError, match=r"broken.jsonl:2: not valid JSON"):
         judged.load_responses(tmp_path / "broken.jsonl", "mmhal", items)
+    mixed = _jsonl(tmp_path / "mixed.jsonl", [{"id": "0", "response": "a", "model": "x"},
+                                              {"id": "1", "response": "b", "model": "y"}])  # fmt: skip
+    with pytest.raises(RecordError, match="several models"):
+        judged.load_responses(mixed, "mmhal", items)
 
 
 def test_bad_annotation_files_and_missing_options(tmp_path):

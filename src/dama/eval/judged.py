@@ -21,8 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dama.eval.judge import CachedJudge, Judge, build_judge
-from dama.eval.records import RecordError, read_json, read_jsonl_lines, write_json_atomic, write_jsonl
+from dama.eval.judge import CachedJudge, Judge, JudgeError, build_judge
+from dama.eval.records import (
+    completeness,
+    match_ids,
+    read_json,
+    read_jsonl_lines,
+    run_metadata,
+    write_results,
+)
+from dama.eval.records import load_responses as load_responses_file
 
 BENCHES = ("mmhal", "llava-bench", "mmvet")
 PROMPT_VERSION = {"mmhal": "dama-mmhal-v1", "llava-bench": "dama-llava-bench-v1", "mmvet": "dama-mmvet-v1"}
@@ -242,34 +250,18 @@ def build_prompt(bench: str, item: dict, response: str) -> str:
 # --- responses ---------------------------------------------------------------------------------------------------
 
 
-def load_responses(path: str | Path, bench: str, known: dict[str, dict]) -> tuple[dict[str, str], dict]:
-    """id -> response from a `dama eval generate` file, refusing duplicates, unknown ids and other benchmarks."""
-    responses: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    meta: dict[str, set] = {"model": set(), "decoding": set()}
-    first_meta: dict[str, Any] = {"model": None, "decoding": None}
-    for line, row in read_jsonl_lines(path):
-        where = f"{path}:{line}"
-        qid = str(_field(row, "id", where))
-        response = _field(row, "response", where)
-        if not isinstance(response, str):
-            raise ScoreError(f"{where}: field 'response' must be a string, got {type(response).__name__}")
+def load_responses(path: str | Path, bench: str, items: dict[str, dict]) -> tuple[dict[str, str], dict]:
+    """id -> response from a `dama eval generate` file, plus its run metadata (model, decoding).
+
+    Duplicate ids, rows without a string `response`, ids not in the annotations and rows of another benchmark are
+    errors naming the file and line; mixed models or decoding settings are refused (one run per results file).
+    """
+    rows = load_responses_file(path)
+    for row in rows.values():
         if row.get("bench") not in (None, bench):
-            raise ScoreError(f"{where}: response is for bench {row['bench']!r}, but scoring {bench!r}")
-        if qid in responses:
-            raise ScoreError(f"{where}: duplicate id {qid!r} (first on line {first_line[qid]})")
-        if qid not in known:
-            raise ScoreError(f"{where}: id {qid!r} is not in the question/annotation file; wrong file or benchmark?")
-        responses[qid], first_line[qid] = response, line
-        if len(responses) == 1:
-            first_meta = {"model": row.get("model"), "decoding": row.get("decoding")}
-        meta["model"].add(str(row.get("model")))
-        meta["decoding"].add(repr(sorted((row.get("decoding") or {}).items())))
-    if len(meta["model"]) > 1:
-        raise ScoreError(f"{path}: responses from several models {sorted(meta['model'])}; score them separately")
-    if len(meta["decoding"]) > 1:
-        raise ScoreError(f"{path}: responses with different decoding settings; score them separately")
-    return responses, first_meta
+            raise ScoreError(f"{row['_where']}: response is for bench {row['bench']!r}, but scoring {bench!r}")
+    present = match_ids(list(items), rows, path, "the question/annotation file")
+    return {key: rows[key]["response"] for key in present}, run_metadata(list(rows.values()), path)
 
 
 # --- the shared judge loop and the metrics -------------------------------------------------------------------------
@@ -303,46 +295,49 @@ def _mean(values: list[float]) -> float | None:
 
 
 def metrics_for(bench: str, values: dict[str, Any], items: dict[str, dict]) -> dict:
-    """The benchmark's metrics from parsed judge values (flagged items already left out)."""
+    """The benchmark's metrics from parsed judge values (flagged items already left out).
+
+    Flat keys, `metric` overall and `metric/group` per question type, category or capability, so `dama eval compare`
+    can put them in one table.
+    """
     groups: dict[str, list] = defaultdict(list)
+    metrics: dict[str, float | None] = {}
     if bench == "mmhal":
         for qid, rating in values.items():
+            groups[""].append(rating)
             groups[items[qid]["group"]].append(rating)
-        ratings = list(values.values())
-        return {
-            "score": _mean(ratings),
-            "hallucination_rate": _mean([float(r < 3) for r in ratings]),
-            "per_type": {t: _mean(groups[t]) for t in sorted(groups)},
-        }
+        for group in sorted(groups):
+            suffix = f"/{group}" if group else ""
+            metrics[f"score{suffix}"] = _mean(groups[group])
+            metrics[f"hallucination_rate{suffix}"] = _mean([float(r < 3) for r in groups[group]])
+        return metrics or {"score": None, "hallucination_rate": None}
     if bench == "llava-bench":
         for qid, pair in values.items():
+            groups[""].append(pair)
             groups[items[qid]["group"]].append(pair)
-            groups["all"].append(pair)
-
-        def summary(pairs: list[tuple[float, float]]) -> dict:
-            ref, model = _mean([p[0] for p in pairs]), _mean([p[1] for p in pairs])
-            relative = 100 * model / ref if ref else None
-            return {"relative_score": relative, "model_mean": model, "reference_mean": ref, "n": len(pairs)}
-
-        overall = summary(groups.pop("all", []))
-        return {**overall, "per_category": {c: summary(groups[c]) for c in sorted(groups)}}
+        for group in sorted(groups):
+            suffix = f"/{group}" if group else ""
+            ref, model = _mean([p[0] for p in groups[group]]), _mean([p[1] for p in groups[group]])
+            metrics[f"relative_score{suffix}"] = 100 * model / ref if ref else None
+            metrics[f"model_mean{suffix}"], metrics[f"reference_mean{suffix}"] = model, ref
+        return metrics or {"relative_score": None, "model_mean": None, "reference_mean": None}
     combos: dict[str, list] = defaultdict(list)
-    for qid, score in values.items():
-        for cap in items[qid]["group"]:
-            groups[cap].append(score)
-        combos["_".join(items[qid]["group"])].append(score)
-    total = _mean(list(values.values()))
-    return {
-        "total": None if total is None else 100 * total,
-        "per_capability": {c: 100 * _mean(groups[c]) for c in sorted(groups)},
-        "per_capability_combination": {c: 100 * _mean(combos[c]) for c in sorted(combos)},
-    }
+    for qid, value in values.items():
+        for cap in ["", *items[qid]["group"]]:
+            groups[cap].append(value)
+        combos["+".join(items[qid]["group"])].append(value)
+    # total and per capability (an item counts for each of its capabilities), then per capability combination
+    for cap in sorted(groups):
+        metrics[f"total/{cap}" if cap else "total"] = 100 * _mean(groups[cap])
+    for combo in sorted(combos):
+        metrics[f"combination/{combo}"] = 100 * _mean(combos[combo])
+    return metrics or {"total": None}
 
 
 def score(
     bench: str, items: dict[str, dict], responses: dict[str, str], judge: Judge, reasks: int = 2, progress=None
 ) -> tuple[dict, list[dict]]:
-    """Judge every answered item. Returns (summary without file metadata, per-item detail rows)."""
+    """Judge every answered item. Returns (result fields: counts, flags, partial, metrics; per-item detail rows)."""
     values, details, flagged = {}, [], []
     for qid in progress(list(responses)) if progress else responses:
         prompt = build_prompt(bench, items[qid], responses[qid])
@@ -362,18 +357,16 @@ def score(
                 "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
             }
         )
-    missing = [qid for qid in items if qid not in responses]
-    summary = {
-        "n_items": len(items),
-        "n_responses": len(responses),
-        "n_scored": len(values),
-        "n_flagged": len(flagged),
-        "flagged": flagged,
-        "partial": bool(missing),
-        "missing": missing,
-        "metrics": metrics_for(bench, values, items),
-    }
-    return summary, details
+    result = completeness(list(items), list(responses))
+    # an item the judge could not rate is as absent from the metrics as a missing response
+    result.update(
+        partial=result["partial"] or bool(flagged),
+        n_scored=len(values),
+        n_flagged=len(flagged),
+        flagged_ids=flagged,
+        metrics=metrics_for(bench, values, items),
+    )
+    return result, details
 
 
 # --- command line -----------------------------------------------------------------------------------------------
@@ -386,7 +379,7 @@ def _add(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _add(parser, "--bench", required=True, help="benchmark: " + ", ".join(BENCHES))
+    _add(parser, "--bench", required=True, choices=BENCHES, help="judge-based benchmark")
     _add(parser, "--responses", required=True, help="JSONL written by `dama eval generate`")
     _add(parser, "--judge", help="openai:MODEL[@BASE_URL], hf:/path/to/causal-lm, or fake[:SEED] (tests)")
     _add(
@@ -396,17 +389,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add(parser, "--answers", help="LLaVA-Bench: reference answers JSONL {question_id, text}")
     _add(parser, "--context", help="LLaVA-Bench: captions JSONL {image, caption|captions, instances?}")
-    _add(parser, "--split", help="label for the results, e.g. in-the-wild or qa90 for LLaVA-Bench")
-    _add(parser, "--out", help="results JSON (default: next to --responses, named after bench and judge)")
-    _add(parser, "--cache-dir", help="judge cache folder (default: judge_cache/ next to --responses)")
+    _add(parser, "--split", help="label for the results (LLaVA-Bench: in-the-wild, the default, or qa90)")
+    _add(parser, "--out", help="folder for results (default: the folder of --responses)")
+    _add(parser, "--judge-cache", help="judge cache folder (default: judge_cache/ in --out)")
     _add(parser, "--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     _add(parser, "--judge-retries", type=int, default=5, help="retries on HTTP errors and timeouts (backoff 1,2,4 s)")
     _add(parser, "--judge-timeout", type=float, default=60.0, help="seconds per HTTP request")
     _add(parser, "--judge-max-tokens", type=int, default=1024, help="reply length limit for the judge")
     _add(parser, "--reasks", type=int, default=2, help="re-asks after an unparsable reply before the item is flagged")
+    _add(parser, "--strict", action="store_true", help="exit with status 3 when the result is partial")
 
 
 def run(args: argparse.Namespace) -> int:
+    """`dama eval score --bench {mmhal,llava-bench,mmvet}`: writes `<out>/<bench>[_<split>].<judge>.metrics.json`."""
     bench = args.bench
     if bench not in BENCHES:
         raise ScoreError(f"--bench {bench!r} is not judge-based; judge-based benchmarks: {', '.join(BENCHES)}")
@@ -420,56 +415,49 @@ def run(args: argparse.Namespace) -> int:
         items = load_llava_bench(args.questions, args.answers, args.context)
     else:
         items = load_mmhal(args.questions) if bench == "mmhal" else load_mmvet(args.questions)
+    responses, meta = load_responses(args.responses, bench, items)
+    out = Path(args.out) if args.out else Path(args.responses).parent
     try:
-        responses, meta = load_responses(args.responses, bench, items)
-    except RecordError as err:
-        raise ScoreError(str(err)) from err
-    responses_path = Path(args.responses)
-    cache_dir = args.cache_dir or responses_path.parent / "judge_cache"
-    judge = build_judge(
-        args.judge,
-        cache_dir,
-        api_key_env=args.judge_key_env,
-        retries=args.judge_retries,
-        timeout=args.judge_timeout,
-        max_tokens=args.judge_max_tokens,
-    )
-    from tqdm import tqdm
+        judge = build_judge(
+            args.judge,
+            args.judge_cache or out / "judge_cache",
+            api_key_env=args.judge_key_env,
+            retries=args.judge_retries,
+            timeout=args.judge_timeout,
+            max_tokens=args.judge_max_tokens,
+        )
+        from tqdm import tqdm
 
-    summary, details = score(
-        bench, items, responses, judge, reasks=args.reasks, progress=lambda xs: tqdm(xs, desc=f"judging {bench}")
-    )
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", judge.judge_id).strip("_")[:60]
-    out = Path(args.out) if args.out else responses_path.with_name(f"{responses_path.stem}.{bench}.{slug}.json")
-    details_path = out.with_suffix(".details.jsonl")
+        result, details = score(
+            bench, items, responses, judge, reasks=args.reasks, progress=lambda xs: tqdm(xs, desc=f"judging {bench}")
+        )
+    except JudgeError as err:
+        raise ScoreError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
     split = args.split or ("in-the-wild" if bench == "llava-bench" else None)
-    results = {
+    result = {
         "benchmark": bench,
         "split": split,
-        "model": meta["model"],
-        "decoding": meta["decoding"],
-        "judge": judge.judge_id,
+        **meta,
+        "judge_id": judge.judge_id,
         "prompt_version": PROMPT_VERSION[bench],
-        "annotations": {"path": str(args.questions), "sha256": _sha256_file(args.questions)},
-        "responses": str(responses_path),
-        **summary,
-        "details": str(details_path),
+        "annotations": {"questions_file": Path(args.questions).name, "sha256": _sha256_file(args.questions)},
+        "responses_file": str(args.responses),
+        **result,
     }
     if isinstance(judge, CachedJudge):
-        results["judge_calls"] = {"new": judge.calls, "cached": judge.hits}
-    write_jsonl(details_path, details)
-    write_json_atomic(out, results)
-    if summary["partial"]:
+        result["judge_calls"] = {"new": judge.calls, "cached": judge.hits}
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", judge.judge_id).strip("_")[:60]
+    stem = f"{bench}_{split}.{slug}" if split else f"{bench}.{slug}"
+    path = write_results(out, stem, result, details)
+    if result["partial"]:
         print(
-            f"warning: {len(summary['missing'])} question(s) have no response; results marked partial", file=sys.stderr
-        )
-    if summary["n_flagged"]:
-        print(
-            f"warning: {summary['n_flagged']} judge reply(ies) unparsable, excluded: {summary['flagged']}",
+            f"warning: {bench} is partial: {result['n_missing']} response(s) missing, {result['n_flagged']} judge "
+            f"reply(ies) unparsable after re-asks (flagged, left out): {result['flagged_ids'][:20]}",
             file=sys.stderr,
         )
-    print(f"{bench}: {results['metrics']}  (judge {judge.judge_id}) -> {out}")
-    return 0
+    shown = {k: round(v, 2) for k, v in result["metrics"].items() if "/" not in k and isinstance(v, float)}
+    print(f"{stem}: {shown} -> {path}")
+    return 3 if result["partial"] and args.strict else 0
 
 
 def _sha256_file(path: str | Path) -> str:
