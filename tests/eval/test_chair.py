@@ -147,3 +147,13 @@ def test_metrics_by_hand(engine):
 def test_metrics_of_nothing_are_none_not_zero():
     metrics = chair_metrics([])
     assert metrics["CHAIR_i"] is None and metrics["CHAIR_s"] is None and metrics["n_responses"] == 0
+
+
+def test_wordnet_validation_reports_missing_irregular_plurals(tmp_path):
+    from dama.eval.build_chair_table import validate_wordnet
+
+    # A two-file stand-in for Debian's wordnet-base: "kine" (archaic plural of cow) is not in the table.
+    (tmp_path / "index.noun").write_text("  1 header line\ncow n 1 0\ngoose n 1 0\nperson n 1 0\n")
+    (tmp_path / "noun.exc").write_text("geese goose\nkine cow\npeople person\n")
+    problems = validate_wordnet(tmp_path)
+    assert problems == ["kine: irregular plural of cow (noun.exc) missing from the table"]

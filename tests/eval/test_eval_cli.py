@@ -119,3 +119,22 @@ def test_help_lists_benches(capsys):
     with pytest.raises(SystemExit):
         main(["score", "--bench", "pope", "--help"])
     assert "--questions" in capsys.readouterr().out
+
+
+def test_llm_mode_through_the_cli_with_the_fake_judge(tmp_path, coco_dir, write_responses, capsys):
+    """Both extraction modes in one call, written to separate, labelled files; the judge is dama.eval.judge's fake."""
+    responses = write_responses("run/object-halbench.jsonl", {1: "A man with a dog and a car in a park."}, image_id=1)
+    args = ["--bench", "object-halbench", "--responses", responses, "--coco-annotations", coco_dir,
+            "--cache-dir", tmp_path / "c", "--mode", "both", "--judge", "fake"]  # fmt: skip
+    assert _score(*args) == 0
+    rule = json.loads((tmp_path / "run" / "object-halbench_rule.metrics.json").read_text())
+    llm = json.loads((tmp_path / "run" / "object-halbench_llm.metrics.json").read_text())
+    assert rule["metrics"]["n_mentions"] == 3 and rule["extraction"] == {"mode": "rule"}
+    assert llm["extraction"]["mode"] == "llm" and llm["extraction"]["judge_id"].startswith("fake")
+    assert llm["metrics"]["n_mentions"] == 0  # the fake judge lists no objects
+    assert any((tmp_path / "run" / "judge_cache").rglob("*.json"))  # every judge call is cached
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "object-halbench [val2014, llm, judge=fake:0] / CHAIR_i | – |" in out
+    assert "object-halbench [val2014, rule] / CHAIR_i | 33.33 |" in out

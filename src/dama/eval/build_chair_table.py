@@ -3,6 +3,7 @@ reads instead of WordNet or `pattern` at run time.
 
     python -m dama.eval.build_chair_table            # rewrite the table
     python -m dama.eval.build_chair_table --check    # exit 1 if the shipped table is stale
+    python -m dama.eval.build_chair_table --check --validate-wordnet /usr/share/wordnet   # Debian wordnet-base
 
 Words: every entry of the shipped synonym lists (refined = original with stray spaces fixed, plus additions), every
 word of their multi-word names, and the words the merge rules need ("baby", "passenger", ...). Forms: the word itself
@@ -34,11 +35,62 @@ def table_text() -> str:
     return HEADER + "".join(rows)
 
 
+# WordNet's noun detachment rules (morphy), used only to validate the table against WordNet lemmatisation.
+_MORPHY_NOUN = (("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
+                ("men", "man"), ("ies", "y"))  # fmt: skip
+
+
+def validate_wordnet(wordnet_dir: str | Path) -> list[str]:
+    """Compare the table with WordNet's noun lemmatiser (morphy over index.noun + noun.exc); return the problems.
+
+    Problems: a surface form whose WordNet lemma has another canonical class than the table's singular word, and an
+    irregular plural in noun.exc of a table word that the table lacks. Forms WordNet does not know (over-generated
+    ones such as "sheeps" are not made, but "policemans" is) are not problems.
+    """
+    wordnet_dir = Path(wordnet_dir)
+    index = {
+        line.split(" ", 1)[0].replace("_", " ")
+        for line in (wordnet_dir / "index.noun").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith(" ")
+    }
+    exceptions: dict[str, list[str]] = {}
+    for line in (wordnet_dir / "noun.exc").read_text(encoding="utf-8").splitlines():
+        form, *lemmas = line.split()
+        exceptions[form] = lemmas
+
+    def lemmas(form: str) -> list[str]:
+        if form in exceptions:
+            return [w for w in [form, *exceptions[form]] if w in index]
+        candidates = [form] + [form[: -len(old)] + new for old, new in _MORPHY_NOUN if form.endswith(old)]
+        return [w for w in candidates if w in index]
+
+    inverse = parse_synonyms(synonym_lines(REFINED))
+    rows = [line.split("\t") for line in table_text().splitlines() if not line.startswith("#")]
+    table = {surface: singular for surface, singular, _ in rows}
+    problems = []
+    for surface, singular, canonical in rows:
+        found = lemmas(surface)
+        if found and singular not in found and canonical:
+            classes = {inverse.get(table.get(lemma, lemma)) for lemma in found}
+            if canonical not in classes:
+                problems.append(f"{surface}: table -> {singular} ({canonical}); WordNet -> {', '.join(found)}")
+    for form, targets in exceptions.items():
+        if form not in table and any(t in table and table[t] == t and t in inverse for t in targets):
+            problems.append(f"{form}: irregular plural of {', '.join(targets)} (noun.exc) missing from the table")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare with the shipped table")
+    parser.add_argument("--validate-wordnet", metavar="DIR", help="WordNet dict folder (index.noun, noun.exc)")
     args = parser.parse_args(argv)
     text = table_text()
+    if args.validate_wordnet:
+        problems = validate_wordnet(args.validate_wordnet)
+        print("\n".join(problems) or "table agrees with WordNet's noun lemmas")
+        if problems:
+            return 1
     if args.check:
         current = TABLE_PATH.read_text(encoding="utf-8") if TABLE_PATH.is_file() else ""
         if current != text:

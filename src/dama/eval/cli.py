@@ -95,23 +95,26 @@ def _score(argv: list[str]) -> int:
 
         modes = ("rule", "llm") if args.mode == "both" else (args.mode,)
         judge = None
-        if "llm" in modes:
-            if not args.judge:
-                parser.error("--mode llm/both needs --judge")
-            from dama.eval.judge import build_judge
+        if "llm" in modes and not args.judge:
+            parser.error("--mode llm/both needs --judge")
+        from dama.eval.judge import JudgeError, build_judge  # standard library only: cheap to import
 
-            judge = build_judge(args.judge, args.judge_cache or str(out / "judge_cache"))
-        engine = _engine(args.synonyms)
-        ground_truth = CocoGroundTruth(args.coco_annotations, engine, args.cache_dir)
-        outputs = score_responses(
-            args.responses,
-            engine,
-            ground_truth,
-            bench=args.bench,
-            questions_path=args.questions,
-            modes=modes,
-            judge=judge,
-        )
+        try:
+            if "llm" in modes:
+                judge = build_judge(args.judge, args.judge_cache or str(out / "judge_cache"))
+            engine = _engine(args.synonyms)
+            ground_truth = CocoGroundTruth(args.coco_annotations, engine, args.cache_dir)
+            outputs = score_responses(
+                args.responses,
+                engine,
+                ground_truth,
+                bench=args.bench,
+                questions_path=args.questions,
+                modes=modes,
+                judge=judge,
+            )
+        except JudgeError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
+            raise RecordError(f"judge {args.judge!r}: {err}") from err
     elif args.bench in ("amber-g", "amber-d"):
         from dama.eval import amber
 

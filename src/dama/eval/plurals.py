@@ -41,6 +41,8 @@ IRREGULAR: dict[str, tuple[str, ...]] = {
     "octopus": ("octopi",),
     "radius": ("radii",),
     "bacterium": ("bacteria",),
+    "brother": ("brethren",),
+    "taxi": ("taxies",),
 }
 
 # Irregular nouns that also end compounds ("policeman", "grandchild", "pocketknife"); "die" must not hit "birdie".
@@ -50,7 +52,7 @@ _SUFFIXED: frozenset[str] = frozenset(
 
 # Nouns whose plural is the same word: no extra form, and no "sheeps"-style form either.
 INVARIANT: frozenset[str] = frozenset(
-    {"sheep", "deer", "fish", "bison", "moose", "cattle", "buffalo", "aircraft", "scissors", "series", "species"}
+    {"sheep", "deer", "fish", "bison", "moose", "cattle", "aircraft", "scissors", "series", "species"}
 )
 
 _SIBILANT_ENDINGS = ("s", "x", "z", "ch", "sh")
