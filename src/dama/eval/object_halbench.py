@@ -118,7 +118,9 @@ def score_responses(
     image_ids = {}
     for key in present:
         row = responses[key]
-        image_id = row.get("image_id", by_id.get(key, {}).get("image_id", key))
+        image_id = next(
+            (v for v in (row.get("image_id"), by_id.get(key, {}).get("image_id")) if v not in (None, "")), key
+        )
         image_ids[key] = str(_image_id(image_id))
     gt = ground_truth.classes(image_ids.values())
     meta = run_metadata([responses[k] for k in present], responses_path)

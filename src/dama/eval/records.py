@@ -30,7 +30,7 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
     rows: list[tuple[int, dict]] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark is not a JSON error
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
