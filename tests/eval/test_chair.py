@@ -12,7 +12,7 @@ from dama.eval.chair import (
     chair_metrics,
     count_words,
     parse_synonyms,
-    synonym_lines,
+    shipped_synonym_lines,
     tokenize,
 )
 
@@ -80,7 +80,7 @@ def test_original_list_keeps_its_quirks_refined_fixes_them():
 
 
 def test_shipped_original_list_is_the_80_coco_categories():
-    lines = synonym_lines(ORIGINAL)
+    lines = shipped_synonym_lines(ORIGINAL)
     assert len(lines) == 80
     canonical = [line.split(", ")[0] for line in lines]
     assert len(set(canonical)) == 80
@@ -102,7 +102,7 @@ def test_shipped_table_is_current_and_maps_every_synonym():
         if not line.startswith("#"):
             surface, singular, canonical = line.split("\t")
             rows[surface] = (singular, canonical)
-    inverse = parse_synonyms(synonym_lines())
+    inverse = parse_synonyms(shipped_synonym_lines())
     for synonym, cls in inverse.items():
         for word in synonym.split():
             assert word in rows, f"{word!r} (from {synonym!r}) missing from the table"

@@ -160,3 +160,11 @@ def test_bad_inputs_are_errors_naming_file_and_line(write_responses, questions, 
         score_responses(unknown_image, engine, gt, bench="chair")
     with pytest.raises(ValueError, match="needs a judge"):
         score_responses(write_responses("ok.jsonl", RESPONSES), engine, gt, modes=("llm",))
+
+
+def test_image_id_falls_back_to_the_question_and_bom_is_tolerated(write_responses, questions, gt, engine):
+    path = write_responses("r.jsonl", {"3": "A cat."}, image_id=None)  # null image_id: the question's (3) is used
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved by an editor with a byte-order mark
+    [(_, result, details)] = score_responses(path, engine, gt, questions_path=questions)
+    assert details[0]["image_id"] == "3" and details[0]["gt"] == ["cat"]
+    assert result["metrics"]["CHAIR_i"] == 0.0 and result["n_missing"] == 2

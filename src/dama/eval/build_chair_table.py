@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dama.eval.chair import EXTRA_MULTIWORD, REFINED, _table_words, parse_synonyms, synonym_lines
+from dama.eval.chair import EXTRA_MULTIWORD, REFINED, parse_synonyms, shipped_synonym_lines, table_words
 from dama.eval.plurals import lemma_table
 
 TABLE_PATH = Path(__file__).parent / "data" / "chair_table.tsv"
@@ -29,8 +29,8 @@ HEADER = (
 
 def table_text() -> str:
     """The table's full text, deterministic."""
-    inverse = parse_synonyms(synonym_lines(REFINED))
-    table = lemma_table(_table_words(inverse, EXTRA_MULTIWORD))
+    inverse = parse_synonyms(shipped_synonym_lines(REFINED))
+    table = lemma_table(table_words(inverse, EXTRA_MULTIWORD))
     rows = [f"{surface}\t{singular}\t{inverse.get(singular, '')}\n" for surface, singular in sorted(table.items())]
     return HEADER + "".join(rows)
 
@@ -64,7 +64,7 @@ def validate_wordnet(wordnet_dir: str | Path) -> list[str]:
         candidates = [form] + [form[: -len(old)] + new for old, new in _MORPHY_NOUN if form.endswith(old)]
         return [w for w in candidates if w in index]
 
-    inverse = parse_synonyms(synonym_lines(REFINED))
+    inverse = parse_synonyms(shipped_synonym_lines(REFINED))
     rows = [line.split("\t") for line in table_text().splitlines() if not line.startswith("#")]
     table = {surface: singular for surface, singular, _ in rows}
     problems = []

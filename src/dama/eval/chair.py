@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 from dama.eval.plurals import lemma_table
@@ -56,7 +56,7 @@ def _data_text(name: str) -> str:
     return resources.files("dama.eval").joinpath("data", name).read_text(encoding="utf-8")
 
 
-def synonym_lines(version: str = REFINED) -> list[str]:
+def shipped_synonym_lines(version: str = REFINED) -> list[str]:
     """The shipped synonym list: `ORIGINAL` (the CHAIR authors' 80 lines, as published) or `REFINED`."""
     if version not in VERSIONS:
         raise ValueError(f"unknown CHAIR synonym list {version!r}; choose one of {', '.join(VERSIONS)}")
@@ -108,42 +108,45 @@ class Mention:
     position: int
 
 
-@dataclass
 class ChairEngine:
     """Extract object mentions from text with a CHAIR synonym list.
 
-    `synonyms_lines=None` uses the shipped list named by `version`; otherwise they are "canonical, syn1, syn2" lines
-    (stripped, `version` becomes "custom-<hash>"). `rules=False` turns off the COCO-specific baby/adult/passenger and
-    toilet/seat rules, for synthetic vocabularies.
+    `synonym_lines=None` uses the shipped list named by `version` (`REFINED` or `ORIGINAL`); otherwise they are
+    "canonical, syn1, syn2" lines, and `version` becomes "custom-<hash>". `rules=False` turns off the COCO-specific
+    baby/adult/passenger and toilet/seat rules, for synthetic vocabularies. Attributes: `version`, `sha256` (of the
+    synonym lines), `inverse` (synonym -> class), `singular` (surface form -> singular word), `multiword`.
     """
 
-    synonym_lines: Sequence[str] | None = None
-    version: str = REFINED
-    extra_multiword: Sequence[str] = EXTRA_MULTIWORD
-    rules: bool = True
-    inverse: dict[str, str] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.synonym_lines is None:
-            lines = synonym_lines(self.version)
-            self.inverse = parse_synonyms(lines, strip=self.version != ORIGINAL)
-            table = load_table()
+    def __init__(
+        self,
+        synonym_lines: Sequence[str] | None = None,
+        *,
+        version: str = REFINED,
+        extra_multiword: Sequence[str] = EXTRA_MULTIWORD,
+        rules: bool = True,
+    ) -> None:
+        self.rules = rules
+        if synonym_lines is None:
+            lines = shipped_synonym_lines(version)
+            self.inverse = parse_synonyms(lines, strip=version != ORIGINAL)
+            self.version = version
         else:
-            lines = list(self.synonym_lines)
+            lines = list(synonym_lines)
             self.inverse = parse_synonyms(lines)
-            digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
-            self.version = f"custom-{digest}"
-            table = lemma_table(_table_words(self.inverse, self.extra_multiword))
+            self.version = "custom-" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
         self.sha256 = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-        self.singular = table
+        if synonym_lines is None and tuple(extra_multiword) == EXTRA_MULTIWORD:
+            self.singular = load_table()  # the shipped, WordNet-validated table
+        else:
+            self.singular = lemma_table(table_words(self.inverse, extra_multiword))
         # multi-word name (tuple of singular words) -> the word it becomes
         self.multiword: dict[tuple[str, ...], str] = {}
-        for name in [*self.inverse, *self.extra_multiword]:
+        for name in [*self.inverse, *extra_multiword]:
             # The merged word is the clean name, so an original-list entry with a stray space (" motor bike") is
             # merged but then found in no vocabulary: no mention, and no false "bike", as in the original code.
             if len(name.split()) > 1:
                 self.multiword[tuple(name.split())] = " ".join(name.split())
-        if self.rules:
+        if rules:
             for animal in QUALIFIED_ANIMALS:
                 self.multiword[("baby", animal)] = animal
                 self.multiword[("adult", animal)] = animal
@@ -206,7 +209,8 @@ class ChairEngine:
 _PREPOSITIONS = frozenset({"of", "with", "on", "in", "at", "near", "under", "behind", "from", "for"})
 
 
-def _table_words(inverse: dict[str, str], extra: Iterable[str]) -> list[str]:
+def table_words(inverse: dict[str, str], extra: Iterable[str]) -> list[str]:
+    """Words whose forms the singularisation table needs: synonyms, class names, merge-rule words (no stray spaces)."""
     words = [*inverse, *inverse.values(), *extra]
     words += ["baby", "adult", "passenger", "seat", "toilet", "tie", "bow", *QUALIFIED_ANIMALS, *QUALIFIED_VEHICLES]
     return [w for w in words if w == w.strip()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -71,10 +72,13 @@ class CocoGroundTruth:
             except (RecordError, AttributeError, KeyError):
                 pass  # a corrupt cache is rebuilt, never trusted
         self._classes = self._build()
-        write_json_atomic(self.cache_path, {"fingerprint": self.fingerprint, "images": self._classes})
+        try:
+            write_json_atomic(self.cache_path, {"fingerprint": self.fingerprint, "images": self._classes})
+        except OSError as err:  # a read-only cache folder costs time on the next run, not this run's result
+            print(f"warning: cannot write the ground-truth cache {self.cache_path} ({err})", file=sys.stderr)
         return self._classes
 
-    def _build(self) -> dict[str, set[str]]:
+    def _build(self) -> dict[str, list[str]]:
         classes: dict[str, set[str]] = {}
         for path in self.files:
             data = read_json(path)
