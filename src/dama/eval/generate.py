@@ -147,7 +147,7 @@ def _prompt(processor, question: str) -> str:
 
 
 def generate_responses(
-    model, processor, items: list[dict], batch_size: int = 8, decoding: Decoding | None = None, image_root=None
+    model, processor, items: list[dict], batch_size: int = 8, decoding: Decoding | dict | None = None, image_root=None
 ) -> list[str]:
     """Answers for `items` ({"question": str, "image": PIL image or any `load_image` value}), in input order.
 
@@ -156,7 +156,7 @@ def generate_responses(
     """
     import torch
 
-    decoding = decoding or Decoding()
+    decoding = Decoding(**decoding) if isinstance(decoding, dict) else (decoding or Decoding())
     if getattr(processor, "chat_template", None) is None:
         raise GenerateError("the processor has no chat template; save one with the processor (chat_template.jinja)")
     tokenizer = processor.tokenizer
