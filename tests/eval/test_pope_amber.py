@@ -114,6 +114,12 @@ def test_amber_discriminative_by_hand(amber_dir, write_responses):
     assert amber.amber_score(200 / 7, m["f1"]) == pytest.approx(((100 - 200 / 7) + 200 / 3) / 2)
 
 
+def test_amber_nouns_vocab_match(amber_dir):
+    data = amber.Amber(amber_dir)
+    assert data.nouns("Traffic lights, a traffic. Light, dogs; a Kitten's toy") == ["traffic light", "dog", "kitten"]
+    assert len(data.vocabulary) == 14  # relation keys and values (annotation objects are among them)
+
+
 def test_amber_partial_and_bad_inputs(amber_dir, write_responses):
     _, result, _ = amber.score(write_responses("a.jsonl", {1: GENERATIVE[1]}), amber_dir, "g")
     assert result["partial"] is True and result["missing_ids"] == ["2"] and result["metrics"]["n_responses"] == 1

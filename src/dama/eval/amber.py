@@ -27,7 +27,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from dama.eval.chair import is_word, tokenize
+from dama.eval.chair import tokenize
 from dama.eval.plurals import lemma_table
 from dama.eval.pope import parse_answer
 from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_json, run_metadata
@@ -128,7 +128,8 @@ class Amber:
 
     def nouns(self, text: str) -> list[str]:
         """Vocabulary nouns of `text` in order, repeats kept (the reference does not de-duplicate)."""
-        tokens = [self.singular.get(t, t) for t in tokenize(text) if is_word(t)]
+        # punctuation tokens stay in until after merging, so phrases never span "traffic. light"
+        tokens = [self.singular.get(t, t) for t in tokenize(text)]
         found, i = [], 0
         while i < len(tokens):
             for width in range(min(self.max_words, len(tokens) - i), 1, -1):
