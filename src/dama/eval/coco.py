@@ -104,7 +104,7 @@ class CocoGroundTruth:
     def classes(self, image_ids: Iterable[object]) -> dict[str, frozenset[str]]:
         """Ground-truth classes for each of `image_ids` (keys as strings); unknown ids raise `RecordError`."""
         table = self._load()
-        wanted = [str(_image_id(i)) for i in image_ids]
+        wanted = [str(coco_image_id(i)) for i in image_ids]
         unknown = sorted({i for i in wanted if i not in table})
         if unknown:
             raise RecordError(
@@ -115,7 +115,7 @@ class CocoGroundTruth:
         return {i: frozenset(table[i]) for i in wanted}
 
 
-def _image_id(value: object) -> int | str:
+def coco_image_id(value: object) -> int | str:
     """COCO ids are integers; accept 139, "139" and "COCO_val2014_000000000139.jpg"."""
     if isinstance(value, int):
         return value

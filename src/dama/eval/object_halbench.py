@@ -22,7 +22,7 @@ from typing import Protocol
 from tqdm import tqdm
 
 from dama.eval.chair import ChairEngine, ChairItem, Mention, chair_metrics, count_words
-from dama.eval.coco import CocoGroundTruth, _image_id
+from dama.eval.coco import CocoGroundTruth, coco_image_id
 from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_jsonl_lines, run_metadata
 
 
@@ -121,7 +121,7 @@ def score_responses(
         image_id = next(
             (v for v in (row.get("image_id"), by_id.get(key, {}).get("image_id")) if v not in (None, "")), key
         )
-        image_ids[key] = str(_image_id(image_id))
+        image_ids[key] = str(coco_image_id(image_id))
     gt = ground_truth.classes(image_ids.values())
     meta = run_metadata([responses[k] for k in present], responses_path)
 
