@@ -61,7 +61,9 @@ class FakeOpenAI:
 
 
 @pytest.fixture
-def server():
+def server(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # a CI proxy must not intercept loopback requests
     srv = FakeOpenAI()
     yield srv
     srv.close()
