@@ -31,6 +31,7 @@ from dama.images import ImageError, load_image, resolve_image_path
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 OFFICIAL_DELTA_MEAN = 0.0482190464911681
 MAX_REPORTED_ERRORS = 20
+DATA_META = "dama_data.json"  # metadata (δ̄) stored next to a `datasets` folder by `dama precompute-ref`
 
 
 class DataValidationError(ValueError):
@@ -72,7 +73,9 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
             data, delta_mean = read_hardness_output(path)
             return (data if isinstance(data, Dataset) else Dataset(data)), delta_mean
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            return load_from_disk(str(path)), None
+            meta = path / DATA_META
+            delta_mean = json.loads(meta.read_text()).get("delta_mean") if meta.is_file() else None
+            return load_from_disk(str(path)), delta_mean
         shards = sorted(path.rglob("*.parquet"))
         if shards:
             return concatenate_datasets([Dataset.from_parquet(str(s)) for s in shards]), None

@@ -11,6 +11,7 @@ the data, so later runs (and every rank) read them instead of recomputing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -20,6 +21,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from dama.data import DATA_META
 
 
 @torch.no_grad()
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if tmp.exists():
             shutil.rmtree(tmp)
         trainer.train_dataset.save_to_disk(str(tmp))
+        # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.data)
+        (tmp / DATA_META).write_text(json.dumps({"delta_mean": trainer.delta_mean}))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

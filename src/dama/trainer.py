@@ -82,7 +82,9 @@ class DAMATrainer(DPOTrainer):
         columns = dataset_columns(train_dataset)
         self._is_vision_data = "image" in columns or "images" in columns
         has_ref_columns = all(name in columns for name in REF_COLUMNS)
-        # TRL rejects precompute_ref_log_probs for vision data; we do it ourselves after TRL's init.
+        # TRL rejects precompute_ref_log_probs for vision data: the flag is hidden from its check and restored
+        # before it decides whether to build a reference model (see create_accelerator_and_postprocess); the pass
+        # itself runs here after TRL's init.
         self._vision_precompute = self._is_vision_data and (config.precompute_ref_log_probs or has_ref_columns)
         if self._vision_precompute:
             config.precompute_ref_log_probs = False
@@ -145,16 +147,36 @@ class DAMATrainer(DPOTrainer):
         return super()._get_train_sampler(*args, **kwargs)
 
     # ------------------------------------------------------------------------------ reference log-probs, vision data
+    def create_accelerator_and_postprocess(self) -> None:
+        # Called inside Trainer.__init__, after TRL's vision check and before TRL builds a reference model: with the
+        # flag back on, TRL keeps no reference model (the policy at init is the reference for the pass).
+        super().create_accelerator_and_postprocess()
+        if getattr(self, "_vision_precompute", False):
+            self.args.precompute_ref_log_probs = True
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        if getattr(self, "_vision_precompute", False):
+            return dataset  # ours runs after init, with the collator that carries DAMA's columns
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
     @torch.no_grad()
     def _precompute_vision_ref_logps(self, already_there: bool) -> None:
-        if not already_there:
-            from dama.reference import compute_reference_logps
+        from dama.reference import compute_reference_logps
 
-            model = self.ref_model if self.ref_model is not None else self.model
-            chosen, rejected = compute_reference_logps(self, model, self.train_dataset)
-            self.train_dataset = self.train_dataset.add_column("ref_chosen_logps", chosen).add_column(
-                "ref_rejected_logps", rejected
-            )
+        model = self.ref_model if self.ref_model is not None else self.model
+
+        def with_ref(dataset: Dataset) -> Dataset:
+            if all(name in dataset.column_names for name in REF_COLUMNS):
+                return dataset
+            chosen, rejected = compute_reference_logps(self, model, dataset)
+            return dataset.add_column(REF_COLUMNS[0], chosen).add_column(REF_COLUMNS[1], rejected)
+
+        if not already_there:
+            self.train_dataset = with_ref(self.train_dataset)
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {name: with_ref(data) for name, data in self.eval_dataset.items()}
+        elif self.eval_dataset is not None:
+            self.eval_dataset = with_ref(self.eval_dataset)
         if self.ref_model is not None:
             self.ref_model = None  # training reads the stored log-probs: free the reference model's memory
             if torch.cuda.is_available():
@@ -222,6 +244,11 @@ class DAMATrainer(DPOTrainer):
             return args.beta, None, n_local * self.accelerator.num_processes, {}
         train = mode == "train"
         rewards = margins.float() * (args.beta if args.reward_scale == "beta_margin" else 1.0)
+        if args.data_aware and delta is None:
+            raise ValueError(
+                f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
+                "set a hardness column too (`dama hardness`), or set data_aware=False."
+            )
         alpha_d = data_aware_factor(delta, self.delta_mean).to(rewards.device) if args.data_aware else None
         local = torch.stack([rewards, alpha_d if alpha_d is not None else torch.ones_like(rewards)], dim=1)
         global_rewards, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
