@@ -87,6 +87,9 @@ def _prepare(out: Path, run: dict[str, Any], overwrite: bool) -> bool:
         raise OutputConflictError(f"{out}/data holds files of an unknown run; choose another --out or --overwrite")
     (out / "data").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "data", state):  # temporaries of a killed run never become part of the output
+        for tmp in folder.glob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
     atomic_write_json(state / "run.json", run)
     return False
 

@@ -49,7 +49,7 @@ def union_softmax(
     logits = logit_scale * (texts @ image_emb.double())  # (n_w + n_l,)
     probs = torch.softmax(logits, dim=0)
     p_w, p_l = probs[:n_w], probs[n_w:]
-    return PairScore(p_w.tolist(), p_l.tolist(), float(p_w.sum() - p_l.sum()))
+    return PairScore(p_w.tolist(), p_l.tolist(), _clamp(float(p_w.sum() - p_l.sum())))
 
 
 def mean_cosine(
@@ -62,7 +62,12 @@ def mean_cosine(
     del logit_scale
     s_w = (1.0 + chosen_emb.double() @ image_emb.double()) / 2  # (n_w,)
     s_l = (1.0 + rejected_emb.double() @ image_emb.double()) / 2  # (n_l,)
-    return PairScore(s_w.tolist(), s_l.tolist(), float(s_w.mean() - s_l.mean()))
+    return PairScore(s_w.tolist(), s_l.tolist(), _clamp(float(s_w.mean() - s_l.mean())))
+
+
+def _clamp(delta: float) -> float:
+    """δ ∈ [−1, 1] exactly: rounding can push a sum of probabilities a few ulps past 1."""
+    return min(1.0, max(-1.0, delta))
 
 
 def get_scoring_function(name: str) -> Callable[..., PairScore]:

@@ -79,11 +79,11 @@ def merge_short(fragments: Sequence[str], min_words: int) -> list[str]:
     carry = ""
     for frag in kept:
         if carry:
-            frag = f"{carry} {frag}"
+            frag = _join(carry, frag)
             carry = ""
         if len(frag.split()) < min_words:
             if out:
-                out[-1] = f"{out[-1]} {frag}"
+                out[-1] = _join(out[-1], frag)
             else:
                 carry = frag
             continue
@@ -91,6 +91,11 @@ def merge_short(fragments: Sequence[str], min_words: int) -> list[str]:
     if carry:
         out.append(carry)
     return out
+
+
+def _join(left: str, right: str) -> str:
+    """Two fragments as one; a list item without final punctuation gets a ";" so the items stay readable."""
+    return f"{left} {right}" if left[-1] in ".!?;:," else f"{left}; {right}"
 
 
 class SentenceSplitter:

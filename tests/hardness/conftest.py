@@ -1,0 +1,71 @@
+"""Fixtures for the hardness tests: a tiny config-built CLIP (its tokenizer appends EOS) and small datasets."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    from dama.tiny import build_clip
+
+    return build_clip()
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory, tiny_clip) -> Path:
+    from dama.tiny import save_pretrained
+
+    model, processor = tiny_clip
+    return save_pretrained(model, processor, tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def scorer(clip_dir):
+    from dama.hardness.scorers import DualEncoderScorer
+
+    return DualEncoderScorer.from_pretrained(str(clip_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def splitter():
+    from dama.hardness.splitters import SentenceSplitter
+
+    return SentenceSplitter()
+
+
+def png_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (20, 18)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_rows(n: int, start: int = 0) -> list[dict]:
+    """`n` pairs with distinct embedded images and two sentences per response (some images repeat)."""
+    rows = []
+    for i in range(start, start + n):
+        rows.append({
+            "idx": i,
+            "question": "Describe the image.",
+            "chosen": f"A red cat sits on a table. There are {i % 5} dogs in the park.",
+            "rejected": f"A blue bus is parked near a tree. A person holds {i % 3} umbrellas.",
+            "image": {"bytes": png_bytes(((i * 37) % 256, (i * 11) % 256, 90)) if i % 4 else png_bytes((1, 2, 3)),
+                      "path": None},
+        })
+    return rows
+
+
+def write_parquet(path: Path, rows: list[dict]) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture
+def pairs_parquet(tmp_path) -> Path:
+    return write_parquet(tmp_path / "pairs.parquet", make_rows(23))

@@ -1,0 +1,88 @@
+"""The data-aware maths (METHOD.md §2, Eq. 3–6) on hand-made embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dama.hardness.scorers import mean_cosine, union_softmax
+
+
+def unit(*xs: float) -> torch.Tensor:
+    v = torch.tensor(xs, dtype=torch.float32)
+    return v / v.norm()
+
+
+def test_union_softmax_closed_form():
+    # image along e1; chosen sentences at cos 1 and 0, rejected at cos 0 and −1; scale 2 → logits 2, 0 | 0, −2
+    image = unit(1, 0)
+    chosen = torch.stack([unit(1, 0), unit(0, 1)])
+    rejected = torch.stack([unit(0, 1), unit(-1, 0)])
+    score = union_softmax(image, chosen, rejected, logit_scale=2.0)
+    z = math.exp(2) + 1 + 1 + math.exp(-2)
+    assert score.chosen == pytest.approx([math.exp(2) / z, 1 / z], abs=1e-6)
+    assert score.rejected == pytest.approx([1 / z, math.exp(-2) / z], abs=1e-6)
+    assert score.delta == pytest.approx((math.exp(2) - math.exp(-2)) / z, abs=1e-6)
+    assert sum(score.chosen) + sum(score.rejected) == pytest.approx(1.0)
+
+
+def test_union_softmax_identical_responses_give_zero():
+    image = unit(1, 2, 3)
+    texts = torch.stack([unit(3, 1, 0), unit(0, 1, 1)])
+    assert union_softmax(image, texts, texts, 100.0).delta == pytest.approx(0.0, abs=1e-9)
+
+
+def test_delta_in_range_for_random_embeddings():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n_w, n_l = torch.randint(1, 6, (2,), generator=gen).tolist()
+        image = torch.nn.functional.normalize(torch.randn(8, generator=gen), dim=0)
+        cw = torch.nn.functional.normalize(torch.randn(n_w, 8, generator=gen), dim=-1)
+        cl = torch.nn.functional.normalize(torch.randn(n_l, 8, generator=gen), dim=-1)
+        for fn in (union_softmax, mean_cosine):
+            delta = fn(image, cw, cl, 100.0).delta
+            assert -1.0 <= delta <= 1.0
+
+
+def test_union_softmax_extremes_reach_plus_minus_one():
+    image = unit(1, 0)
+    good, bad = unit(1, 0)[None], unit(-1, 0)[None]
+    assert union_softmax(image, good, bad, 100.0).delta == pytest.approx(1.0, abs=1e-12)
+    assert union_softmax(image, bad, good, 100.0).delta == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_mean_cosine_closed_form():
+    image = unit(1, 0)
+    chosen = torch.stack([unit(1, 0), unit(0, 1)])  # scores 1, 0.5
+    rejected = unit(-1, 0)[None]  # score 0
+    score = mean_cosine(image, chosen, rejected)
+    assert score.chosen == pytest.approx([1.0, 0.5])
+    assert score.rejected == pytest.approx([0.0])
+    assert score.delta == pytest.approx(0.75)
+
+
+def test_scorer_encodes_and_counts_truncation(scorer):
+    texts = ["a red cat", "two dogs play with a ball", "a red cat " * 40]
+    emb, truncated = scorer.encode_texts(texts)
+    assert emb.shape == (3, scorer.model.config.projection_dim)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert truncated == [False, False, True]
+    assert scorer.count_tokens(texts)[2] > scorer.max_text_tokens == 32
+    # the tiny tokenizer appends EOS, so different texts get different embeddings
+    assert not torch.allclose(emb[0], emb[1])
+
+
+def test_alpha_d_is_one_at_the_mean():
+    """α_D = σ(δ)/σ(δ̄) (Eq. 6) equals 1 where δ = δ̄ — with δ̄ from our own output format's convention."""
+    from dama.objective import data_aware_factor
+
+    from dama.hardness.official import OFFICIAL_DELTA_MEAN
+
+    deltas = torch.tensor([-0.5, 0.1, 0.3, 0.9])
+    mean = float(deltas.double().mean())
+    alpha = data_aware_factor(torch.tensor([mean, OFFICIAL_DELTA_MEAN, 0.9, -0.5]), mean)
+    assert alpha[0].item() == pytest.approx(1.0, abs=1e-7)
+    assert alpha[2] > 1 > alpha[3]  # easy pairs get a larger β, hard ones a smaller β
+    assert data_aware_factor(torch.tensor([OFFICIAL_DELTA_MEAN]), OFFICIAL_DELTA_MEAN).item() == pytest.approx(1.0)
