@@ -57,6 +57,16 @@ def _input_fingerprint(source: InputSource) -> dict[str, Any]:
     return {"path": str(path), "kind": source.kind, "split": source.split, "files": stats}
 
 
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} → {"a.b": 1}, so a conflict message names the setting that changed."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def _prepare(out: Path, run: dict[str, Any], overwrite: bool) -> bool:
     """Make `out` ready; True when it already holds this run's complete output (nothing to do)."""
     state = out / STATE_DIR
@@ -78,7 +88,8 @@ def _prepare(out: Path, run: dict[str, Any], overwrite: bool) -> bool:
     if (state / "run.json").is_file():
         previous = json.loads((state / "run.json").read_text(encoding="utf-8"))
         if previous != run:
-            changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
+            now, before = _flatten(run), _flatten(previous)
+            changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
             raise OutputConflictError(
                 f"{out} holds an unfinished run with different settings ({', '.join(changed)} changed); rerun with "
                 "the same options to resume it, or pass --overwrite to start again"
