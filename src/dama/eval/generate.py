@@ -57,6 +57,8 @@ class GenerateError(ValueError):
 
 
 def _need(row: dict, key: str, where: str) -> Any:
+    if not isinstance(row, dict):
+        raise GenerateError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if row.get(key) in (None, ""):
         raise GenerateError(f"{where}: missing field {key!r}")
     return row[key]

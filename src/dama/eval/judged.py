@@ -34,6 +34,11 @@ from dama.eval.records import load_responses as load_responses_file
 
 BENCHES = ("mmhal", "llava-bench", "mmvet")
 PROMPT_VERSION = {"mmhal": "dama-mmhal-v1", "llava-bench": "dama-llava-bench-v1", "mmvet": "dama-mmvet-v1"}
+UNITS = {
+    "mmhal": "score: mean judge rating 0-6; hallucination_rate: fraction 0-1 of ratings below 3",
+    "llava-bench": "relative_score: percent of the reference answers' mean; *_mean: judge scores 1-10",
+    "mmvet": "percent (mean correctness x 100)",
+}
 
 MMHAL_TEMPLATE = """\
 You are an impartial judge. An AI assistant answered a question about an image; decide how informative its answer \
@@ -156,6 +161,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {"mmhal": parse_mmhal, "llava-bench":
 
 
 def _field(row: dict, key: str, where: str) -> Any:
+    if not isinstance(row, dict):
+        raise ScoreError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if key not in row:
         raise ScoreError(f"{where}: missing field {key!r}")
     return row[key]
@@ -440,6 +447,7 @@ def run(args: argparse.Namespace) -> int:
         **meta,
         "judge_id": judge.judge_id,
         "prompt_version": PROMPT_VERSION[bench],
+        "units": UNITS[bench],
         "annotations": {"questions_file": Path(args.questions).name, "sha256": _sha256_file(args.questions)},
         "responses_file": str(args.responses),
         **result,
