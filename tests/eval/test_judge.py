@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,8 +18,9 @@ MAX_REQUESTS = 40  # the fake server refuses beyond this, so a retry bug cannot 
 
 
 class FakeOpenAI:
-    """A chat-completions server on 127.0.0.1 (ephemeral port). `script` is a list of (status, body) used in order;
-    when it runs out, `reply(prompt)` answers with a normal completion. Requests are counted and recorded."""
+    """A chat-completions server on 127.0.0.1 (ephemeral port). `script` is a list of (status, body) used in order
+    (status "sleep": wait `body` seconds, then answer normally); when it runs out, `reply(prompt)` answers with a
+    normal completion. Requests are counted and recorded."""
 
     def __init__(self, reply=lambda prompt: "ok"):
         self.script: list[tuple[int, str]] = []
@@ -32,25 +34,28 @@ class FakeOpenAI:
                 server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 if len(server.requests) > MAX_REQUESTS:
                     status, text = 418, "too many requests in one test"
-                elif server.script:
-                    status, text = server.script.pop(0)
                 else:
+                    status, text = server.script.pop(0) if server.script else (200, None)
+                    if status == "sleep":
+                        time.sleep(float(text))
+                        status, text = 200, None
+                if text is None:
                     content = server.reply(body["messages"][0]["content"])
-                    status, text = (
-                        200,
-                        json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}),
-                    )
+                    text = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
                 data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
 
             def log_message(self, *args):
                 pass
 
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -144,6 +149,15 @@ def test_openai_judge_retries_after_http_500(server, api_key):
     server.script = [(500, '{"error": "overloaded"}'), (503, "busy")]
     assert _openai(server).complete("hi") == "ok"
     assert len(server.requests) == 3
+
+
+def test_openai_judge_retries_after_a_timeout(server, api_key):
+    server.script = [("sleep", "1.0")]
+    assert _openai(server, timeout=0.2).complete("hi") == "ok"
+    assert len(server.requests) == 2
+    server.script = [("sleep", "1.0")] * 2
+    with pytest.raises(JudgeError, match="after 2 attempt.*timed out"):
+        _openai(server, timeout=0.2, retries=1).complete("hi")
 
 
 def test_openai_judge_persistent_error_names_url_and_status_not_key(server, api_key):
