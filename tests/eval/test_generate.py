@@ -189,3 +189,23 @@ def test_amber_halves_can_share_one_output_file(tmp_path, generic, llava_dir):
     assert _run(*common, "--questions", yes_no) == 0
     rows = _rows(tmp_path / "amber.jsonl")
     assert [r["id"] for r in rows] == ["1", "2", "3"] and rows[2]["question"] == "Is there a cat in this image?"
+
+
+def test_mmhal_answers_feed_the_judged_scorer(tmp_path, generic, llava_dir):
+    from dama.eval import judged
+
+    _, images = generic
+    questions = tmp_path / "response_template.json"
+    questions.write_text(json.dumps([
+        {"question_type": t, "question": "What colour is it?", "gt_answer": "Red.", "image_content": ["square"],
+         "image_src": f"https://example.org/x/{i}.png"} for i, t in enumerate(["attribute", "counting"])
+    ]))  # fmt: skip
+    assert _run("--model", llava_dir, "--bench", "mmhal", "--questions", questions, "--out", tmp_path,
+                "--image-root", images, "--max-new-tokens", 3) == 0  # fmt: skip
+    parser = argparse.ArgumentParser()
+    judged.add_arguments(parser)
+    args = ["--bench", "mmhal", "--responses", tmp_path / "mmhal.jsonl", "--questions", questions, "--judge", "fake"]
+    assert judged.run(parser.parse_args([str(a) for a in args])) == 0
+    results = json.loads((tmp_path / "mmhal.fake_0.metrics.json").read_text())
+    assert results["n_scored"] == 2 and results["partial"] is False and results["model"] == str(llava_dir)
+    assert set(results["metrics"]) >= {"score", "score/attribute", "score/counting"}
