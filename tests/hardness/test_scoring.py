@@ -76,9 +76,8 @@ def test_scorer_encodes_and_counts_truncation(scorer):
 
 def test_alpha_d_is_one_at_the_mean():
     """α_D = σ(δ)/σ(δ̄) (Eq. 6) equals 1 where δ = δ̄ — with δ̄ from our own output format's convention."""
-    from dama.objective import data_aware_factor
-
     from dama.hardness.official import OFFICIAL_DELTA_MEAN
+    from dama.objective import data_aware_factor
 
     deltas = torch.tensor([-0.5, 0.1, 0.3, 0.9])
     mean = float(deltas.double().mean())

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--official", action="store_true",
                     help="import the official DAMA JSON (chosen_logits/rejected_logits): δ = Σchosen − Σrejected")
     sc = p.add_argument_group("scoring (METHOD.md §2.2)")
-    sc.add_argument("--clip", default=DEFAULT_CLIP, help="dual encoder (CLIP/SigLIP): hub name in the cache or folder")
+    sc.add_argument("--clip", default=DEFAULT_CLIP,
+                    help="dual encoder (CLIP/SigLIP): folder, hub name in the cache, or tiny:clip (offline test model)")
     sc.add_argument("--scorer", choices=SCORERS, default="union_softmax")
     sc.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sc.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),

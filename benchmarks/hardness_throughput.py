@@ -1,0 +1,199 @@
+"""Throughput of `dama hardness` versus a naive loop (one CLIP forward per image–sentence pair), same model.
+
+The model is a config-built CLIP of ViT-B/32 size (CLIPConfig defaults: 224 px, patch 32, 12+12 layers; random
+weights, which cost the same as trained ones), on the CPU. The data are synthetic preference pairs with a distinct
+JPEG image each (no image is shared, so nothing is gained from deduplication) and five sentences per response.
+Every measurement runs in its own subprocess, so the reported peak RSS (the process's, plus its image-decoding
+workers') belongs to that measurement alone.
+
+    python benchmarks/hardness_throughput.py                       # 1k pairs, naive loop on 30 pairs
+    python benchmarks/hardness_throughput.py --pairs 1000 10000    # also 10k
+
+It prints numbers; it is not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUBJECTS = ["cat", "dog", "bus", "person", "bird", "car", "umbrella", "pizza", "chair", "bicycle", "tree", "cup"]
+COLOURS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange"]
+PLACES = ["on a wooden table", "in the green park", "near the street", "next to a window", "under a tree",
+          "in the kitchen", "on the left side of the image", "in the background"]
+
+
+def sentence(rng) -> str:
+    return (f"A {rng.choice(COLOURS)} {rng.choice(SUBJECTS)} is {rng.choice(PLACES)}, and a "
+            f"{rng.choice(COLOURS)} {rng.choice(SUBJECTS)} can be seen {rng.choice(PLACES)}.")
+
+
+def make_data(path: Path, n: int, sentences_per_response: int = 5, seed: int = 0) -> None:
+    """`n` pairs in a parquet file, written in batches (the generator's memory does not grow with n)."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    writer = None
+    for start in range(0, n, 500):
+        rows = []
+        for i in range(start, min(n, start + 500)):
+            base = nrng.integers(0, 255, size=(1, 1, 3))
+            pixels = np.clip(base + nrng.normal(0, 40, size=(240, 320, 3)), 0, 255).astype("uint8")
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
+            rows.append({
+                "idx": i,
+                "question": "Describe the image in detail.",
+                "chosen": " ".join(sentence(rng) for _ in range(sentences_per_response)),
+                "rejected": " ".join(sentence(rng) for _ in range(sentences_per_response)),
+                "image": {"bytes": buf.getvalue(), "path": None},
+            })
+        table = pa.Table.from_pylist(rows)
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+
+
+def build_model(path: Path) -> None:
+    """Save a ViT-B/32-sized CLIP with random weights and an EOS-appending tokenizer (4k BPE on our sentences)."""
+    import random
+
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    from dama.tiny import build_image_processor, build_tokenizer
+
+    rng = random.Random(1)
+    tokenizer = build_tokenizer([sentence(rng) for _ in range(2000)], vocab_size=4096, add_eos=True)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={},  # defaults: ViT-B/32, 224 px
+    )
+    torch.manual_seed(0)
+    model = CLIPModel(config)
+    tokenizer.model_max_length = config.text_config.max_position_embeddings
+    processor = CLIPProcessor(image_processor=build_image_processor(224), tokenizer=tokenizer)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
+def peak_rss_mib() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024  # Linux reports KiB
+
+
+def run_pipeline(data: Path, model: Path, out: Path, workers: int) -> dict:
+    from dama.hardness.compute import compute_hardness
+    from dama.hardness.scorers import DualEncoderScorer
+    from dama.hardness.splitters import SentenceSplitter
+
+    scorer = DualEncoderScorer.from_pretrained(str(model), device="cpu", dtype="float32")
+    splitter = SentenceSplitter()
+    start = time.perf_counter()
+    meta = compute_hardness(data, out, scorer, splitter, workers=workers, shard_size=1000, progress=False,
+                            overwrite=True)
+    seconds = time.perf_counter() - start
+    return {"pairs": meta["n_rows"], "seconds": seconds, "pairs_per_s": meta["n_rows"] / seconds,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def run_naive(data: Path, model_path: Path, pairs: int) -> dict:
+    """One full CLIP forward (image + one sentence) per image–sentence pair, the image decoded each time."""
+    import pyarrow.parquet as pq
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    from dama.hardness.splitters import SentenceSplitter
+    from dama.images import load_image
+
+    model = AutoModel.from_pretrained(str(model_path)).eval()
+    processor = AutoProcessor.from_pretrained(str(model_path))
+    splitter = SentenceSplitter()
+    rows = pq.ParquetFile(data).read_row_group(0).slice(0, pairs).to_pylist()
+    start = time.perf_counter()
+    deltas = []
+    with torch.inference_mode():
+        for row in rows:
+            subs_w, subs_l = splitter.split_text(row["chosen"]), splitter.split_text(row["rejected"])
+            logits = []
+            for text in subs_w + subs_l:
+                image = load_image(row["image"])
+                inputs = processor(text=[text], images=[image], return_tensors="pt", padding=True, truncation=True)
+                logits.append(model(**inputs).logits_per_image[0, 0])
+            p = torch.softmax(torch.stack(logits), 0)
+            deltas.append(float(p[: len(subs_w)].sum() - p[len(subs_w) :].sum()))
+    seconds = time.perf_counter() - start
+    return {"pairs": len(rows), "seconds": seconds, "pairs_per_s": len(rows) / seconds,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def in_subprocess(kind: str, **kwargs) -> dict:
+    cmd = [sys.executable, __file__, "--_run", kind, "--_args", json.dumps({k: str(v) for k, v in kwargs.items()})]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, nargs="+", default=[1000], help="dataset sizes for the pipeline")
+    parser.add_argument("--naive-pairs", type=int, default=30, help="pairs timed for the naive loop")
+    parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
+    parser.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp folder)")
+    parser.add_argument("--_run", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_args", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._run:
+        kw = json.loads(args._args)
+        if args._run == "naive":
+            result = run_naive(Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]))
+        else:
+            result = run_pipeline(Path(kw["data"]), Path(kw["model"]), Path(kw["out"]), int(kw["workers"]))
+        print(json.dumps(result))
+        return
+
+    import torch
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dama-hardness-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"image workers {args.workers}; workdir {work}")
+    model = work / "clip-vit-b32-random"
+    if not (model / "config.json").exists():
+        build_model(model)
+    sizes = sorted(set(args.pairs))
+    data = {}
+    for n in sizes:
+        data[n] = work / f"pairs-{n}.parquet"
+        if not data[n].exists():
+            make_data(data[n], n)
+    naive = in_subprocess("naive", data=data[sizes[0]], model=model, pairs=min(args.naive_pairs, sizes[0]))
+    print(f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
+          f"peak RSS {naive['peak_rss_mib']:.0f} MiB")
+    for n in sizes:
+        res = in_subprocess("pipeline", data=data[n], model=model, out=work / f"out-{n}", workers=args.workers)
+        print(f"pipeline   : {res['pairs']} pairs in {res['seconds']:.1f} s = {res['pairs_per_s']:.2f} pairs/s "
+              f"({res['pairs_per_s'] / naive['pairs_per_s']:.1f}x naive), peak RSS {res['peak_rss_mib']:.0f} MiB "
+              "(process + workers)")
+
+
+if __name__ == "__main__":
+    main()
