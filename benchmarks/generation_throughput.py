@@ -1,6 +1,6 @@
 """Batched vs one-at-a-time generation on a tiny config-built LLaVA: same prompts, items/s for both, and the ratio.
 
-    python benchmarks/generation_throughput.py [--items 16] [--repeats 3] [--batch-size 8] [--max-new-tokens 32]
+    python benchmarks/generation_throughput.py [--items 16] [--repeats 3] [--batch-size 8] [--threads 1]
 
 The model is random and tiny (dama.tiny), so absolute numbers say little about a 7B model; the ratio shows what
 left-padded batching buys over a loop of single generate() calls on this machine. Both runs must give identical
@@ -28,7 +28,14 @@ def main() -> None:
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--hidden-size", type=int, default=64, help="text model width of the tiny LLaVA")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see the note below"
+    )
     args = parser.parse_args()
+    # A model this small gains nothing from intra-op threads, and on a busy CPU their synchronisation made the
+    # one-at-a-time timings erratic (up to 30x slower between runs); one thread gives stable numbers.
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, processor = tiny.build_llava(hidden_size=args.hidden_size, num_layers=2)
     model = model.to(args.device).eval()
