@@ -85,3 +85,28 @@ def test_alpha_d_is_one_at_the_mean():
     assert alpha[0].item() == pytest.approx(1.0, abs=1e-7)
     assert alpha[2] > 1 > alpha[3]  # easy pairs get a larger β, hard ones a smaller β
     assert data_aware_factor(torch.tensor([OFFICIAL_DELTA_MEAN]), OFFICIAL_DELTA_MEAN).item() == pytest.approx(1.0)
+
+
+def test_siglip_dual_encoder_scores_through_the_same_interface():
+    """Any dual encoder: a tiny SigLIP (texts padded to its full context, as it was trained) through the same path."""
+    from transformers import CLIPProcessor, SiglipConfig, SiglipModel
+
+    from dama.hardness.scorers import DualEncoderScorer
+    from dama.tiny import build_image_processor, build_tokenizer
+
+    tok = build_tokenizer(add_eos=True)
+    tok.model_max_length = 16
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = SiglipConfig(
+        text_config={**tiny, "vocab_size": len(tok), "max_position_embeddings": 16, "pad_token_id": tok.pad_token_id,
+                     "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id},
+        vision_config={**tiny, "image_size": 16, "patch_size": 8},
+    )
+    torch.manual_seed(0)
+    scorer = DualEncoderScorer(SiglipModel(config), CLIPProcessor(build_image_processor(16), tok), device="cpu")
+    assert scorer.pad_to_max_length and scorer.max_text_tokens == 16
+    texts, truncated = scorer.encode_texts(["a red cat", "two dogs in the park " * 5])
+    image = scorer.encode_images(torch.randn(1, 3, 16, 16))[0]
+    assert truncated == [False, True]
+    score = union_softmax(image, texts[:1], texts[1:], scorer.logit_scale)
+    assert -1 <= score.delta <= 1 and sum(score.chosen) + sum(score.rejected) == pytest.approx(1.0)
