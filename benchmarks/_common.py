@@ -1,0 +1,296 @@
+"""Shared pieces of the training benchmarks: models, preference data, trainer variants, a step timer, statistics.
+
+Every variant is built from the same seed, data and batch, so the only difference between two variants is what the
+variant is about (DAMA on/off, our trainer or TRL's, reference model resident or precomputed).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; tqdm reads this when imported
+
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+# name -> keyword arguments of dama.tiny.build_llava
+MODELS: dict[str, dict[str, int]] = {
+    "tiny": {},  # the tiny recipe model: build_llava() defaults
+    "50m": {"hidden_size": 768, "num_layers": 8, "vision_hidden_size": 256, "image_size": 64, "patch_size": 16},
+}
+
+# timed optimizer steps per repetition and variant when --steps is not given
+DEFAULT_STEPS = {"tiny": 20, "50m": 3}
+
+# name -> (trainer class, DAMA switches, precompute_ref_log_probs)
+VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "dama": ("dama", {"data_aware": True, "model_aware": True, "keep_ratio": 0.8}, False),
+    "dpo": ("dama", {"data_aware": False, "model_aware": False, "keep_ratio": 1.0}, False),
+    "trl": ("trl", {}, False),
+    "dama_precomputed": ("dama", {"data_aware": True, "model_aware": True, "keep_ratio": 0.8}, True),
+}
+
+WORDS = (
+    "a red cat sits on a wooden table next to a blue cup two dogs are playing with a ball in the green park "
+    "there is a large yellow bus parked on the street near a tree the image shows a small bird on a branch"
+).split()
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible")
+    return name
+
+
+def _sentence(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def make_pairs(n: int, seed: int = 0, prompt_words: int = 24, answer_words: int = 30) -> Dataset:
+    """n vision preference pairs (conversational) with a hardness column; ~128 tokens per sequence with the 50m model.
+
+    Answers vary in length around `answer_words` so padding is realistic; the rejected answer is the longer one.
+    """
+    rng = random.Random(seed)
+    rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": [], "dama_delta": []}
+    for i in range(n):
+        rows["image"].append(Image.new("RGB", (64, 64), (37 * i % 256, 90 + i % 50, 200 - 13 * i % 200)))
+        prompt = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _sentence(rng, prompt_words)}]}
+        ]
+        rows["prompt"].append(prompt)
+        chosen = _sentence(rng, answer_words - 4 + i % 5)
+        rejected = _sentence(rng, answer_words + i % 7)
+        rows["chosen"].append([{"role": "assistant", "content": [{"type": "text", "text": chosen}]}])
+        rows["rejected"].append([{"role": "assistant", "content": [{"type": "text", "text": rejected}]}])
+        rows["dama_delta"].append(round(rng.uniform(-0.5, 0.9), 3))
+    return Dataset.from_dict(rows)
+
+
+def build_model(name: str, device: str, seed: int = 0):
+    """(model, processor) for a model name of `MODELS`, SDPA attention; bf16 on CUDA."""
+    from dama.tiny import build_llava
+
+    model, processor = build_llava(seed=seed, **MODELS[name])
+    model.set_attn_implementation("sdpa")
+    if device == "cuda":
+        model = model.to(torch.bfloat16)
+    return model, processor
+
+
+def param_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def param_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def trainer_args(
+    kind: str,
+    dama_switches: dict[str, Any],
+    precompute: bool,
+    device: str,
+    output_dir: str,
+    batch_size: int,
+    max_steps: int,
+    seed: int = 0,
+):
+    """A `DAMAConfig` (kind "dama") or TRL `DPOConfig` (kind "trl") with everything but the variant held equal."""
+    common: dict[str, Any] = dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        max_steps=max_steps,
+        learning_rate=1e-5,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        max_length=None,
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        gradient_checkpointing=device == "cuda",
+        precompute_ref_log_probs=precompute,
+    )
+    if kind == "trl":
+        from trl import DPOConfig
+
+        return DPOConfig(**common)
+    from dama import DAMAConfig
+
+    return DAMAConfig(**common, **dama_switches)
+
+
+def build_trainer(
+    variant: str,
+    model_name: str,
+    device: str,
+    data: Dataset,
+    batch_size: int,
+    max_steps: int,
+    output_dir: str | None = None,
+    callbacks: list | None = None,
+):
+    """The trainer of one variant, on a fresh model built from seed 0 and its frozen copy as the reference."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import DPOTrainer
+
+    from dama import DAMATrainer
+    from dama.tiny import clone
+
+    kind, switches, precompute = VARIANTS[variant]
+    output_dir = output_dir or tempfile.mkdtemp(prefix=f"dama-bench-{variant}-")
+    args = trainer_args(kind, switches, precompute, device, output_dir, batch_size, max_steps)
+    model, processor = build_model(model_name, device)
+    ref = clone(model)
+    if kind == "trl":
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref,
+            args=args,
+            train_dataset=data.remove_columns("dama_delta"),
+            processing_class=processor,
+            callbacks=callbacks,
+        )
+    else:
+        trainer = DAMATrainer(
+            model=model, ref_model=ref, args=args, train_dataset=data, processing_class=processor, callbacks=callbacks
+        )
+    for printer in (PrinterCallback, ProgressCallback):  # per-step log lines would drown the table
+        trainer.remove_callback(printer)
+    return trainer
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step (forward, backward, clipping, optimizer, scheduler), on_step_begin → end.
+
+    The batch (collation) is fetched before `on_step_begin` and logging runs after `on_step_end`, so neither is in
+    `steps`; `iterations` (end → end) includes both. On CUDA the device is synchronised at both ends.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.iterations: list[float] = []
+        self._begin = 0.0
+        self._last_end: float | None = None
+
+    def _now(self) -> float:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_end = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = self._now()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        end = self._now()
+        self.steps.append(end - self._begin)
+        if self._last_end is not None:
+            self.iterations.append(end - self._last_end)
+        self._last_end = end
+
+
+def count_tokens(trainer) -> list[torch.Tensor]:
+    """Wrap `trainer.training_step` to record each batch's non-padding token count (as tensors: no host sync)."""
+    counts: list[torch.Tensor] = []
+    inner = trainer.training_step
+
+    def training_step(model, inputs, *args, **kwargs):
+        counts.append(inputs["attention_mask"].sum().detach())
+        return inner(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+    return counts
+
+
+@dataclass
+class Spread:
+    median: float
+    q1: float
+    q3: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        values = sorted(values)
+        if len(values) >= 2:
+            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        else:
+            q1 = q3 = values[0]
+        return cls(statistics.median(values), q1, q3, values[0], values[-1], len(values))
+
+    def fmt(self, scale: float = 1.0, digits: int = 1) -> str:
+        return (
+            f"{self.median * scale:.{digits}f} [IQR {self.q1 * scale:.{digits}f}–{self.q3 * scale:.{digits}f}, "
+            f"min–max {self.low * scale:.{digits}f}–{self.high * scale:.{digits}f}]"
+        )
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "command": "python " + " ".join([sys.argv[0].replace(os.getcwd() + os.sep, ""), *sys.argv[1:]]),
+    }
+    try:
+        import transformers
+        import trl
+
+        info["transformers"] = transformers.__version__
+        info["trl"] = trl.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    print("  ".join(f"{key}: {value}" for key, value in info.items()))

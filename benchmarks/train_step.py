@@ -1,0 +1,234 @@
+"""Step time of DAMA vs DPO vs TRL's DPOTrainer, and a precomputed vs resident reference model, side by side.
+
+    python -m benchmarks.train_step [--model {tiny,50m,all}] [--steps N] [--reps 7] [--device {auto,cpu,cuda}]
+                                    [--json OUT] [--skip-memory]
+
+Variants (same model built from seed 0, same data, batch, seed and batch order):
+    dama               DAMATrainer, data_aware + model_aware + keep_ratio 0.8, reference model resident
+    dpo                DAMATrainer with all three off (TRL's sigmoid DPO through our `_compute_loss`)
+    trl                TRL's own DPOTrainer
+    dama_precomputed   as `dama`, with precompute_ref_log_probs=True: the reference model is released after init
+
+Each repetition runs `trainer.train()` for 1 + --steps optimizer steps in every variant, in an order that rotates
+from one repetition to the next, so machine noise hits all variants alike. The first step of every call is discarded
+(it allocates the optimizer state); the time of a step is on_step_begin → on_step_end: forward, backward, gradient
+clipping, optimizer and scheduler (collation and logging are timed separately as "iteration"). The reported value of
+a variant is the median over repetitions of its per-repetition mean step time, with the IQR and min–max; ratios are
+taken per repetition (variants of one repetition ran back to back) and summarised the same way.
+
+Peak memory of `dama` vs `dama_precomputed` is measured in two fresh subprocesses (peak RSS, `ru_maxrss`, on CPU;
+`torch.cuda.max_memory_allocated` on CUDA) so one variant's peak cannot hide the other's.
+
+On CUDA the same command runs in bf16 with gradient checkpointing and SDPA attention, and reports tokens/s and peak
+GPU memory per variant as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+from benchmarks._common import (
+    DEFAULT_STEPS,
+    MODELS,
+    VARIANTS,
+    Spread,
+    StepTimer,
+    build_trainer,
+    count_tokens,
+    current_rss_bytes,
+    machine,
+    make_pairs,
+    param_bytes,
+    param_count,
+    peak_rss_bytes,
+    print_machine,
+    resolve_device,
+)
+
+BATCH_PAIRS = 4
+N_PAIRS = 16
+MEMORY_MARK = "MEMORY-JSON "
+# (name, numerator variant, denominator variant, target, "le" when the ratio must not exceed the target)
+RATIOS = (
+    ("DAMA / DPO (our trainer)", "dama", "dpo", 1.03),
+    ("DPO ours / TRL DPOTrainer", "dpo", "trl", 1.02),
+    ("DAMA precomputed ref / resident ref", "dama_precomputed", "dama", 0.80),
+)
+
+
+def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[str, Any]:
+    """Interleaved step times of every variant on one model; returns raw times and their summaries."""
+    data = make_pairs(N_PAIRS)
+    trainers, timers, tokens = {}, {}, {}
+    for variant in VARIANTS:
+        timers[variant] = StepTimer()
+        started = time.perf_counter()
+        trainers[variant] = build_trainer(variant, model_name, device, data, BATCH_PAIRS, 1 + steps,
+                                          callbacks=[timers[variant]])
+        tokens[variant] = count_tokens(trainers[variant])
+        print(f"  built {variant:<17} in {time.perf_counter() - started:5.1f} s", flush=True)
+    model = trainers["dama"].model
+    result: dict[str, Any] = {
+        "model": model_name,
+        "params": param_count(model),
+        "param_bytes": param_bytes(model),
+        "batch_pairs": BATCH_PAIRS,
+        "steps_per_rep": steps,
+        "reps": reps,
+        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "peak_gpu_bytes": []} for v in VARIANTS},
+    }
+    names = list(VARIANTS)
+    for rep in range(reps):
+        order = names[rep % len(names):] + names[: rep % len(names)]
+        for variant in order:
+            timer, counts, trainer = timers[variant], tokens[variant], trainers[variant]
+            timer.steps.clear()
+            timer.iterations.clear()
+            counts.clear()
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            trainer.train()
+            record = result["variants"][variant]
+            record["step_s"].append(timer.steps[1:])  # the first step of a call is warm-up
+            record["iteration_s"].append(timer.iterations[1:])
+            record["tokens"].append([int(c) for c in counts[1:]])
+            if device == "cuda":
+                record["peak_gpu_bytes"].append(torch.cuda.max_memory_allocated())
+        line = "  ".join(f"{v} {sum(result['variants'][v]['step_s'][-1]) / steps:.3f}" for v in names)
+        print(f"  rep {rep + 1}/{reps} ({' → '.join(order)}): mean step s  {line}", flush=True)
+    for record in result["variants"].values():
+        per_rep = [sum(times) / len(times) for times in record["step_s"]]
+        record["per_rep_step_s"] = per_rep
+        record["summary"] = vars(Spread.of(per_rep))
+        tokens_per_s = [sum(t) / sum(s) for t, s in zip(record["tokens"], record["step_s"])]
+        record["tokens_per_s"] = vars(Spread.of(tokens_per_s))
+    result["ratios"] = {}
+    for name, num, den, target in RATIOS:
+        per_rep = [a / b for a, b in zip(result["variants"][num]["per_rep_step_s"],
+                                         result["variants"][den]["per_rep_step_s"])]
+        spread = Spread.of(per_rep)
+        of_medians = result["variants"][num]["summary"]["median"] / result["variants"][den]["summary"]["median"]
+        result["ratios"][name] = {"per_rep": per_rep, "summary": vars(spread), "of_medians": of_medians,
+                                  "target": target, "met": spread.median <= target}
+    return result
+
+
+def memory_child(variant: str, model_name: str, device: str, steps: int) -> None:
+    """Run one variant for a few steps in this (fresh) process and print its peak memory as one JSON line."""
+    data = make_pairs(N_PAIRS)
+    trainer = build_trainer(variant, model_name, device, data, BATCH_PAIRS, steps)
+    rss_after_init = current_rss_bytes()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    report = {
+        "variant": variant,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "rss_after_init_bytes": rss_after_init,
+        "rss_end_bytes": current_rss_bytes(),
+        "ref_model_resident": trainer.ref_model is not None,
+        "model_param_bytes": param_bytes(trainer.model),
+    }
+    if device == "cuda":
+        report["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
+    print(MEMORY_MARK + json.dumps(report), flush=True)
+
+
+def measure_memory(model_name: str, device: str, steps: int) -> dict[str, Any]:
+    """Peak memory of `dama` and `dama_precomputed`, each in its own fresh subprocess."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    reports = {}
+    for variant in ("dama", "dama_precomputed"):
+        cmd = [sys.executable, "-m", "benchmarks.train_step", "--_memory-child", variant, "--model", model_name,
+               "--device", device, "--steps", str(steps)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_MARK)]
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"memory run of {variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        reports[variant] = json.loads(lines[-1][len(MEMORY_MARK):])
+    key = "peak_gpu_bytes" if device == "cuda" else "peak_rss_bytes"
+    live, stored = reports["dama"], reports["dama_precomputed"]
+    return {
+        "metric": key,
+        "resident_ref": live[key],
+        "precomputed_ref": stored[key],
+        "drop": live[key] - stored[key],
+        "ref_model_param_bytes": live["model_param_bytes"],
+        "reports": reports,
+    }
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def print_result(result: dict[str, Any], device: str) -> None:
+    print(f"\n### {result['model']}: {result['params'] / 1e6:.2f} M parameters ({mib(result['param_bytes'])}), "
+          f"batch {result['batch_pairs']} pairs, {result['reps']} reps × {result['steps_per_rep']} timed steps\n")
+    print("| variant | step time, ms: median [IQR, min–max] | iteration incl. collation+logging, ms (median) "
+          "| tokens/s (median) |" + (" peak GPU memory |" if device == "cuda" else ""))
+    print("|---|---|---|---|" + ("---|" if device == "cuda" else ""))
+    for variant, record in result["variants"].items():
+        iterations = [t for times in record["iteration_s"] for t in times]
+        iteration = Spread.of(iterations).median * 1e3 if iterations else float("nan")
+        row = (f"| {variant} | {Spread(**record['summary']).fmt(1e3)} | {iteration:.1f} "
+               f"| {record['tokens_per_s']['median']:.0f} |")
+        if device == "cuda":
+            row += f" {mib(max(record['peak_gpu_bytes']))} |"
+        print(row)
+    print("\n| ratio of step times | median of per-rep ratios [IQR, min–max] | ratio of medians | target | met |")
+    print("|---|---|---|---|---|")
+    for name, ratio in result["ratios"].items():
+        met = "yes" if ratio["met"] else "**no**"
+        print(f"| {name} | {Spread(**ratio['summary']).fmt(digits=3)} | {ratio['of_medians']:.3f} "
+              f"| ≤ {ratio['target']:.2f} | {met} |")
+    memory = result.get("memory")
+    if memory:
+        what = "peak GPU memory allocated" if memory["metric"] == "peak_gpu_bytes" else "peak RSS (ru_maxrss)"
+        print(f"\n{what}: resident reference {mib(memory['resident_ref'])}, precomputed {mib(memory['precomputed_ref'])}"
+              f", drop {mib(memory['drop'])}; reference model parameters {mib(memory['ref_model_param_bytes'])}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=[*MODELS, "all"], default="all")
+    parser.add_argument("--steps", type=int, help=f"timed optimizer steps per repetition and variant {DEFAULT_STEPS}")
+    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--json", metavar="OUT", help="write all raw times and summaries to this JSON file")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory-steps", type=int, default=3, help="optimizer steps of each memory subprocess")
+    parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    if args.memory_child:
+        memory_child(args.memory_child, args.model, device, args.steps)
+        return
+
+    info = machine()
+    print_machine(info)
+    results = []
+    for model_name in (list(MODELS) if args.model == "all" else [args.model]):
+        print(f"\n== {model_name} ({device}) ==", flush=True)
+        result = time_variants(model_name, device, args.steps or DEFAULT_STEPS[model_name], args.reps)
+        if not args.skip_memory:
+            print("  peak memory: dama and dama_precomputed in fresh subprocesses ...", flush=True)
+            result["memory"] = measure_memory(model_name, device, args.memory_steps)
+        results.append(result)
+        print_result(result, device)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"machine": info, "device": device, "results": results}, handle, indent=1)
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
