@@ -1,4 +1,4 @@
-"""Judges: the fake, the on-disk cache, an OpenAI-compatible endpoint (a fake server on loopback), a local causal LM."""
+"""Judges: the fake, the on-disk cache, an OpenAI-compatible endpoint (fake server on loopback), a local causal LM."""
 
 from __future__ import annotations
 
@@ -278,7 +278,8 @@ def test_judge_failure_through_the_cli_is_a_clear_error(tmp_path, server, api_ke
     server.script = [(502, "bad gateway")] * 2
     _mmhal_files(tmp_path)
     argv = ["score", "--bench", "mmhal", "--responses", str(tmp_path / "mmhal.jsonl"), "--questions",
-            str(tmp_path / "mmhal.json"), "--judge", f"openai:judge-model@{server.base_url}", "--judge-retries", "1"]  # fmt: skip
+            str(tmp_path / "mmhal.json"), "--judge", f"openai:judge-model@{server.base_url}",
+            "--judge-retries", "1"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{server.base_url}/chat/completions failed after 2 attempt(s): HTTP 502" in err and KEY not in err

@@ -132,7 +132,8 @@ def test_mmvet_total_per_capability(tmp_path):
     items = judged.load_mmvet(tmp_path / "mm-vet.json")
     responses = {"v1": "A cat.", "v2": "It is 7\nplus 5.", "v3": "Nike", "v4": "stop sign"}
     judge = Scripted({"A cat.": "1.0", "It is 7 plus 5.": "0.5", "Nike": "0.0", "stop sign": "maybe"})
-    summary, _ = score("mmvet", items, responses, judge, reasks=1)
+    summary, details = score("mmvet", items, responses, judge, reasks=1)
+    assert score("mmvet", items, responses, judge, reasks=1, workers=3) == (summary, details)  # threads keep order
     metrics = summary["metrics"]
     assert metrics["total"] == pytest.approx(50.0)  # 100 * (1.0 + 0.5 + 0.0) / 3
     assert metrics["total/rec"] == pytest.approx(50.0) and metrics["total/math"] == pytest.approx(50.0)

@@ -19,11 +19,12 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -207,6 +208,7 @@ class CachedJudge:
     cache_dir: Path
     hits: int = 0
     calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # scorers may ask from threads
 
     @property
     def judge_id(self) -> str:
@@ -224,12 +226,14 @@ class CachedJudge:
             try:
                 entry = json.loads(path.read_text(encoding="utf-8"))
                 if entry.get("judge_id") == self.judge_id and isinstance(entry.get("reply"), str):
-                    self.hits += 1
+                    with self._lock:
+                        self.hits += 1
                     return entry["reply"]
             except json.JSONDecodeError:
                 print(f"judge cache: ignoring unreadable entry {path}", file=sys.stderr)
         reply = self.inner.complete(prompt)
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         write_json_atomic(path, {"judge_id": self.judge_id, "prompt_sha256": digest, "prompt": prompt, "reply": reply})
         return reply
 

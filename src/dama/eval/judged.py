@@ -17,6 +17,7 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,13 +343,25 @@ def metrics_for(bench: str, values: dict[str, Any], items: dict[str, dict]) -> d
 
 
 def score(
-    bench: str, items: dict[str, dict], responses: dict[str, str], judge: Judge, reasks: int = 2, progress=None
+    bench: str,
+    items: dict[str, dict],
+    responses: dict[str, str],
+    judge: Judge,
+    reasks: int = 2,
+    progress=None,
+    workers: int = 1,
 ) -> tuple[dict, list[dict]]:
-    """Judge every answered item. Returns (result fields: counts, flags, partial, metrics; per-item detail rows)."""
+    """Judge every answered item. Returns (result fields: counts, flags, partial, metrics; per-item detail rows).
+
+    `workers` > 1 asks several items at once (for HTTP judges, whose latency dominates); results keep file order.
+    """
+    ids = list(responses)
+    prompts = {qid: build_prompt(bench, items[qid], responses[qid]) for qid in ids}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        verdicts = pool.map(lambda qid: ask(judge, bench, prompts[qid], reasks), ids)
+        verdicts = list(progress(verdicts) if progress else verdicts)
     values, details, flagged = {}, [], []
-    for qid in progress(list(responses)) if progress else responses:
-        prompt = build_prompt(bench, items[qid], responses[qid])
-        verdict = ask(judge, bench, prompt, reasks)
+    for qid, verdict in zip(ids, verdicts):
         if verdict.value is None:
             flagged.append(qid)
         else:
@@ -361,7 +374,7 @@ def score(
                 "flagged": verdict.value is None,
                 "problem": verdict.problem,
                 "judge_replies": verdict.replies,
-                "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                "prompt_sha256": hashlib.sha256(prompts[qid].encode("utf-8")).hexdigest(),
             }
         )
     result = completeness(list(items), list(responses))
@@ -403,6 +416,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--judge-retries", type=int, default=5, help="retries on HTTP errors and timeouts (backoff 1,2,4 s)")
     _add(parser, "--judge-timeout", type=float, default=60.0, help="seconds per HTTP request")
     _add(parser, "--judge-max-tokens", type=int, default=1024, help="reply length limit for the judge")
+    _add(parser, "--judge-workers", type=int, default=1, help="items judged at once (HTTP judges; replies are cached)")
     _add(parser, "--reasks", type=int, default=2, help="re-asks after an unparsable reply before the item is flagged")
     _add(parser, "--strict", action="store_true", help="exit with status 3 when the result is partial")
 
@@ -436,7 +450,13 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         result, details = score(
-            bench, items, responses, judge, reasks=args.reasks, progress=lambda xs: tqdm(xs, desc=f"judging {bench}")
+            bench,
+            items,
+            responses,
+            judge,
+            reasks=args.reasks,
+            progress=lambda xs: tqdm(xs, total=len(responses), desc=f"judging {bench}"),
+            workers=args.judge_workers,
         )
     except JudgeError as err:
         raise ScoreError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
