@@ -204,7 +204,7 @@ def _score_args(tmp_path, judge_spec):
     judged.add_arguments(parser)
     return parser.parse_args(
         ["--bench", "mmhal", "--responses", str(tmp_path / "mmhal.jsonl"), "--questions", str(tmp_path / "mmhal.json"),
-         "--judge", judge_spec, "--out", str(tmp_path / "out"), "--judge-retries", "1"]
+         "--judge", judge_spec, "--out", str(tmp_path / "out"), "--judge-retries", "1", "--judge-workers", "2"]
     )  # fmt: skip
 
 
