@@ -175,8 +175,13 @@ def main(argv: list[str]) -> int:
     if command not in COMMANDS:
         print(f"dama eval: unknown subcommand {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from dama.eval.judge import JudgeError
+
     try:
         return COMMANDS[command](rest)
     except (RecordError, ValueError) as err:
         print(f"dama eval {command}: error: {err}", file=sys.stderr)
         return 2
+    except JudgeError as err:  # the judge (endpoint or model) failed: not bad input, but no traceback either
+        print(f"dama eval {command}: judge error: {err}", file=sys.stderr)
+        return 1
