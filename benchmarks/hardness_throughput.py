@@ -69,15 +69,21 @@ def make_data(path: Path, n: int, sentences_per_response: int = 5, seed: int = 0
     writer.close()
 
 
-def build_model(path: Path) -> None:
-    """Save a ViT-B/32-sized CLIP with random weights and an EOS-appending tokenizer (4k BPE on our sentences)."""
+def build_model(path: Path, size: str = "vit-b32") -> None:
+    """Save a ViT-B/32-sized CLIP with random weights and an EOS-appending tokenizer (BPE on our sentences).
+
+    `size="tiny"` saves `dama.tiny.build_clip()` instead: seconds per thousand pairs, to check memory at 10k+ pairs.
+    """
     import random
 
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
-    from dama.tiny import build_image_processor, build_tokenizer
+    from dama.tiny import build_clip, build_image_processor, build_tokenizer, save_pretrained
 
+    if size == "tiny":
+        save_pretrained(*build_clip(), path)
+        return
     rng = random.Random(1)
     tokenizer = build_tokenizer([sentence(rng) for _ in range(2000)], vocab_size=4096, add_eos=True)
     config = CLIPConfig(
@@ -156,6 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, nargs="+", default=[1000], help="dataset sizes for the pipeline")
     parser.add_argument("--naive-pairs", type=int, default=30, help="pairs timed for the naive loop")
+    parser.add_argument("--model", choices=("vit-b32", "tiny"), default="vit-b32",
+                        help="vit-b32: the target configuration; tiny: dama.tiny's CLIP, for memory at large sizes")
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
     parser.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp folder)")
     parser.add_argument("--_run", default=None, help=argparse.SUPPRESS)
@@ -175,10 +183,10 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dama-hardness-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"image workers {args.workers}; workdir {work}")
-    model = work / "clip-vit-b32-random"
+          f"image workers {args.workers}; model {args.model}; workdir {work}")
+    model = work / f"clip-{args.model}-random"
     if not (model / "config.json").exists():
-        build_model(model)
+        build_model(model, args.model)
     sizes = sorted(set(args.pairs))
     data = {}
     for n in sizes:
@@ -189,7 +197,8 @@ def main() -> None:
     print(f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
           f"peak RSS {naive['peak_rss_mib']:.0f} MiB")
     for n in sizes:
-        res = in_subprocess("pipeline", data=data[n], model=model, out=work / f"out-{n}", workers=args.workers)
+        res = in_subprocess("pipeline", data=data[n], model=model, out=work / f"out-{args.model}-{n}",
+                            workers=args.workers)
         print(f"pipeline   : {res['pairs']} pairs in {res['seconds']:.1f} s = {res['pairs_per_s']:.2f} pairs/s "
               f"({res['pairs_per_s'] / naive['pairs_per_s']:.1f}x naive), peak RSS {res['peak_rss_mib']:.0f} MiB "
               "(process + workers)")

@@ -187,3 +187,23 @@ def test_openai_endpoint_unreachable():
     gen = OpenAIGenerator("http://127.0.0.1:9/v1", "m", retries=0, timeout=2)
     with pytest.raises(GenerationError, match="cannot reach"):
         gen.generate(["hello"])
+
+
+def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
+    from conftest import make_rows, write_parquet
+
+    from dama.hardness import read_hardness_output
+    from dama.hardness.cli import main
+
+    data = write_parquet(tmp_path / "d.parquet", make_rows(3))
+    argv = ["--data", str(data), "--clip", str(clip_dir), "--out", str(tmp_path / "o"), "--workers", "0",
+            "--no-progress", "--splitter", "llm", "--llm-endpoint", f"{fake_server}/v1", "--llm-model", "m"]
+    assert main(argv) == 0
+    out, _ = read_hardness_output(tmp_path / "o")
+    assert out["chosen_subsentences"][0] == ["The cat is red.", "The cat sits on a mat."]
+    assert out["rejected_subsentences"][0] == ["A bus is blue."]
+    assert len(FakeOpenAI.requests) == 6 and (tmp_path / "o" / ".llm_cache.sqlite").is_file()
+    assert main([*argv[:5], str(tmp_path / "o2"), *argv[6:], "--llm-cache", str(tmp_path / "o" / ".llm_cache.sqlite")]) == 0
+    assert len(FakeOpenAI.requests) == 6  # all answers came from the cache
+    argv[-3] = f"{fake_server}/down/v1"
+    assert main([*argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 1

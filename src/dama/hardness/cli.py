@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--llm-batch-size", type=int, default=8)
     sp.add_argument("--llm-max-new-tokens", type=int, default=256)
     sp.add_argument("--llm-concurrency", type=int, default=4, help="endpoint requests in flight")
+    sp.add_argument("--llm-retries", type=int, default=3, help="endpoint retries on 429/5xx/network errors")
     sp.add_argument("--llm-cache", default=None, help="SQLite cache of generations (default: OUT/.llm_cache.sqlite)")
     return p
 
@@ -81,7 +82,8 @@ def build_splitter(args: argparse.Namespace):
         raise SystemExit("--splitter llm needs --llm-model (a local model, or the endpoint's model name)")
     if args.llm_endpoint:
         generator = OpenAIGenerator(args.llm_endpoint, args.llm_model, api_key_env=args.llm_api_key_env,
-                                    max_tokens=args.llm_max_new_tokens, concurrency=args.llm_concurrency)
+                                    max_tokens=args.llm_max_new_tokens, concurrency=args.llm_concurrency,
+                                    retries=args.llm_retries)
     else:
         generator = LocalGenerator.from_pretrained(args.llm_model, device=args.device, dtype=args.dtype,
                                                    max_new_tokens=args.llm_max_new_tokens)
