@@ -149,7 +149,7 @@ def build_trainer(
     output_dir: str | None = None,
     callbacks: list | None = None,
 ):
-    """The trainer of one variant, on a fresh model built from seed 0 and its frozen copy as the reference."""
+    """The trainer of one variant, on a fresh model built from seed 0 and (unless precomputed) a frozen copy of it."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOTrainer
 
@@ -160,7 +160,8 @@ def build_trainer(
     output_dir = output_dir or tempfile.mkdtemp(prefix=f"dama-bench-{variant}-")
     args = trainer_args(kind, switches, precompute, device, output_dir, batch_size, max_steps)
     model, processor = build_model(model_name, device)
-    ref = clone(model)
+    # With precomputed log-probs the policy at init is the reference for the one-off pass: no copy is ever built.
+    ref = None if precompute else clone(model)
     if kind == "trl":
         trainer = DPOTrainer(
             model=model,

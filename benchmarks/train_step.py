@@ -1,7 +1,7 @@
 """Step time of DAMA vs DPO vs TRL's DPOTrainer, and a precomputed vs resident reference model, side by side.
 
     python -m benchmarks.train_step [--model {tiny,50m,all}] [--steps N] [--reps 7] [--device {auto,cpu,cuda}]
-                                    [--json OUT] [--skip-memory]
+                                    [--json OUT] [--skip-memory] [--threads N] [--profile]
 
 Variants (same model built from seed 0, same data, batch, seed and batch order):
     dama               DAMATrainer, data_aware + model_aware + keep_ratio 0.8, reference model resident
@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from benchmarks._common import (
     DEFAULT_STEPS,
@@ -166,6 +167,38 @@ def measure_memory(model_name: str, device: str, steps: int) -> dict[str, Any]:
     }
 
 
+class _ProfileIterations(TrainerCallback):
+    """Profile iteration 2 (collation, step, logging) with torch.profiler and iteration 3 with cProfile."""
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.torch_profile: Any = None
+        self.python_profile: Any = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import cProfile
+        import pstats
+
+        if state.global_step == 1:
+            self.torch_profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.torch_profile.__enter__()
+        elif state.global_step == 2:
+            self.torch_profile.__exit__(None, None, None)
+            self.python_profile = cProfile.Profile()
+            self.python_profile.enable()
+        elif state.global_step == 3:
+            self.python_profile.disable()
+            print(self.torch_profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=self.top))
+            pstats.Stats(self.python_profile).sort_stats("cumulative").print_stats(self.top)
+
+
+def profile_dama_step(model_name: str, device: str, top: int = 25) -> None:
+    """Top costs of one DAMA training iteration: torch ops by self time, then Python functions by cumulative time."""
+    trainer = build_trainer("dama", model_name, device, make_pairs(N_PAIRS), BATCH_PAIRS, 3,
+                            callbacks=[_ProfileIterations(top)])
+    trainer.train()
+
+
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -206,15 +239,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", metavar="OUT", help="write all raw times and summaries to this JSON file")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-steps", type=int, default=3, help="optimizer steps of each memory subprocess")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing: profile one DAMA iteration (torch.profiler, then cProfile)")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the memory subprocesses
     if args.memory_child:
         memory_child(args.memory_child, args.model, device, args.steps)
         return
 
     info = machine()
     print_machine(info)
+    if args.profile:
+        for model_name in (list(MODELS) if args.model == "all" else [args.model]):
+            print(f"\n== profile of one DAMA iteration: {model_name} ({device}) ==", flush=True)
+            profile_dama_step(model_name, device)
+        return
     results = []
     for model_name in (list(MODELS) if args.model == "all" else [args.model]):
         print(f"\n== {model_name} ({device}) ==", flush=True)
