@@ -142,21 +142,28 @@ class ClipShardProcessor:
         problems.setdefault(problem.index, problem)
 
     def process(self, table: pa.Table, first_row: int) -> ShardResult:
-        where = self.source_name
+        """Hardness columns for the rows of `table` (input rows first_row, first_row + 1, ...)."""
         names = table.column_names
         for column in (*RESPONSE_FIELDS, *self.splitter.columns):
             if column not in names:
-                raise InputError(f"{where}: the data has no {column!r} column (columns: {names})")
-        n = table.num_rows
+                raise InputError(f"{self.source_name}: the data has no {column!r} column (columns: {names})")
         ids = row_ids(table, first_row)
+        images, image_fields = image_column(table, self.source_name)
+        problems: dict[int, RowProblem] = {}
+        sentences = self._split(table, ids, problems)
+        row_key = self._image_keys(ids, images, image_fields, problems)
+        alive = sorted(set(row_key) - set(problems))
+        texts = sorted({s for i in alive for f in RESPONSE_FIELDS for s in sentences[(i, f)]}, key=lambda t: (len(t), t))
+        image_emb, text_emb, truncated = self._encode(row_key, texts, ids, images, image_fields, problems)
+        return self._score(ids, row_key, sentences, image_emb, text_emb, truncated, problems)
+
+    def _split(self, table: pa.Table, ids: list, problems: dict[int, RowProblem]) -> dict[tuple[int, str], list[str]]:
+        """Sub-sentences per (row, field): one splitter call for the shard, so an LLM backend batches across rows."""
+        names, n = table.column_names, table.num_rows
         question_col = "question" if "question" in names else "prompt" if "prompt" in names else None
         questions = [prompt_text(q) for q in table.column(question_col).to_pylist()] if question_col else [""] * n
         responses = {f: [response_text(v) for v in table.column(f).to_pylist()] for f in RESPONSE_FIELDS}
         extra = {c: table.column(c).to_pylist() for c in self.splitter.columns}
-        images, image_fields = image_column(table, where)
-        problems: dict[int, RowProblem] = {}
-
-        # 1. split (one splitter call for the whole shard, so an LLM backend batches across rows)
         requests, owners = [], []
         for i in range(n):
             for f in RESPONSE_FIELDS:
@@ -173,38 +180,46 @@ class ClipShardProcessor:
             if not subs:
                 self._problem(problems, RowProblem(i, ids[i], f, "no sentence in the response after splitting"))
             sentences[(i, f)] = subs
+        return sentences
 
-        # 2. images: one decode and one encode per distinct image in the shard
-        key_rows: dict[str, list[int]] = {}
-        for i in range(n):
+    def _image_keys(self, ids, images, image_fields, problems) -> dict[int, str]:
+        """Row → image identity, for rows still alive; rows without an image value become problems."""
+        row_key = {}
+        for i, value in enumerate(images):
             if i in problems:
                 continue
-            key = image_key(images[i])
+            key = image_key(value)
             if key is None:
                 self._problem(problems, RowProblem(i, ids[i], image_fields[i], "missing image"))
-                continue
-            key_rows.setdefault(key, []).append(i)
-        keys = list(key_rows)
-        jobs = ((images[key_rows[k][0]], f"{where} row {ids[key_rows[k][0]]} field {image_fields[key_rows[k][0]]!r}")
-                for k in keys)
+            else:
+                row_key[i] = key
+        return row_key
 
-        # 3. texts: distinct sub-sentences of the rows still alive, shortest first (little padding per batch)
-        texts = sorted({s for (i, _), subs in sentences.items() if i not in problems for s in subs},
-                       key=lambda s: (len(s), s))
+    def _encode(self, row_key, texts, ids, images, image_fields, problems):
+        """Embeddings of every distinct image (decoded by the workers) and text, interleaved so neither side idles.
+
+        Returns `(image_emb, text_emb, truncated)`: key → `(D,)`, text → `(D,)`, the set of truncated texts.
+        Image batches are cut in key order and text batches in sorted order, so they do not depend on timing.
+        """
+        first_row: dict[str, int] = {}
+        for i, key in row_key.items():
+            first_row.setdefault(key, i)
+        keys = list(first_row)
+        jobs = ((images[first_row[k]], f"{self.source_name} row {ids[first_row[k]]} field {image_fields[first_row[k]]!r}")
+                for k in keys)
         text_batches = deque(texts[k : k + self.text_batch_size] for k in range(0, len(texts), self.text_batch_size))
+        image_emb: dict[str, torch.Tensor] = {}
         text_emb: dict[str, torch.Tensor] = {}
         truncated: set[str] = set()
-        image_emb: dict[str, torch.Tensor] = {}
-        ready: list[tuple[str, Any]] = []  # (key, pixels) decoded, waiting for a full batch
+        ready: list[tuple[str, Any]] = []  # (key, (C, H, W) pixels) decoded, waiting for a full batch
         queue = self.decoder.queue(jobs)
         key_iter = iter(keys)
 
-        def encode_ready(final: bool) -> None:
+        def encode_images(final: bool) -> None:
             while len(ready) >= self.image_batch_size or (final and ready):
                 batch, ready[:] = ready[: self.image_batch_size], ready[self.image_batch_size :]
                 emb = self.scorer.encode_images(torch.from_numpy(_stack([p for _, p in batch])))  # (B, D)
-                for (key, _), e in zip(batch, emb):
-                    image_emb[key] = e
+                image_emb.update((key, e) for (key, _), e in zip(batch, emb))
 
         def take_result() -> None:
             key = next(key_iter)
@@ -212,15 +227,15 @@ class ClipShardProcessor:
             if error is None:
                 ready.append((key, pixels))
                 return
-            for i in key_rows[key]:
-                field_name = image_fields[i]
-                self._problem(problems, RowProblem(i, ids[i], field_name, f"{error} [{describe_image(images[i])}]"))
+            for i in (i for i, k in row_key.items() if k == key):
+                reason = f"{error} [{describe_image(images[i])}]"
+                self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
 
         while True:
             while queue.ready():
                 take_result()
             if len(ready) >= self.image_batch_size:
-                encode_ready(final=False)
+                encode_images(final=False)
             elif text_batches:  # the workers decode meanwhile
                 batch = text_batches.popleft()
                 emb, cut = self.scorer.encode_texts(batch)  # (T, D)
@@ -229,48 +244,39 @@ class ClipShardProcessor:
             elif not queue.done():
                 take_result()
             else:
-                encode_ready(final=True)
-                break
+                encode_images(final=True)
+                return image_emb, text_emb, truncated
 
-        # 4. score
+    def _score(self, ids, row_key, sentences, image_emb, text_emb, truncated, problems) -> ShardResult:
+        """Eq. 3–5 per surviving row, in input order; truncation counted per field."""
         columns: dict[str, list] = {c: [] for c in ("chosen_subsentences", "rejected_subsentences",
                                                      "chosen_clip_probs", "rejected_clip_probs", "dama_delta")}
-        kept: list[int] = []
-        stats = {"n_texts": 0, "truncated_chosen": 0, "truncated_rejected": 0, "truncated_rows": 0, "examples": []}
-        max_tokens = self.scorer.max_text_tokens
-        for key, rows in key_rows.items():
-            for i in rows:
-                if i in problems:
-                    continue
-                subs_w, subs_l = sentences[(i, "chosen")], sentences[(i, "rejected")]
-                score = self.score_pair(
-                    image_emb[key],
-                    torch.stack([text_emb[s] for s in subs_w]),  # (n_w, D)
-                    torch.stack([text_emb[s] for s in subs_l]),  # (n_l, D)
-                    self.scorer.logit_scale,
-                )
-                kept.append(i)
-                columns["chosen_subsentences"].append(subs_w)
-                columns["rejected_subsentences"].append(subs_l)
-                columns["chosen_clip_probs"].append(score.chosen)
-                columns["rejected_clip_probs"].append(score.rejected)
-                columns["dama_delta"].append(score.delta)
-        order = sorted(range(len(kept)), key=kept.__getitem__)  # back to input order
-        kept = [kept[j] for j in order]
-        columns = {c: [v[j] for j in order] for c, v in columns.items()}
-        for pos, i in enumerate(kept):
-            cut_w = [s for s in columns["chosen_subsentences"][pos] if s in truncated]
-            cut_l = [s for s in columns["rejected_subsentences"][pos] if s in truncated]
-            stats["n_texts"] += len(columns["chosen_subsentences"][pos]) + len(columns["rejected_subsentences"][pos])
-            stats["truncated_chosen"] += len(cut_w)
-            stats["truncated_rejected"] += len(cut_l)
-            stats["truncated_rows"] += bool(cut_w or cut_l)
-            for f, cut in (("chosen", cut_w), ("rejected", cut_l)):
-                for s in cut:
+        stats: dict[str, Any] = {"n_texts": 0, "truncated_chosen": 0, "truncated_rejected": 0, "truncated_rows": 0,
+                                 "examples": [], "max_tokens": self.scorer.max_text_tokens}
+        kept = [i for i in sorted(row_key) if i not in problems]
+        for i in kept:
+            subs = {f: sentences[(i, f)] for f in RESPONSE_FIELDS}
+            score = self.score_pair(
+                image_emb[row_key[i]],
+                torch.stack([text_emb[s] for s in subs["chosen"]]),  # (n_w, D)
+                torch.stack([text_emb[s] for s in subs["rejected"]]),  # (n_l, D)
+                self.scorer.logit_scale,
+            )
+            columns["chosen_subsentences"].append(subs["chosen"])
+            columns["rejected_subsentences"].append(subs["rejected"])
+            columns["chosen_clip_probs"].append(score.chosen)
+            columns["rejected_clip_probs"].append(score.rejected)
+            columns["dama_delta"].append(score.delta)
+            stats["n_texts"] += len(subs["chosen"]) + len(subs["rejected"])
+            row_truncated = False
+            for f in RESPONSE_FIELDS:
+                for s in (s for s in subs[f] if s in truncated):
+                    row_truncated = True
+                    stats[f"truncated_{f}"] += 1
                     if len(stats["examples"]) < 5:
                         tokens = self.scorer.count_tokens([s])[0]
                         stats["examples"].append({"row_id": ids[i], "field": f, "tokens": tokens, "text": s})
-        stats["max_tokens"] = max_tokens
+            stats["truncated_rows"] += row_truncated
         skipped = [problems[i].record() for i in sorted(problems)]
         return ShardResult(kept, columns, skipped, stats)
 
