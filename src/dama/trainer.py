@@ -254,6 +254,7 @@ class DAMATrainer(DPOTrainer):
         global_rewards, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
         stats: dict[str, torch.Tensor] = {}
         alpha_m, keep_local, n_kept = None, None, global_rewards.numel()
+        rank = self.accelerator.process_index
         if args.tracks_reward_gap:
             keep_ratio = args.keep_ratio if train else 1.0  # evaluation scores every pair
             alpha_m_value, keep_global = model_aware_factor(
@@ -269,16 +270,16 @@ class DAMATrainer(DPOTrainer):
             if args.model_aware:
                 alpha_m = alpha_m_value
             if keep_ratio < 1.0:
-                rank = self.accelerator.process_index
                 keep_local = keep_global[rank * n_local : (rank + 1) * n_local]
                 n_kept = int(keep_global.sum())
             stats["dama/alpha_m"] = alpha_m_value.reshape(())
-            stats["dama/reward_gap_ema"] = torch.tensor(self.reward_gap.mean)
+            # built on the device (a CPU scalar would cost a blocking copy when the metrics are stacked)
+            stats["dama/reward_gap_ema"] = torch.full((), self.reward_gap.mean, device=global_rewards.device)
             stats["dama/kept_fraction"] = keep_global.float().mean()
-        beta_c = combine_beta(args.beta, alpha_d, alpha_m, args.beta_min)
-        beta_c = torch.as_tensor(beta_c, dtype=torch.float32, device=margins.device).expand_as(margins)
+        # β_C once for the global batch; this rank's (B,) is its rank-major slice, like the keep-mask
         global_beta = combine_beta(args.beta, global_alpha_d if args.data_aware else None, alpha_m, args.beta_min)
         global_beta = torch.as_tensor(global_beta, dtype=torch.float32).expand_as(global_rewards)
+        beta_c = global_beta[rank * n_local : (rank + 1) * n_local].to(margins.device)
         stats["dama/beta_mean"] = global_beta.mean()
         stats["dama/beta_min"] = global_beta.min()
         stats["dama/beta_max"] = global_beta.max()
@@ -310,10 +311,11 @@ class DAMATrainer(DPOTrainer):
         chosen_is_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
         b = float(chosen_rewards.numel())
         # name -> (local numerator, local denominator); global value = Σ numerators / Σ denominators
+        # masked sums, not boolean indexing: indexing has a data-dependent shape, i.e. a host sync on GPU
         fractions = {
             "entropy": ((outputs.entropy[:, -seq_len:] * mask).sum(), mask.sum()),
-            "logits/chosen": (chosen_mean_logits[chosen_mask].sum(), chosen_mask.sum()),
-            "logits/rejected": (rejected_mean_logits[rejected_mask].sum(), rejected_mask.sum()),
+            "logits/chosen": (torch.where(chosen_mask, chosen_mean_logits, 0).sum(), chosen_mask.sum()),
+            "logits/rejected": (torch.where(rejected_mask, rejected_mean_logits, 0).sum(), rejected_mask.sum()),
             "mean_token_accuracy": ((chosen_is_top1 & chosen_mask).sum(), chosen_mask.sum()),
             "rewards/chosen": (chosen_rewards.sum(), b),
             "rewards/rejected": (rejected_rewards.sum(), b),
@@ -325,9 +327,15 @@ class DAMATrainer(DPOTrainer):
         if self.aux_loss_enabled:
             fractions["aux_loss"] = (outputs.aux_loss, 1.0)
         device = chosen_rewards.device
+
+        def scalar(value: torch.Tensor | float) -> torch.Tensor:
+            # a Python number is filled in on the device: as_tensor would copy it from the host, a blocking copy on GPU
+            if isinstance(value, torch.Tensor):
+                return value.detach().float().reshape(()).to(device)
+            return torch.full((), value, dtype=torch.float32, device=device)
+
         local = torch.stack(
-            [torch.as_tensor(v, device=device).detach().float().reshape(()) for pair in fractions.values() for v in pair]
-            + [inputs["attention_mask"].sum().float()]
+            [scalar(v) for pair in fractions.values() for v in pair] + [inputs["attention_mask"].sum().float()]
         )
         totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
         stat_values = [v.detach().float().reshape(()).to(device) for v in stats.values()]
