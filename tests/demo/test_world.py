@@ -1,0 +1,114 @@
+"""The synthetic world: determinism, rendering, captions, synonyms, co-occurrence."""
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from dama.demo.preferences import object_mentions
+from dama.demo.world import CLASSES, COLOURS, ObjectGroup, Scene, gt_classes, make_world, plural, render
+
+
+def test_same_seed_same_world_and_different_seed_differs():
+    a, b, c = make_world(0), make_world(0), make_world(1)
+    scenes_a, scenes_b, scenes_c = a.sample_scenes(30, seed=5), b.sample_scenes(30, seed=5), c.sample_scenes(30, 5)
+    assert scenes_a == scenes_b
+    assert scenes_a != scenes_c
+    assert all(a.render(x).tobytes() == b.render(y).tobytes() for x, y in zip(scenes_a, scenes_b))
+    caps_a = [a.caption(s, random.Random(7)) for s in scenes_a]
+    caps_b = [b.caption(s, random.Random(7)) for s in scenes_b]
+    assert caps_a == caps_b
+
+
+def test_splits_with_different_seeds_are_different():
+    world = make_world(0)
+    assert world.sample_scenes(20, seed=1) != world.sample_scenes(20, seed=2)
+
+
+def _single(cls: str, colour: str = "white", size: str = "large") -> Scene:
+    return Scene((ObjectGroup(cls, colour, size, 1, ((1, 1),)),), background=40, noise_seed=0)
+
+
+def test_every_class_renders_and_the_glyphs_differ():
+    world = make_world(0)
+    assert len(CLASSES) >= 8
+    arrays = {}
+    for cls in CLASSES:
+        image = world.render(_single(cls))
+        assert image.size == (world.image_size, world.image_size) and image.mode == "RGB"
+        arrays[cls] = np.asarray(image, dtype=np.int16)
+        background = np.asarray(world.render(Scene((), 40, 0)), dtype=np.int16)
+        assert (np.abs(arrays[cls] - background).max(axis=-1) > 100).sum() >= 20, f"{cls} draws almost nothing"
+    names = list(arrays)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            changed = (np.abs(arrays[a] - arrays[b]).max(axis=-1) > 100).sum()
+            assert changed >= 15, f"{a} and {b} look alike ({changed} pixels differ)"
+
+
+def test_colour_size_and_position_change_the_image():
+    base = np.asarray(render(_single("cup")), dtype=np.int16)
+    for other in (_single("cup", colour="red"), _single("cup", size="small"),
+                  Scene((ObjectGroup("cup", "white", "large", 1, ((0, 0),)),), 40, 0)):
+        assert np.abs(base - np.asarray(render(other), dtype=np.int16)).max() > 100
+
+
+def test_captions_mention_exactly_the_ground_truth_objects():
+    world = make_world(0)
+    rng = random.Random(0)
+    lines = world.synonym_lines()
+    for scene in world.sample_scenes(300, seed=9):
+        text = world.caption(scene, rng)
+        mentions = object_mentions(text, lines)
+        assert set(mentions) == gt_classes(scene), text
+        for group in scene.groups:
+            if group.count > 1:
+                assert {1: "a", 2: "two", 3: "three"}[group.count] in text.lower().split()
+
+
+def test_captions_vary():
+    world = make_world(0)
+    rng = random.Random(0)
+    scene = world.sample_scenes(1, seed=9)[0]
+    assert len({world.caption(scene, rng) for _ in range(30)}) >= 5
+
+
+def test_synonym_lines_parse_and_do_not_overlap():
+    lines = make_world(0).synonym_lines()
+    assert len(lines) == len(CLASSES)
+    seen = {}
+    for line in lines:
+        names = [n.strip() for n in line.split(",")]
+        assert names[0] in CLASSES and all(n and n == n.lower() for n in names)
+        for n in names:
+            assert n not in seen, f"{n} in two lines"
+            seen[n] = names[0]
+    # no synonym collides with the caption vocabulary (colours, sizes, template words)
+    assert not set(seen) & (set(COLOURS) | {"small", "large", "image", "picture", "background", "left", "right"})
+
+
+@pytest.mark.parametrize("noun, expected", [("cup", "cups"), ("kitty", "kitties"), ("fish", "fish"),
+                                            ("dish", "dishes"), ("house", "houses")])
+def test_plural(noun, expected):
+    assert plural(noun) == expected
+
+
+def test_co_occurrence_partners_usually_appear_together():
+    world = make_world(0)
+    scenes = world.sample_scenes(3000, seed=11)
+    with_cup = [gt_classes(s) for s in scenes if "cup" in gt_classes(s) and len(s.groups) > 1]
+    without_cup = [gt_classes(s) for s in scenes if "cup" not in gt_classes(s)]
+    p_plate_given_cup = sum("plate" in g for g in with_cup) / len(with_cup)
+    p_plate_otherwise = sum("plate" in g for g in without_cup) / len(without_cup)
+    assert p_plate_given_cup > 0.6 and p_plate_otherwise < 0.3
+    # ...and partners are a real minority of the world, so the prior is wrong some of the time
+    assert 0 < sum(("cup" in g) and ("plate" not in g) for g in map(gt_classes, scenes))
+    pairs = Counter(tuple(sorted(gt_classes(s))) for s in scenes if len(s.groups) == 2)
+    assert pairs.most_common(1)[0][0] in {("cup", "plate"), ("house", "tree"), ("cat", "fish"), ("moon", "star")}
+
+
+def test_world_without_co_occurrence():
+    scenes = make_world(0, p_partner=0.0).sample_scenes(3000, seed=11)
+    with_cup = [gt_classes(s) for s in scenes if "cup" in gt_classes(s) and len(s.groups) > 1]
+    assert sum("plate" in g for g in with_cup) / len(with_cup) < 0.4
