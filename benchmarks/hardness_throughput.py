@@ -150,9 +150,10 @@ def run_naive(data: Path, model_path: Path, pairs: int) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
-def in_subprocess(kind: str, **kwargs) -> dict:
+def in_subprocess(kind: str, threads: int | None = None, **kwargs) -> dict:
     cmd = [sys.executable, __file__, "--_run", kind, "--_args", json.dumps({k: str(v) for k, v in kwargs.items()})]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("vit-b32", "tiny"), default="vit-b32",
                         help="vit-b32: the target configuration; tiny: dama.tiny's CLIP, for memory at large sizes")
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in both measurements (default: "
+                        "torch's choice); 1 is the least sensitive to other load on a shared machine")
     parser.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp folder)")
     parser.add_argument("--_run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_args", default=None, help=argparse.SUPPRESS)
@@ -182,7 +185,8 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dama-hardness-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+          f"{args.threads or torch.get_num_threads()} threads; "
           f"image workers {args.workers}; model {args.model}; workdir {work}")
     model = work / f"clip-{args.model}-random"
     if not (model / "config.json").exists():
@@ -193,12 +197,14 @@ def main() -> None:
         data[n] = work / f"pairs-{n}.parquet"
         if not data[n].exists():
             make_data(data[n], n)
-    naive = in_subprocess("naive", data=data[sizes[0]], model=model, pairs=min(args.naive_pairs, sizes[0]))
+    naive = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=min(args.naive_pairs, sizes[0]))
+    print(f"load average now {os.getloadavg()[0]:.1f}")
     print(f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
           f"peak RSS {naive['peak_rss_mib']:.0f} MiB")
     for n in sizes:
-        res = in_subprocess("pipeline", data=data[n], model=model, out=work / f"out-{args.model}-{n}",
-                            workers=args.workers)
+        out = work / f"out-{args.model}-{n}"
+        res = in_subprocess("pipeline", threads=args.threads, data=data[n], model=model, out=out, workers=args.workers)
+        print(f"load average now {os.getloadavg()[0]:.1f}")
         print(f"pipeline   : {res['pairs']} pairs in {res['seconds']:.1f} s = {res['pairs_per_s']:.2f} pairs/s "
               f"({res['pairs_per_s'] / naive['pairs_per_s']:.1f}x naive), peak RSS {res['peak_rss_mib']:.0f} MiB "
               "(process + workers)")
