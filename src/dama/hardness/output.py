@@ -98,7 +98,7 @@ def delta_histogram(deltas: Sequence[float], delta_mean: float, path: Path, titl
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.hist(list(deltas), bins=50, range=(-1.0, 1.0), color="#4477aa")
-    ax.axvline(delta_mean, color="#cc3311", linestyle="--", label=f"δ̄ = {delta_mean:.4f}")
+    ax.axvline(delta_mean, color="#cc3311", linestyle="--", label=f"delta_mean (δ̄) = {delta_mean:.4f}")
     ax.set_xlabel("δ = score_w − score_l  (large = easy pair)")
     ax.set_ylabel("pairs")
     ax.set_title(title, fontsize=9)
