@@ -8,7 +8,7 @@ forward+backward over 4 preference pairs takes milliseconds on a CPU.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -29,6 +29,8 @@ from transformers import (
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
+# The same tokens with `</s>` off id 2, which transformers' CLIP text tower reads as a legacy config (see build_tokenizer).
+CLIP_SPECIAL_TOKENS = ["<pad>", "<s>", "<unk>", "</s>", IMAGE_TOKEN]
 
 # A chat template in the LLaVA-1.5 spirit. `content` may be a string or a list of {"type": "image"|"text"} parts.
 CHAT_TEMPLATE = (
@@ -63,19 +65,25 @@ def build_tokenizer(
     vocab_size: int = 512,
     add_eos: bool = False,
     chat_template: str = CHAT_TEMPLATE,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `corpus` and wrap it as a fast tokenizer with `<image>` and a chat template.
 
     With `add_eos=True` every encoded text ends in `</s>`: CLIP's text tower pools at the EOS position, so a CLIP
-    tokenizer without it would give every text the same embedding.
+    tokenizer without it would give every text the same embedding. `special_tokens` (the same five, in any order)
+    fixes their ids: transformers' CLIP text tower treats `eos_token_id == 2` as a legacy config and pools at the
+    *highest token id* instead of at EOS, so a CLIP tokenizer wants `</s>` at another id (`CLIP_SPECIAL_TOKENS`).
     """
+    if sorted(special_tokens) != sorted(SPECIAL_TOKENS):
+        raise ValueError(f"special_tokens must be an ordering of {SPECIAL_TOKENS}, got {list(special_tokens)}")
+    special_tokens = list(special_tokens)
     texts = list(corpus) if corpus is not None else DEFAULT_CORPUS
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
