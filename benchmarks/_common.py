@@ -6,25 +6,22 @@ variant is about (DAMA on/off, our trainer or TRL's, reference model resident or
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; tqdm reads this when imported
-
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+import torch
+from datasets import Dataset
+from PIL import Image
+from transformers import TrainerCallback
 
 # name -> keyword arguments of dama.tiny.build_llava
 MODELS: dict[str, dict[str, int]] = {
@@ -250,17 +247,32 @@ class Spread:
         )
 
 
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process: VmHWM on Linux.
+
+    Not `ru_maxrss`: Linux carries it over from the parent through fork and exec, so a subprocess started by a large
+    process reports at least the parent's size.
+    """
+    hwm = _proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
 
 
 def current_rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _proc_status_bytes("VmRSS") or 0
 
 
 def machine() -> dict[str, Any]:

@@ -16,16 +16,19 @@ The tiny model is the default because it is the hard case: the shorter the step,
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-from typing import Any
 
-from benchmarks._common import (
+os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; read when tqdm is imported
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from benchmarks._common import (  # noqa: E402
     DEFAULT_STEPS,
     MODELS,
     Spread,

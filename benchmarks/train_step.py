@@ -16,27 +16,31 @@ clipping, optimizer and scheduler (collation and logging are timed separately as
 a variant is the median over repetitions of its per-repetition mean step time, with the IQR and min–max; ratios are
 taken per repetition (variants of one repetition ran back to back) and summarised the same way.
 
-Peak memory of `dama` vs `dama_precomputed` is measured in two fresh subprocesses (peak RSS, `ru_maxrss`, on CPU;
-`torch.cuda.max_memory_allocated` on CUDA) so one variant's peak cannot hide the other's.
+Peak memory of `dama` vs `dama_precomputed` is measured in two fresh subprocesses (peak RSS on CPU: VmHWM, because
+Linux hands a child the parent's `ru_maxrss`; `torch.cuda.max_memory_allocated` on CUDA) so one variant's peak cannot
+hide the other's.
 
-On CUDA the same command runs in bf16 with gradient checkpointing and SDPA attention, and reports tokens/s and peak
-GPU memory per variant as well.
+On CUDA the same command runs in bf16 with gradient checkpointing and SDPA attention; tokens/s are reported for every
+variant, and the peak GPU memory of training (`max_memory_allocated`) for every variant, each in its own subprocess.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
-import sys
-import time
-from typing import Any
 
-import torch
-from transformers import TrainerCallback
+os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; read when tqdm is imported
 
-from benchmarks._common import (
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from benchmarks._common import (  # noqa: E402
     DEFAULT_STEPS,
     MODELS,
     VARIANTS,
@@ -84,7 +88,7 @@ def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[s
         "batch_pairs": BATCH_PAIRS,
         "steps_per_rep": steps,
         "reps": reps,
-        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "peak_gpu_bytes": []} for v in VARIANTS},
+        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": []} for v in VARIANTS},
     }
     names = list(VARIANTS)
     for rep in range(reps):
@@ -94,15 +98,11 @@ def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[s
             timer.steps.clear()
             timer.iterations.clear()
             counts.clear()
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
             trainer.train()
             record = result["variants"][variant]
             record["step_s"].append(timer.steps[1:])  # the first step of a call is warm-up
             record["iteration_s"].append(timer.iterations[1:])
             record["tokens"].append([int(c) for c in counts[1:]])
-            if device == "cuda":
-                record["peak_gpu_bytes"].append(torch.cuda.max_memory_allocated())
         line = "  ".join(f"{v} {sum(result['variants'][v]['step_s'][-1]) / steps:.3f}" for v in names)
         print(f"  rep {rep + 1}/{reps} ({' → '.join(order)}): mean step s  {line}", flush=True)
     for record in result["variants"].values():
@@ -144,10 +144,13 @@ def memory_child(variant: str, model_name: str, device: str, steps: int) -> None
 
 
 def measure_memory(model_name: str, device: str, steps: int) -> dict[str, Any]:
-    """Peak memory of `dama` and `dama_precomputed`, each in its own fresh subprocess."""
+    """Peak memory of `dama` and `dama_precomputed` (on CUDA: of every variant), each in its own fresh subprocess.
+
+    On CUDA the peak is that of training (reset after init): resident weights, optimizer state and activations.
+    """
     env = {**os.environ, "TQDM_DISABLE": "1"}
     reports = {}
-    for variant in ("dama", "dama_precomputed"):
+    for variant in VARIANTS if device == "cuda" else ("dama", "dama_precomputed"):
         cmd = [sys.executable, "-m", "benchmarks.train_step", "--_memory-child", variant, "--model", model_name,
                "--device", device, "--steps", str(steps)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -207,15 +210,13 @@ def print_result(result: dict[str, Any], device: str) -> None:
     print(f"\n### {result['model']}: {result['params'] / 1e6:.2f} M parameters ({mib(result['param_bytes'])}), "
           f"batch {result['batch_pairs']} pairs, {result['reps']} reps × {result['steps_per_rep']} timed steps\n")
     print("| variant | step time, ms: median [IQR, min–max] | iteration incl. collation+logging, ms (median) "
-          "| tokens/s (median) |" + (" peak GPU memory |" if device == "cuda" else ""))
-    print("|---|---|---|---|" + ("---|" if device == "cuda" else ""))
+          "| tokens/s (median) |")
+    print("|---|---|---|---|")
     for variant, record in result["variants"].items():
         iterations = [t for times in record["iteration_s"] for t in times]
         iteration = Spread.of(iterations).median * 1e3 if iterations else float("nan")
         row = (f"| {variant} | {Spread(**record['summary']).fmt(1e3)} | {iteration:.1f} "
                f"| {record['tokens_per_s']['median']:.0f} |")
-        if device == "cuda":
-            row += f" {mib(max(record['peak_gpu_bytes']))} |"
         print(row)
     print("\n| ratio of step times | median of per-rep ratios [IQR, min–max] | ratio of medians | target | met |")
     print("|---|---|---|---|---|")
@@ -225,9 +226,11 @@ def print_result(result: dict[str, Any], device: str) -> None:
               f"| ≤ {ratio['target']:.2f} | {met} |")
     memory = result.get("memory")
     if memory:
-        what = "peak GPU memory allocated" if memory["metric"] == "peak_gpu_bytes" else "peak RSS (ru_maxrss)"
+        what = "peak GPU memory allocated" if memory["metric"] == "peak_gpu_bytes" else "peak RSS (VmHWM)"
         print(f"\n{what}: resident reference {mib(memory['resident_ref'])}, precomputed {mib(memory['precomputed_ref'])}"
               f", drop {mib(memory['drop'])}; reference model parameters {mib(memory['ref_model_param_bytes'])}")
+        if len(memory["reports"]) > 2:
+            print("  per variant: " + ", ".join(f"{v} {mib(r[memory['metric']])}" for v, r in memory["reports"].items()))
 
 
 def main(argv: list[str] | None = None) -> None:
