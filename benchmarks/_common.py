@@ -58,7 +58,7 @@ def _sentence(rng: random.Random, n_words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words))
 
 
-def make_pairs(n: int, seed: int = 0, prompt_words: int = 24, answer_words: int = 30) -> Dataset:
+def make_pairs(n: int, seed: int = 0, prompt_words: int = 34, answer_words: int = 50) -> Dataset:
     """n vision preference pairs (conversational) with a hardness column; ~128 tokens per sequence with the 50m model.
 
     Answers vary in length around `answer_words` so padding is realistic; the rejected answer is the longer one.
