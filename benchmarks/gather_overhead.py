@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; read when tqdm is imported
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -69,17 +70,17 @@ def time_gather(accelerator: Any, shape: tuple[int, ...], calls: int) -> list[fl
 def worker(model_name: str, steps: int, reps: int, calls: int) -> None:
     data = make_pairs(8 * BATCH_PAIRS)
     names = ("dama", "dpo")
-    timers = {name: StepTimer() for name in names}
-    trainers = {name: build_trainer(name, model_name, "cpu", data, BATCH_PAIRS, 1 + steps, callbacks=[timers[name]])
-                for name in names}
-    accelerator = trainers["dama"].accelerator
     step_s: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         for name in (names if rep % 2 == 0 else names[::-1]):
-            timers[name].steps.clear()
-            trainers[name].train()
-            timed = timers[name].steps[1:]  # the first step of a call is warm-up
+            timer = StepTimer()  # fresh trainers every repetition, as in train_step.py
+            trainer = build_trainer(name, model_name, "cpu", data, BATCH_PAIRS, 1 + steps, callbacks=[timer])
+            trainer.train()
+            timed = timer.steps[1:]  # the first step of a call is warm-up
             step_s[name].append(sum(timed) / len(timed))
+            accelerator, params = trainer.accelerator, param_count(trainer.model)
+            del trainer
+            gc.collect()
         if accelerator.is_main_process:
             print(f"  rep {rep + 1}/{reps}: dama {step_s['dama'][-1] * 1e3:.1f} ms  dpo {step_s['dpo'][-1] * 1e3:.1f} ms",
                   flush=True)
@@ -88,7 +89,7 @@ def worker(model_name: str, steps: int, reps: int, calls: int) -> None:
     if accelerator.is_main_process:
         result = {
             "model": model_name,
-            "params": param_count(trainers["dama"].model),
+            "params": params,
             "world_size": accelerator.num_processes,
             "batch_pairs_per_process": BATCH_PAIRS,
             "steps_per_rep": steps,

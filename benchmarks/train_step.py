@@ -31,6 +31,7 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; read when tqdm is imported
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -46,6 +47,7 @@ from benchmarks._common import (  # noqa: E402
     VARIANTS,
     Spread,
     StepTimer,
+    build_model,
     build_trainer,
     count_tokens,
     current_rss_bytes,
@@ -70,17 +72,14 @@ RATIOS = (
 
 
 def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[str, Any]:
-    """Interleaved step times of every variant on one model; returns raw times and their summaries."""
+    """Interleaved step times of every variant on one model; returns raw times and their summaries.
+
+    Every repetition builds every variant afresh (outside the timed steps): all start from the same weights, and a
+    variant is not tied to one memory layout for the whole run, which on the tiny model shifted one instance's step
+    time by ~10% against another's of the same variant.
+    """
     data = make_pairs(N_PAIRS)
-    trainers, timers, tokens = {}, {}, {}
-    for variant in VARIANTS:
-        timers[variant] = StepTimer()
-        started = time.perf_counter()
-        trainers[variant] = build_trainer(variant, model_name, device, data, BATCH_PAIRS, 1 + steps,
-                                          callbacks=[timers[variant]])
-        tokens[variant] = count_tokens(trainers[variant])
-        print(f"  built {variant:<17} in {time.perf_counter() - started:5.1f} s", flush=True)
-    model = trainers["dama"].model
+    model = build_model(model_name, device)[0]
     result: dict[str, Any] = {
         "model": model_name,
         "params": param_count(model),
@@ -88,21 +87,26 @@ def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[s
         "batch_pairs": BATCH_PAIRS,
         "steps_per_rep": steps,
         "reps": reps,
-        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": []} for v in VARIANTS},
+        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "build_s": []} for v in VARIANTS},
     }
+    del model
     names = list(VARIANTS)
     for rep in range(reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
         for variant in order:
-            timer, counts, trainer = timers[variant], tokens[variant], trainers[variant]
-            timer.steps.clear()
-            timer.iterations.clear()
-            counts.clear()
+            timer = StepTimer()
+            started = time.perf_counter()
+            trainer = build_trainer(variant, model_name, device, data, BATCH_PAIRS, 1 + steps, callbacks=[timer])
+            built = time.perf_counter() - started
+            counts = count_tokens(trainer)
             trainer.train()
             record = result["variants"][variant]
-            record["step_s"].append(timer.steps[1:])  # the first step of a call is warm-up
+            record["build_s"].append(built)
+            record["step_s"].append(timer.steps[1:])  # the first step allocates the optimizer state: warm-up
             record["iteration_s"].append(timer.iterations[1:])
             record["tokens"].append([int(c) for c in counts[1:]])
+            del trainer
+            gc.collect()
         line = "  ".join(f"{v} {sum(result['variants'][v]['step_s'][-1]) / steps:.3f}" for v in names)
         print(f"  rep {rep + 1}/{reps} ({' → '.join(order)}): mean step s  {line}", flush=True)
     for record in result["variants"].values():
