@@ -261,7 +261,7 @@ def build_clip(
     seed: int = 0,
 ) -> tuple[CLIPModel, CLIPProcessor]:
     """A dual-encoder CLIP from a tiny config. Its tokenizer appends EOS (the text tower pools there)."""
-    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(add_eos=True)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(add_eos=True, special_tokens=CLIP_SPECIAL_TOKENS)
     text_config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
