@@ -7,10 +7,11 @@ Variants (same model built from seed 0, same data, batch, seed and batch order):
     dama               DAMATrainer, data_aware + model_aware + keep_ratio 0.8, reference model resident
     dpo                DAMATrainer with all three off (TRL's sigmoid DPO through our `_compute_loss`)
     trl                TRL's own DPOTrainer
-    dama_precomputed   as `dama`, with precompute_ref_log_probs=True: the reference model is released after init
+    dama_precomputed   as `dama`, with precompute_ref_log_probs=True: the policy at init gives the reference log-probs
+                       in one pass over the data, and training runs without any reference model
 
-Each repetition runs `trainer.train()` for 1 + --steps optimizer steps in every variant, in an order that rotates
-from one repetition to the next, so machine noise hits all variants alike. The first step of every call is discarded
+Each repetition builds every variant afresh and runs `trainer.train()` for 1 + --steps optimizer steps, in an order
+that rotates from one repetition to the next, so machine noise hits all variants alike. The first step of every call is discarded
 (it allocates the optimizer state); the time of a step is on_step_begin → on_step_end: forward, backward, gradient
 clipping, optimizer and scheduler (collation and logging are timed separately as "iteration"). The reported value of
 a variant is the median over repetitions of its per-repetition mean step time, with the IQR and min–max; ratios are
