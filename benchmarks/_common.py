@@ -289,6 +289,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
         "python": platform.python_version(),
         "command": "python " + " ".join([sys.argv[0].replace(os.getcwd() + os.sep, ""), *sys.argv[1:]]),
     }
