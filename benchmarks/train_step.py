@@ -188,7 +188,10 @@ class _ProfileIterations(TrainerCallback):
         import pstats
 
         if state.global_step == 1:
-            self.torch_profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.torch_profile = torch.profiler.profile(activities=activities)
             self.torch_profile.__enter__()
         elif state.global_step == 2:
             self.torch_profile.__exit__(None, None, None)
