@@ -16,20 +16,17 @@ The tiny model is the default because it is the hard case: the shorter the step,
 
 from __future__ import annotations
 
+import argparse
+import gc
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; read when tqdm is imported
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     DEFAULT_STEPS,
     MODELS,
     Spread,
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
 
     info = machine()
     print_machine(info)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", "-m", "benchmarks.gather_overhead", "--_worker", "--model", args.model,
            "--steps", str(steps), "--reps", str(args.reps), "--calls", str(args.calls)]

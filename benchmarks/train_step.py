@@ -27,22 +27,19 @@ variant, and the peak GPU memory of training (`max_memory_allocated`) for every 
 
 from __future__ import annotations
 
+import argparse
+import gc
+import json
 import os
+import subprocess
+import sys
+import time
+from typing import Any
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the reference pass's progress bar; read when tqdm is imported
+import torch
+from transformers import TrainerCallback
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     DEFAULT_STEPS,
     MODELS,
     VARIANTS,
@@ -153,12 +150,11 @@ def measure_memory(model_name: str, device: str, steps: int) -> dict[str, Any]:
 
     On CUDA the peak is that of training (reset after init): resident weights, optimizer state and activations.
     """
-    env = {**os.environ, "TQDM_DISABLE": "1"}
     reports = {}
     for variant in VARIANTS if device == "cuda" else ("dama", "dama_precomputed"):
         cmd = [sys.executable, "-m", "benchmarks.train_step", "--_memory-child", variant, "--model", model_name,
                "--device", device, "--steps", str(steps)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_MARK)]
         if done.returncode != 0 or not lines:
             raise RuntimeError(f"memory run of {variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
