@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 GRID = 3  # the image is a GRID × GRID grid of cells; each object instance occupies one cell
@@ -255,14 +256,10 @@ def render(scene: Scene, image_size: int = 48, noise: int = 12) -> Image.Image:
     """Draw a scene as an RGB image: noisy grey background, each instance a coloured glyph in its grid cell."""
     rng = random.Random(scene.noise_seed)
     cell = image_size / GRID
-    bg = scene.background
-    image = Image.new("RGB", (image_size, image_size), (bg, bg, bg))
+    grey = np.full((image_size, image_size), scene.background, dtype=np.int16)
     if noise:
-        pixels = image.load()
-        for i in range(image_size):
-            for j in range(image_size):
-                v = max(0, min(255, bg + rng.randint(-noise, noise)))
-                pixels[i, j] = (v, v, v)
+        grey += np.random.default_rng(scene.noise_seed).integers(-noise, noise + 1, grey.shape, dtype=np.int16)
+    image = Image.fromarray(np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2))
     for group in scene.groups:
         side = cell * (0.9 if group.size == "large" else 0.55)
         for row, col in group.cells:
