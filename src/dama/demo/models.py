@@ -1,0 +1,418 @@
+"""The demo's models, trained locally on the synthetic world through the ordinary transformers classes.
+
+1. A tiny CLIP (`CLIPModel`), trained contrastively on (image, caption or caption sentence) pairs. It is the
+   hardness scorer Γ_CLIP of DAMA's data-aware factor, and its vision tower initialises the VLM's.
+2. A tiny LLaVA (`LlavaForConditionalGeneration`), supervised on captions (loss on the assistant turn only) with its
+   vision tower frozen, as in LLaVA-1.5. Trained briefly on co-occurrence-biased captions, it describes images but
+   hallucinates: the base model that preference alignment then improves.
+
+Both are cached on disk under a hash of everything that determines them (`DemoConfig`, the world, `CACHE_VERSION`):
+a second build with the same settings loads them with `from_pretrained`.
+
+`python -m dama.demo.models --report [--quick]` builds (or loads) both and prints the numbers the demo rests on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor, LlavaForConditionalGeneration, LlavaProcessor
+
+from dama import tiny
+from dama.demo.world import QUESTIONS, World, corpus, make_world
+
+CACHE_VERSION = 3  # bump when code changes what a given config builds
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and training budgets of the demo models. `quick()` builds in well under a minute, `full()` in a few."""
+
+    seed: int = 0
+    image_size: int = 48
+    patch_size: int = 16  # one patch per grid cell of the world
+    vocab_size: int = 400
+    n_train_scenes: int = 4000
+    n_eval_scenes: int = 200
+    # CLIP
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_max_length: int = 48
+    clip_steps: int = 600
+    clip_batch: int = 64
+    clip_lr: float = 2e-3
+    # LLaVA (language model; the vision tower is CLIP's)
+    vlm_hidden: int = 64
+    vlm_layers: int = 2
+    vlm_steps: int = 800
+    vlm_batch: int = 32
+    vlm_lr: float = 2e-3
+    vlm_train_vision: bool = False  # LLaVA-1.5 keeps the vision tower frozen
+
+    @classmethod
+    def full(cls, **overrides) -> DemoConfig:
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def quick(cls, **overrides) -> DemoConfig:
+        small = cls(n_train_scenes=1500, n_eval_scenes=100, clip_steps=200, clip_hidden=48, vlm_hidden=48,
+                    vlm_steps=300, clip_batch=48, vlm_batch=24)
+        return replace(small, **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> DemoConfig:
+        """Seconds-scale sizes for tests: the models are barely trained."""
+        small = cls(image_size=24, patch_size=8, vocab_size=300, n_train_scenes=64, n_eval_scenes=40, clip_hidden=64,
+                    clip_steps=40, clip_batch=32, vlm_hidden=32, vlm_steps=20, vlm_batch=8, clip_max_length=40)
+        return replace(small, **overrides)
+
+    def clip_fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("vlm_")}
+
+
+def default_cache_dir() -> Path:
+    """`$DAMA_CACHE/demo`, else `~/.cache/dama/demo`."""
+    root = os.environ.get("DAMA_CACHE")
+    return Path(root) / "demo" if root else Path.home() / ".cache" / "dama" / "demo"
+
+
+def _key(kind: str, payload: dict, world: World) -> str:
+    world_fields = {k: v for k, v in asdict(world).items()}
+    blob = json.dumps({"kind": kind, "v": CACHE_VERSION, "cfg": payload, "world": world_fields}, sort_keys=True)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def world_tokenizer(world: World, vocab_size: int, add_eos: bool):
+    """A BPE trained on the world's text (with EOS appended for CLIP, whose text tower pools there).
+
+    `</s>` is kept off id 2 for both models (same vocabulary): at id 2 CLIP's text tower would pool at the highest
+    token id rather than at EOS (see `dama.tiny.build_tokenizer`).
+    """
+    return tiny.build_tokenizer(
+        corpus(world), vocab_size=vocab_size, add_eos=add_eos, special_tokens=tiny.CLIP_SPECIAL_TOKENS
+    )
+
+
+def _split_sentences(text: str) -> list[str]:
+    return [s.strip() + "." for s in text.split(".") if s.strip()]
+
+
+def _pixel_values(processor, images: list[Image.Image], chunk: int = 512) -> torch.Tensor:
+    parts = [processor.image_processor(images[i : i + chunk], return_tensors="pt")["pixel_values"]
+             for i in range(0, len(images), chunk)]
+    return torch.cat(parts)  # (N, 3, H, W)
+
+
+def _lr(step: int, steps: int, lr: float) -> float:
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+# ---------------------------------------------------------------------------------------------- CLIP
+
+
+def clip_texts(world: World, scenes, rng: random.Random) -> list[str]:
+    """One training text per scene: the whole caption or, half the time, one of its sentences."""
+    texts = []
+    for scene in scenes:
+        text = world.caption(scene, rng)
+        texts.append(text if rng.random() < 0.5 else rng.choice(_split_sentences(text)))
+    return texts
+
+
+@torch.no_grad()
+def retrieval_accuracy(
+    model: CLIPModel, processor: CLIPProcessor, images: list[Image.Image], texts: list[str], n_candidates: int = 20
+) -> float:
+    """Image→text top-1 accuracy: each image against the texts of its block of `n_candidates` scenes.
+
+    Chance is 1 / `n_candidates`. Blocks keep the number comparable across evaluation-set sizes.
+    """
+    model.eval()
+    pixel_values = _pixel_values(processor, images)
+    enc = processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    img = model.get_image_features(pixel_values=pixel_values).pooler_output  # (N, D)
+    txt = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).pooler_output
+    img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
+    hits, total = 0, 0
+    for start in range(0, len(images) - n_candidates + 1, n_candidates):
+        sims = img[start : start + n_candidates] @ txt[start : start + n_candidates].T  # (n, n)
+        hits += (sims.argmax(dim=1) == torch.arange(n_candidates)).sum().item()
+        total += n_candidates
+    return hits / max(total, 1)
+
+
+def train_clip(
+    world: World, cfg: DemoConfig, log_every: int = 0
+) -> tuple[CLIPModel, CLIPProcessor, dict]:
+    """Build the tiny CLIP and train it contrastively (symmetric InfoNCE, `return_loss=True`) with AdamW.
+
+    Returns the model, its processor and metrics: held-out retrieval accuracy before and after training.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=True)
+    model, processor = tiny.build_clip(
+        tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.clip_hidden,
+        num_layers=cfg.clip_layers, max_position_embeddings=cfg.clip_max_length, seed=cfg.seed,
+    )
+    train = world.sample_scenes(cfg.n_train_scenes, seed=1)
+    pixels = _pixel_values(processor, [world.render(s) for s in train])
+    eval_images, eval_texts = _eval_pairs(world, cfg)
+    acc_before = retrieval_accuracy(model, processor, eval_images, eval_texts)
+
+    rng = random.Random(f"clip/{cfg.seed}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.01)
+    model.train()
+    for step in range(cfg.clip_steps):
+        idx = rng.sample(range(len(train)), min(cfg.clip_batch, len(train)))
+        enc = tokenizer(clip_texts(world, [train[i] for i in idx], rng), padding=True, truncation=True,
+                        return_tensors="pt")
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.clip_steps, cfg.clip_lr)
+        loss = model(**enc, pixel_values=pixels[idx], return_loss=True).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if log_every and step % log_every == 0:
+            print(f"clip step {step} loss {loss.item():.3f}")
+    model.eval()
+    acc_after = retrieval_accuracy(model, processor, eval_images, eval_texts)
+    metrics = {"retrieval_top1": acc_after, "retrieval_top1_untrained": acc_before, "retrieval_chance": 1 / 20,
+               "final_loss": loss.item(), "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+    return model, processor, metrics
+
+
+def _eval_pairs(world: World, cfg: DemoConfig) -> tuple[list[Image.Image], list[str]]:
+    rng = random.Random(f"clip-eval/{cfg.seed}")
+    scenes = world.sample_scenes(cfg.n_eval_scenes, seed=2)
+    return [world.render(s) for s in scenes], [world.caption(s, rng) for s in scenes]
+
+
+# ---------------------------------------------------------------------------------------------- LLaVA
+
+
+def prompt_messages(question: str) -> list[dict]:
+    """The user turn in TRL's conversational vision format."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def _encode_sft(processor: LlavaProcessor, prompt_ids: list[int], question: str, response: str) -> tuple[list, list]:
+    # Prompt and completion are tokenised separately and concatenated, as TRL's collators and generation do,
+    # so the boundary token after "ASSISTANT: " is the same in SFT, DPO and sampling.
+    messages = prompt_messages(question)
+    prompt_text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    full_text = processor.apply_chat_template(messages + [{"role": "assistant", "content": response}])
+    completion_ids = processor.tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+    return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
+
+
+def train_vlm(
+    world: World, cfg: DemoConfig, clip: CLIPModel | None = None, log_every: int = 0
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor, dict]:
+    """Build the tiny LLaVA (vision tower from `clip`, frozen) and supervise it on captions of training scenes.
+
+    Each step draws scenes, a question from `QUESTIONS` and a fresh caption; the loss is on the response only.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=False)
+    model, processor = tiny.build_llava(
+        tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vlm_hidden,
+        num_layers=cfg.vlm_layers, vision_hidden_size=cfg.clip_hidden, seed=cfg.seed,
+    )
+    if clip is not None:
+        model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+    model.model.vision_tower.requires_grad_(cfg.vlm_train_vision)
+
+    train = world.sample_scenes(cfg.n_train_scenes, seed=1)
+    images = [world.render(s) for s in train]
+    pixels = _pixel_values(processor, images)
+    # The prompt (with its expanded image tokens) depends only on the question: encode each question once.
+    prompt_ids = {}
+    for q in QUESTIONS:
+        text = processor.apply_chat_template(prompt_messages(q), add_generation_prompt=True)
+        prompt_ids[q] = list(processor(text=text, images=images[0])["input_ids"][0])
+
+    rng = random.Random(f"vlm/{cfg.seed}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.vlm_lr, weight_decay=0.0)
+    pad = tokenizer.pad_token_id
+    model.train()
+    for step in range(cfg.vlm_steps):
+        idx = rng.sample(range(len(train)), min(cfg.vlm_batch, len(train)))
+        rows = []
+        for i in idx:
+            q = rng.choice(QUESTIONS)
+            rows.append(_encode_sft(processor, prompt_ids[q], q, world.caption(train[i], rng)))
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+        attention_mask = (torch.arange(width)[None, :] < torch.tensor([len(ids) for ids, _ in rows])[:, None]).long()
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.vlm_steps, cfg.vlm_lr)
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixels[idx], labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if log_every and step % log_every == 0:
+            print(f"vlm step {step} loss {loss.item():.3f}")
+    model.eval()
+    metrics = {"final_loss": loss.item(), "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+    return model, processor, metrics
+
+
+@torch.no_grad()
+def sample_responses(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    images: list[Image.Image],
+    question: str,
+    n: int = 1,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    seed: int | None = 0,
+) -> list[list[str]]:
+    """`n` responses per image to `question` via `model.generate` (left padding, batched); greedy if temperature 0.
+
+    Returns one list of `n` strings per image. `seed` makes sampling reproducible without touching the caller's
+    global torch RNG (it is forked and restored).
+    """
+    tokenizer = processor.tokenizer
+    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    text = processor.apply_chat_template(prompt_messages(question), add_generation_prompt=True)
+    out: list[list[str]] = []
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(images), batch_size):
+                chunk = images[start : start + batch_size]
+                inputs = processor(text=[text] * len(chunk), images=chunk, padding=True, return_tensors="pt")
+                # Plain temperature sampling (no top-k/top-p truncation), as RLAIF-V samples its candidates.
+                if temperature > 0:
+                    kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                else:
+                    kwargs = {"do_sample": False}
+                generated = model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
+                )  # (len(chunk) * n, prompt + new)
+                texts = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+                out += [[t.strip() for t in texts[k * n : (k + 1) * n]] for k in range(len(chunk))]
+    finally:
+        tokenizer.padding_side = old_side
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- build + cache
+
+
+@dataclass
+class DemoModels:
+    """The trained demo models, their processors, where they are cached and what was measured when they were built."""
+
+    clip: CLIPModel
+    clip_processor: CLIPProcessor
+    vlm: LlavaForConditionalGeneration
+    vlm_processor: LlavaProcessor
+    clip_path: Path
+    vlm_path: Path
+    metrics: dict
+
+
+def build_models(
+    cfg: DemoConfig | None = None, world: World | None = None, cache_dir: str | Path | None = None,
+    log_every: int = 0,
+) -> DemoModels:
+    """Train (or load from the cache) the demo CLIP and LLaVA. Build metrics are stored next to each model."""
+    cfg = cfg or DemoConfig.full()
+    world = world or make_world(cfg.seed, image_size=cfg.image_size)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    clip_path = cache / _key("clip", cfg.clip_fields(), world)
+    vlm_path = cache / _key("vlm", asdict(cfg), world)
+    metrics = {}
+
+    if (clip_path / "build.json").exists():
+        clip, clip_processor = CLIPModel.from_pretrained(clip_path), CLIPProcessor.from_pretrained(clip_path)
+        metrics["clip"] = json.loads((clip_path / "build.json").read_text())
+    else:
+        clip, clip_processor, metrics["clip"] = train_clip(world, cfg, log_every)
+        tiny.save_pretrained(clip, clip_processor, clip_path)
+        (clip_path / "build.json").write_text(json.dumps(metrics["clip"], indent=2))
+    if (vlm_path / "build.json").exists():
+        vlm = LlavaForConditionalGeneration.from_pretrained(vlm_path)
+        vlm_processor = LlavaProcessor.from_pretrained(vlm_path)
+        metrics["vlm"] = json.loads((vlm_path / "build.json").read_text())
+    else:
+        vlm, vlm_processor, metrics["vlm"] = train_vlm(world, cfg, clip, log_every)
+        tiny.save_pretrained(vlm, vlm_processor, vlm_path)
+        (vlm_path / "build.json").write_text(json.dumps(metrics["vlm"], indent=2))
+    clip.eval()
+    vlm.eval()
+    return DemoModels(clip, clip_processor, vlm, vlm_processor, clip_path, vlm_path, metrics)
+
+
+def report(cfg: DemoConfig, cache_dir: str | Path | None = None, log_every: int = 0, n_samples: int = 4) -> dict:
+    """Build (or load) the models and measure: build time, CLIP retrieval, base-model CHAIR, preference pairs."""
+    from collections import Counter
+
+    from dama.demo.preferences import build_preferences, evaluation_set, hallucination_rates
+
+    world = make_world(cfg.seed, image_size=cfg.image_size)
+    start = time.perf_counter()
+    models = build_models(cfg, world, cache_dir, log_every)
+    build_s = time.perf_counter() - start
+    evalset = evaluation_set(world, cfg.n_eval_scenes, seed=3)
+    responses = sample_responses(models.vlm, models.vlm_processor, [e["image"] for e in evalset], QUESTIONS[0],
+                                 n=1, temperature=0.0)
+    rates = hallucination_rates([r[0] for r in responses], [e["gt_classes"] for e in evalset],
+                                world.synonym_lines())
+    start = time.perf_counter()
+    prefs = build_preferences(models.vlm, models.vlm_processor, world, n_images=cfg.n_eval_scenes * 2,
+                              n_samples=n_samples, seed=4)
+    pref_s = time.perf_counter() - start
+    gaps = Counter(p["n_hall_rejected"] - p["n_hall_chosen"] for p in prefs)
+    return {
+        "config": asdict(cfg),
+        "build_seconds_this_run": build_s,
+        "clip": models.metrics["clip"],
+        "vlm": models.metrics["vlm"],
+        "base_greedy": rates,
+        "examples": [(sorted(e["gt_classes"]), r[0]) for e, r in zip(evalset[:5], responses[:5])],
+        "preferences": {"n_images": cfg.n_eval_scenes * 2, "n_samples": n_samples, "n_pairs": len(prefs),
+                        "gap_hist": dict(sorted(gaps.items())), "seconds": pref_s},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", action="store_true", help="build or load the models and print measurements")
+    parser.add_argument("--quick", action="store_true", help="the quick preset (default: full)")
+    parser.add_argument("--cache_dir", default=None)
+    parser.add_argument("--log_every", type=int, default=0)
+    args = parser.parse_args(argv)
+    cfg = DemoConfig.quick() if args.quick else DemoConfig.full()
+    if args.report:
+        print(json.dumps(report(cfg, args.cache_dir, args.log_every), indent=2, default=str))
+    else:
+        models = build_models(cfg, cache_dir=args.cache_dir, log_every=args.log_every)
+        print(models.clip_path, models.vlm_path, json.dumps(models.metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Preference pairs made the way RLAIF-V makes them, with the world's ground truth as the labeller.
+
+For each training image, the base model samples several responses (temperature sampling); each response is scored
+by counting its hallucinated object mentions against the scene's ground truth; pairs of responses whose scores
+differ become (chosen, rejected) pairs. Pairs are not selected by how different they are, so hardness varies
+naturally: some pairs differ by one hallucinated object, some by several.
+
+The object-mention counter here is a small local stand-in: `count_hallucinations` is the only function that reads
+text, so the shared CHAIR engine can replace it in one place.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+
+from datasets import Dataset
+
+from dama.demo.world import QUESTIONS, World, gt_classes
+
+
+def _singular_forms(word: str) -> list[str]:
+    forms = [word]
+    if word.endswith("ies"):
+        forms.append(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.append(word[:-2])
+    if word.endswith("s"):
+        forms.append(word[:-1])
+    return forms
+
+
+def _vocabulary(synonym_lines: Iterable[str]) -> dict[str, str]:
+    vocab = {}
+    for line in synonym_lines:
+        names = [n.strip().lower() for n in line.split(",") if n.strip()]
+        for name in names:
+            vocab[name] = names[0]
+    return vocab
+
+
+def object_mentions(text: str, synonym_lines: Iterable[str]) -> list[str]:
+    """Canonical class of every object mention in `text`, in order, not de-duplicated (CHAIR counts each mention).
+
+    Words are lower-cased and matched against the synonym lines ("canonical, synonym, ..."), singular or plural;
+    two-word synonyms are matched first.
+    """
+    vocab = _vocabulary(synonym_lines)
+    words = re.findall(r"[a-z]+", text.lower())
+    mentions, i = [], 0
+    while i < len(words):
+        if i + 1 < len(words):
+            pair = [f"{words[i]} {form}" for form in _singular_forms(words[i + 1])]
+            hit = next((vocab[p] for p in pair if p in vocab), None)
+            if hit:
+                mentions.append(hit)
+                i += 2
+                continue
+        hit = next((vocab[f] for f in _singular_forms(words[i]) if f in vocab), None)
+        if hit:
+            mentions.append(hit)
+        i += 1
+    return mentions
+
+
+def count_hallucinations(text: str, gt: set[str], synonym_lines: Iterable[str]) -> tuple[int, int]:
+    """(hallucinated object mentions, all object mentions) of `text` given the ground-truth classes `gt`."""
+    mentions = object_mentions(text, synonym_lines)
+    return sum(m not in gt for m in mentions), len(mentions)
+
+
+def hallucination_rates(responses: Sequence[str], gts: Sequence[set[str]], synonym_lines: list[str]) -> dict:
+    """CHAIR_i (hallucinated / all mentions), CHAIR_s (responses with ≥1 hallucination), recall, mean length."""
+    hall = mentions = bad = covered = gt_total = words = 0
+    for text, gt in zip(responses, gts):
+        h, m = count_hallucinations(text, gt, synonym_lines)
+        hall, mentions, bad = hall + h, mentions + m, bad + (h > 0)
+        covered += len(set(object_mentions(text, synonym_lines)) & gt)
+        gt_total += len(gt)
+        words += len(text.split())
+    n = max(len(responses), 1)
+    return {"chair_i": hall / max(mentions, 1), "chair_s": bad / n, "recall": covered / max(gt_total, 1),
+            "mentions_per_response": mentions / n, "words_per_response": words / n, "n": len(responses)}
+
+
+def evaluation_set(world: World, n: int, seed: int = 3) -> list[dict]:
+    """Held-out images with ground truth: `id`, `image`, `question`, `gt_classes`, `scene`.
+
+    Seeds 1 and 2 are the models' training and validation scenes; use another seed for held-out data.
+    """
+    rng = random.Random(f"{world.seed}/eval-questions/{seed}")
+    return [
+        {"id": f"eval-{seed}-{k}", "image": world.render(s), "question": rng.choice(QUESTIONS),
+         "gt_classes": gt_classes(s), "scene": s}
+        for k, s in enumerate(world.sample_scenes(n, seed))
+    ]
+
+
+def pairs_from_samples(
+    responses: Sequence[str], gt: set[str], synonym_lines: list[str], max_pairs: int, rng: random.Random
+) -> list[tuple[str, str, int, int]]:
+    """(chosen, rejected, n_hall_chosen, n_hall_rejected) pairs among one image's responses.
+
+    Better = fewer hallucinated mentions, then more correct mentions. Identical texts and ties are dropped; among
+    the remaining ordered pairs `max_pairs` are drawn uniformly, so easy and hard pairs keep their natural mix.
+    """
+    scored = []
+    for text in dict.fromkeys(responses):  # drop duplicate texts, keep order
+        h, m = count_hallucinations(text, gt, synonym_lines)
+        scored.append((text, h, m - h))
+    candidates = []
+    for i in range(len(scored)):
+        for j in range(i + 1, len(scored)):
+            a, b = scored[i], scored[j]
+            if (a[1], -a[2]) == (b[1], -b[2]):
+                continue
+            win, lose = (a, b) if (a[1], -a[2]) < (b[1], -b[2]) else (b, a)
+            candidates.append((win[0], lose[0], win[1], lose[1]))
+    rng.shuffle(candidates)
+    return candidates[:max_pairs]
+
+
+def build_preferences(
+    model,
+    processor,
+    world: World,
+    n_images: int,
+    n_samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    max_pairs_per_image: int = 2,
+    seed: int = 4,
+    as_dataset: bool = False,
+) -> list[dict] | Dataset:
+    """Sample `n_samples` responses per image from `model`, label them with ground truth and make pairs.
+
+    Rows are in TRL's conversational vision preference format: `image` (PIL), `prompt` (user turn with an image
+    part), `chosen`/`rejected` (one assistant turn each), plus `id`, `n_hall_chosen`, `n_hall_rejected` and
+    `gt_classes` (sorted list). Images come from `world.sample_scenes(n_images, seed)`; keep `seed` apart from the
+    evaluation set's.
+    """
+    from dama.demo.models import prompt_messages, sample_responses
+
+    rng = random.Random(f"{world.seed}/preferences/{seed}")
+    scenes = world.sample_scenes(n_images, seed)
+    images = [world.render(s) for s in scenes]
+    questions = [rng.choice(QUESTIONS) for _ in scenes]
+    lines = world.synonym_lines()
+    rows = []
+    for q in QUESTIONS:  # one generate call per question keeps prompts in a batch the same length
+        idx = [k for k, qk in enumerate(questions) if qk == q]
+        if not idx:
+            continue
+        samples = sample_responses(model, processor, [images[k] for k in idx], q, n=n_samples,
+                                   temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        for k, responses in zip(idx, samples):
+            gt = gt_classes(scenes[k])
+            for p, (chosen, rejected, hc, hr) in enumerate(pairs_from_samples(responses, gt, lines,
+                                                                                max_pairs_per_image, rng)):
+                rows.append({
+                    "id": f"pref-{seed}-{k}-{p}",
+                    "image": images[k],
+                    "prompt": prompt_messages(q),
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "n_hall_chosen": hc,
+                    "n_hall_rejected": hr,
+                    "gt_classes": sorted(gt),
+                })
+    rows.sort(key=lambda r: tuple(int(x) for x in r["id"].split("-")[2:]))
+    return Dataset.from_list(rows) if as_dataset else rows

@@ -1,0 +1,81 @@
+"""Demo models: SFT encoding, CLIP training, sampling and the on-disk cache (tiny sizes, seconds)."""
+
+import random
+
+import pytest
+import torch
+
+from dama.demo.models import (
+    DemoConfig,
+    _encode_sft,
+    build_models,
+    prompt_messages,
+    sample_responses,
+    train_clip,
+    world_tokenizer,
+)
+from dama.demo.world import make_world
+from dama.tiny import build_llava
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(0, image_size=DemoConfig.tiny().image_size)
+
+
+def test_presets_fit_their_budgets_on_paper():
+    quick, full = DemoConfig.quick(), DemoConfig.full()
+    assert quick.clip_steps * quick.clip_batch < full.clip_steps * full.clip_batch
+    assert quick.vlm_steps * quick.vlm_batch < full.vlm_steps * full.vlm_batch
+    assert full.image_size % full.patch_size == 0 and DemoConfig.tiny().image_size % DemoConfig.tiny().patch_size == 0
+
+
+def test_sft_labels_cover_the_response_only(world):
+    cfg = DemoConfig.tiny()
+    tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=False)
+    _, processor = build_llava(tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size)
+    question = "Describe the image."
+    text = processor.apply_chat_template(prompt_messages(question), add_generation_prompt=True)
+    prompt_ids = processor(text=text, images=world.render(world.sample_scenes(1, 1)[0]))["input_ids"][0]
+    ids, labels = _encode_sft(processor, prompt_ids, question, "A red cup.")
+    assert len(ids) == len(labels) and ids[: len(prompt_ids)] == prompt_ids
+    assert labels[: len(prompt_ids)] == [-100] * len(prompt_ids)
+    response = [t for t in labels if t != -100]
+    assert tokenizer.decode(response).startswith("A red cup.</s>")
+    assert tokenizer.eos_token_id in response
+
+
+def test_clip_training_beats_the_untrained_model(world):
+    cfg = DemoConfig.tiny(clip_steps=100, n_train_scenes=200, n_eval_scenes=60)
+    model, processor, metrics = train_clip(world, cfg)
+    assert metrics["retrieval_chance"] == pytest.approx(0.05)
+    assert metrics["retrieval_top1"] > metrics["retrieval_top1_untrained"] + 0.1, metrics
+    assert metrics["retrieval_top1"] > 2 * metrics["retrieval_chance"], metrics
+
+
+def test_build_models_caches_and_samples(world, tmp_path):
+    cfg = DemoConfig.tiny()
+    first = build_models(cfg, world, cache_dir=tmp_path)
+    assert (first.clip_path / "build.json").exists() and (first.vlm_path / "build.json").exists()
+    # the frozen vision tower is CLIP's
+    clip_patch = first.clip.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(first.vlm.model.vision_tower.embeddings.patch_embedding.weight, clip_patch)
+    second = build_models(cfg, world, cache_dir=tmp_path)
+    assert second.metrics == first.metrics
+    for a, b in zip(first.vlm.state_dict().values(), second.vlm.state_dict().values()):
+        assert torch.equal(a, b)
+    assert build_models(DemoConfig.tiny(vlm_steps=cfg.vlm_steps + 1), world, cache_dir=tmp_path).vlm_path != first.vlm_path
+
+    images = [world.render(s) for s in world.sample_scenes(3, seed=7)]
+    sampled = sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=2,
+                               temperature=1.0, max_new_tokens=8, batch_size=2, seed=1)
+    assert len(sampled) == 3 and all(len(r) == 2 and all(isinstance(t, str) for t in r) for r in sampled)
+    assert sampled == sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=2,
+                                       temperature=1.0, max_new_tokens=8, batch_size=2, seed=1)
+    greedy = sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=1,
+                              temperature=0.0, max_new_tokens=8)
+    assert greedy == sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=1,
+                                      temperature=0.0, max_new_tokens=8, batch_size=1)
+    state = random.getstate(), torch.random.get_rng_state()
+    sample_responses(second.vlm, second.vlm_processor, images[:1], "Describe the image.", n=1, max_new_tokens=4)
+    assert torch.equal(torch.random.get_rng_state(), state[1])
