@@ -3,7 +3,8 @@
 A job is `(value, where)`: an image value as stored in the data (bytes, {"bytes", "path"} dict, path) and the text
 that names it in errors. A result is `(pixels, None)` with `(C, H, W)` float32 pixels ready for the dual encoder,
 or `(None, message)`. Workers are spawned (not forked: the parent holds torch's thread pools) and import only PIL,
-numpy and the image processor. `DecodeQueue` keeps at most `window` jobs submitted, so memory stays bounded
+numpy and the image processor; a worker that dies (or cannot start) raises `BrokenProcessPool` here instead of
+hanging the run. `DecodeQueue` keeps at most `window` jobs submitted, so memory stays bounded
 whatever the dataset size, and hands results back in submission order, so batches do not depend on timing.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +52,18 @@ class ImageDecoder:
         self.window = max(1, window)
         root = str(image_root) if image_root is not None else None
         _init_worker(image_processor, root)
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
         if workers > 0:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(image_processor, root))
+            self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                             initargs=(image_processor, root))
 
     def queue(self, jobs: Iterable[Job]) -> DecodeQueue:
         return DecodeQueue(self, iter(jobs))
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> ImageDecoder:
@@ -90,7 +92,7 @@ class DecodeQueue:
             if job is None:
                 self._exhausted = True
                 return
-            self._pending.append(pool.apply_async(_decode, (job,)))
+            self._pending.append(pool.submit(_decode, job))
 
     def done(self) -> bool:
         if self._decoder._pool is None:
@@ -104,14 +106,14 @@ class DecodeQueue:
         return self._exhausted and not self._pending
 
     def ready(self) -> bool:
-        return self._decoder._pool is not None and bool(self._pending) and self._pending[0].ready()
+        return self._decoder._pool is not None and bool(self._pending) and self._pending[0].done()
 
     def next(self) -> Result:
         """The next result in job order, waiting for it if needed. Call only when `done()` is False."""
         if self._decoder._pool is None:
             job = self._pending.popleft() if self._pending else next(self._jobs)
             return _decode(job)
-        result = self._pending.popleft().get()
+        result = self._pending.popleft().result()
         self._fill()
         return result
 

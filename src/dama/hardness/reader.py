@@ -52,7 +52,8 @@ class InputSource:
         import pyarrow.parquet as pq
 
         for file in _parquet_files(self.path):
-            yield from pq.ParquetFile(file).iter_batches(batch_size=1024)
+            # pre_buffer (the default) keeps every row group read so far alive: memory grew with the file
+            yield from pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=1024)
 
 
 def _parquet_files(path: Path) -> list[Path]:
