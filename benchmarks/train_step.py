@@ -1,7 +1,8 @@
 """Step time of DAMA vs DPO vs TRL's DPOTrainer, and a precomputed vs resident reference model, side by side.
 
     python -m benchmarks.train_step [--model {tiny,50m,all}] [--steps N] [--reps 7] [--device {auto,cpu,cuda}]
-                                    [--json OUT] [--skip-memory] [--threads N] [--profile]
+                                    [--variants A,B] [--json OUT] [--skip-memory] [--threads N]
+                                    [--profile]
 
 Variants (same model built from seed 0, same data, batch, seed and batch order):
     dama               DAMATrainer, data_aware + model_aware + keep_ratio 0.8, reference model resident
@@ -69,7 +70,7 @@ RATIOS = (
 )
 
 
-def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[str, Any]:
+def time_variants(model_name: str, device: str, steps: int, reps: int, variants: list[str]) -> dict[str, Any]:
     """Interleaved step times of every variant on one model; returns raw times and their summaries.
 
     Every repetition builds every variant afresh (outside the timed steps): all start from the same weights, and a
@@ -85,10 +86,10 @@ def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[s
         "batch_pairs": BATCH_PAIRS,
         "steps_per_rep": steps,
         "reps": reps,
-        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "build_s": []} for v in VARIANTS},
+        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "build_s": []} for v in variants},
     }
     del model
-    names = list(VARIANTS)
+    names = list(variants)
     for rep in range(reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
         for variant in order:
@@ -115,6 +116,8 @@ def time_variants(model_name: str, device: str, steps: int, reps: int) -> dict[s
         record["tokens_per_s"] = vars(Spread.of(tokens_per_s))
     result["ratios"] = {}
     for name, num, den, target in RATIOS:
+        if num not in variants or den not in variants:
+            continue
         per_rep = [a / b for a, b in zip(result["variants"][num]["per_rep_step_s"],
                                          result["variants"][den]["per_rep_step_s"])]
         spread = Spread.of(per_rep)
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help=f"timed optimizer steps per repetition and variant {DEFAULT_STEPS}")
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--variants", type=lambda text: text.split(","), default=list(VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--json", metavar="OUT", help="write all raw times and summaries to this JSON file")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-steps", type=int, default=3, help="optimizer steps of each memory subprocess")
@@ -251,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="instead of timing: profile one DAMA iteration (torch.profiler, then cProfile)")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for model_name in (list(MODELS) if args.model == "all" else [args.model]):
         print(f"\n== {model_name} ({device}) ==", flush=True)
-        result = time_variants(model_name, device, args.steps or DEFAULT_STEPS[model_name], args.reps)
+        result = time_variants(model_name, device, args.steps or DEFAULT_STEPS[model_name], args.reps, args.variants)
         if not args.skip_memory:
             print("  peak memory: dama and dama_precomputed in fresh subprocesses ...", flush=True)
             result["memory"] = measure_memory(model_name, device, args.memory_steps)
