@@ -268,3 +268,23 @@ def test_import_official(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(records))
     with pytest.raises(HardnessDataError, match="row 1 field 'rejected_logits'"):
         import_official(tmp_path / "bad.json", tmp_path / "o3", progress=False)
+
+
+def test_reading_parquet_does_not_accumulate_memory(tmp_path):
+    """Streaming: Arrow memory after many shards stays at a few shards' worth (pre-buffering kept them all)."""
+    import os
+
+    from dama.hardness.reader import open_input
+
+    path = tmp_path / "big.parquet"
+    with pq.ParquetWriter(path, pa.schema([("idx", pa.int64()), ("blob", pa.binary())])) as writer:
+        for group in range(24):
+            writer.write_table(pa.table({"idx": list(range(group * 200, group * 200 + 200)),
+                                         "blob": [os.urandom(10_000) for _ in range(200)]}))
+    peaks = []
+    for table in open_input(path).iter_tables(240):
+        assert table.num_rows == 240
+        peaks.append(pa.total_allocated_bytes())
+    assert len(peaks) == 24 * 200 // 240
+    half = len(peaks) // 2
+    assert max(peaks[half:]) <= 1.1 * max(peaks[:half])  # bounded by a read batch and a shard, not the file
