@@ -79,7 +79,7 @@ def make_pairs(n: int, seed: int = 0, prompt_words: int = 34, answer_words: int 
     return Dataset.from_dict(rows)
 
 
-def build_model(name: str, device: str, seed: int = 0):
+def build_model(name: str, device: str, seed: int = 0) -> tuple[Any, Any]:
     """(model, processor) for a model name of `MODELS`, SDPA attention; bf16 on CUDA."""
     from dama.tiny import build_llava
 
@@ -107,7 +107,7 @@ def trainer_args(
     batch_size: int,
     max_steps: int,
     seed: int = 0,
-):
+) -> Any:
     """A `DAMAConfig` (kind "dama") or TRL `DPOConfig` (kind "trl") with everything but the variant held equal."""
     common: dict[str, Any] = dict(
         output_dir=output_dir,
@@ -145,7 +145,7 @@ def build_trainer(
     max_steps: int,
     output_dir: str | None = None,
     callbacks: list | None = None,
-):
+) -> Any:
     """The trainer of one variant, on a fresh model built from seed 0 and (unless precomputed) a frozen copy of it."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOTrainer
@@ -209,7 +209,7 @@ class StepTimer(TrainerCallback):
         self._last_end = end
 
 
-def count_tokens(trainer) -> list[torch.Tensor]:
+def count_tokens(trainer: Any) -> list[torch.Tensor]:
     """Wrap `trainer.training_step` to record each batch's non-padding token count (as tensors: no host sync)."""
     counts: list[torch.Tensor] = []
     inner = trainer.training_step
