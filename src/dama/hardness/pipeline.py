@@ -164,9 +164,11 @@ def run_shards(
                 state = {"first_row": n_input, "n_input": table.num_rows, "n_rows": len(result.kept),
                          "skipped": result.skipped, "stats": result.stats}
                 atomic_write_json(state_path, state)
+                del kept, result  # the next shard is read before `for` rebinds these: keep one shard alive
             shards.append(name)
             n_input += table.num_rows
             bar.update(table.num_rows)
+            del table
             if after_shard is not None:
                 after_shard(index)
             if limit is not None and n_input >= limit:
