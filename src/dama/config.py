@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from dama.hardness.official import OFFICIAL_DELTA_MEAN
+
 REWARD_SCALES = ("margin", "beta_margin")
 MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")
 EMA_INPUTS = ("all", "kept")
-OFFICIAL_DELTA_MEAN = 0.0482190464911681
 
 
 @dataclass

@@ -26,10 +26,10 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
+from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
 from dama.images import ImageError, load_image, resolve_image_path
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
-OFFICIAL_DELTA_MEAN = 0.0482190464911681
 MAX_REPORTED_ERRORS = 20
 DATA_META = "dama_data.json"  # metadata (δ̄) stored next to a `datasets` folder by `dama precompute-ref`
 
@@ -158,7 +158,7 @@ def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
         if fmt == "official":
             out["image"] = row["image_path"]
             try:
-                out["dama_delta"] = float(sum(row["chosen_logits"]) - sum(row["rejected_logits"]))
+                out["dama_delta"] = official_delta(row["chosen_logits"], row["rejected_logits"])
             except TypeError:
                 out["dama_delta"] = float("nan")  # reported by validation with the row number
         return out
