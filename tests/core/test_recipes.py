@@ -83,3 +83,21 @@ def test_accelerate_configs_load(path):
     config = ClusterConfig.from_yaml_file(str(path))
     assert config.num_processes >= 2
     assert "--config_file recipes/accelerate/" in path.read_text()
+
+
+def test_tiny_recipe_header_commands_work(tmp_path, monkeypatch):
+    """The commands in recipes/tiny/dama.yaml's header, run as written from a copy of the repository layout."""
+    import shutil
+
+    from dama.cli import main as dama_main
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    monkeypatch.chdir(tmp_path)
+    header = [line.lstrip("# ").strip() for line in (ROOT / "recipes/tiny/dama.yaml").read_text().splitlines()
+              if line.lstrip("# ").startswith("dama ")]
+    assert [h.split()[1] for h in header] == ["hardness", "train"]
+    hardness = header[0].split()[1:] + ["--no-progress", "--workers", "0"]
+    assert dama_main(hardness) == 0
+    assert dama_main(header[1].split()[1:] + ["--max_steps", "2"]) == 0
+    assert (tmp_path / "runs" / "tiny-dama" / "model.safetensors").is_file()
