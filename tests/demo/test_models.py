@@ -1,6 +1,7 @@
 """Demo models: SFT encoding, CLIP training, sampling and the on-disk cache (tiny sizes, seconds)."""
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def test_clip_training_beats_the_untrained_model(world):
 
 
 def test_build_models_caches_and_samples(world, tmp_path):
-    cfg = DemoConfig.tiny()
+    cfg = DemoConfig.tiny(clip_steps=5, vlm_steps=5)  # untrained is fine: this tests plumbing
     first = build_models(cfg, world, cache_dir=tmp_path)
     assert (first.clip_path / "build.json").exists() and (first.vlm_path / "build.json").exists()
     # the frozen vision tower is CLIP's
@@ -64,7 +65,8 @@ def test_build_models_caches_and_samples(world, tmp_path):
     assert second.metrics == first.metrics
     for a, b in zip(first.vlm.state_dict().values(), second.vlm.state_dict().values()):
         assert torch.equal(a, b)
-    assert build_models(DemoConfig.tiny(vlm_steps=cfg.vlm_steps + 1), world, cache_dir=tmp_path).vlm_path != first.vlm_path
+    changed = build_models(replace(cfg, vlm_steps=cfg.vlm_steps + 1), world, cache_dir=tmp_path)
+    assert changed.vlm_path != first.vlm_path and changed.clip_path == first.clip_path
 
     images = [world.render(s) for s in world.sample_scenes(3, seed=7)]
     sampled = sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=2,
