@@ -5,63 +5,33 @@ by counting its hallucinated object mentions against the scene's ground truth; p
 differ become (chosen, rejected) pairs. Pairs are not selected by how different they are, so hardness varies
 naturally: some pairs differ by one hallucinated object, some by several.
 
-The object-mention counter here is a small local stand-in: `count_hallucinations` is the only function that reads
-text, so the shared CHAIR engine can replace it in one place.
+Mentions are read by `dama eval`'s CHAIR engine with the world's synonym list — the same scorer as the evaluation.
 """
 
 from __future__ import annotations
 
+import functools
 import random
-import re
 from collections.abc import Iterable, Sequence
 
 from datasets import Dataset
 
 from dama.demo.world import QUESTIONS, World, gt_classes
+from dama.eval.chair import ChairEngine
 
 
-def _singular_forms(word: str) -> list[str]:
-    forms = [word]
-    if word.endswith("ies"):
-        forms.append(word[:-3] + "y")
-    if word.endswith("es"):
-        forms.append(word[:-2])
-    if word.endswith("s"):
-        forms.append(word[:-1])
-    return forms
-
-
-def _vocabulary(synonym_lines: Iterable[str]) -> dict[str, str]:
-    vocab = {}
-    for line in synonym_lines:
-        names = [n.strip().lower() for n in line.split(",") if n.strip()]
-        for name in names:
-            vocab[name] = names[0]
-    return vocab
+@functools.lru_cache(maxsize=8)
+def _engine(synonym_lines: tuple[str, ...]) -> ChairEngine:
+    return ChairEngine(list(synonym_lines), rules=False)
 
 
 def object_mentions(text: str, synonym_lines: Iterable[str]) -> list[str]:
     """Canonical class of every object mention in `text`, in order, not de-duplicated (CHAIR counts each mention).
 
-    Words are lower-cased and matched against the synonym lines ("canonical, synonym, ..."), singular or plural;
-    two-word synonyms are matched first.
+    This is `dama eval`'s CHAIR engine with the world's synonym list (plurals, multi-word names), so the labeller
+    of the preference pairs and the demo's evaluation read text the same way.
     """
-    vocab = _vocabulary(synonym_lines)
-    words = re.findall(r"[a-z]+", text.lower())
-    mentions, i = [], 0
-    while i < len(words):
-        if i + 1 < len(words):
-            pair = [f"{words[i]} {form}" for form in _singular_forms(words[i + 1])]
-            hit = next((vocab[p] for p in pair if p in vocab), None)
-            if hit:
-                mentions.append(hit)
-                i += 2
-                continue
-        hit = next((vocab[f] for f in _singular_forms(words[i]) if f in vocab), None)
-        if hit:
-            mentions.append(hit)
-        i += 1
-    return mentions
+    return [m.cls for m in _engine(tuple(synonym_lines)).extract(text)]
 
 
 def count_hallucinations(text: str, gt: set[str], synonym_lines: Iterable[str]) -> tuple[int, int]:
