@@ -47,7 +47,7 @@ class ExperimentConfig:
     n_eval_images: int = 200
     steps: int = 150
     batch_size: int = 8
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-4
     beta: float = 0.1
     track_every: int = 10
     n_track: int = 32  # easy and hard pairs each, for the responsiveness curves
@@ -60,8 +60,8 @@ class ExperimentConfig:
 
     @classmethod
     def quick(cls, seeds: int = 1) -> ExperimentConfig:
-        return cls(seeds=tuple(range(seeds)), n_pref_images=240, n_eval_images=100, steps=40, track_every=5,
-                   n_track=16, models=DemoConfig.quick())
+        return cls(seeds=tuple(range(seeds)), n_pref_images=160, n_samples=3, n_eval_images=60, steps=24,
+                   track_every=8, n_track=8, max_new_tokens=32, models=DemoConfig.quick())
 
     @classmethod
     def tiny(cls) -> ExperimentConfig:

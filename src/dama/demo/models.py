@@ -65,8 +65,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        small = cls(n_train_scenes=1500, n_eval_scenes=100, clip_steps=200, clip_hidden=48, vlm_hidden=48,
-                    vlm_steps=300, clip_batch=48, vlm_batch=24)
+        # A smoke-run budget (CI runs it): the models are weaker than full()'s, the pipeline is the same.
+        small = cls(n_train_scenes=800, n_eval_scenes=60, clip_steps=120, clip_hidden=48, vlm_hidden=48,
+                    vlm_steps=150, clip_batch=48, vlm_batch=24)
         return replace(small, **overrides)
 
     @classmethod
