@@ -60,8 +60,8 @@ class ExperimentConfig:
 
     @classmethod
     def quick(cls, seeds: int = 1) -> ExperimentConfig:
-        return cls(seeds=tuple(range(seeds)), n_pref_images=160, n_samples=3, n_eval_images=60, steps=24,
-                   track_every=8, n_track=8, max_new_tokens=32, models=DemoConfig.quick())
+        return cls(seeds=tuple(range(seeds)), n_pref_images=160, n_samples=3, n_eval_images=60, steps=100,
+                   track_every=20, n_track=8, max_new_tokens=32, models=DemoConfig.quick())
 
     @classmethod
     def tiny(cls) -> ExperimentConfig:
