@@ -275,6 +275,13 @@ def current_rss_bytes() -> int:
     return _proc_status_bytes("VmRSS") or 0
 
 
+def _entry_point() -> str:
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:  # started with python -m
+        return f"-m {spec.name}"
+    return sys.argv[0].replace(os.getcwd() + os.sep, "")
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     if os.path.exists("/proc/cpuinfo"):
@@ -291,7 +298,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
         "python": platform.python_version(),
-        "command": "python " + " ".join([sys.argv[0].replace(os.getcwd() + os.sep, ""), *sys.argv[1:]]),
+        "command": "python " + " ".join([_entry_point(), *sys.argv[1:]]),
     }
     try:
         import transformers
