@@ -155,7 +155,8 @@ def add_reference_logps(data: Dataset, base_path: Path, processor, workdir: Path
 
 def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
     """The n pairs with the largest δ (easy) and the n with the smallest (hard)."""
-    order = sorted(range(len(data)), key=lambda i: data[i]["dama_delta"])
+    deltas = list(data["dama_delta"])  # the column alone: indexing rows would decode every image
+    order = sorted(range(len(data)), key=deltas.__getitem__)
     n = min(n, len(order) // 2)
     return {"hard": data.select(order[:n]), "easy": data.select(order[-n:])}
 
@@ -272,8 +273,8 @@ def run_experiment(
         "config": asdict(replace(cfg, models=cfg.models)),
         "delta_mean": delta_mean,
         "n_pairs": len(data),
-        "deltas": data["dama_delta"],
-        "pair_gaps": [r - c for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])],
+        "deltas": [float(d) for d in data["dama_delta"]],  # a list: datasets returns a lazy column object
+        "pair_gaps": [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])],
         "build_metrics": models.metrics,
         "table": table,
         "per_seed": results,
