@@ -1,6 +1,6 @@
 """`dama demo`: the whole DAMA pipeline on a synthetic visual world, on a CPU, DPO vs DAMA compared honestly.
 
-    dama demo                 # full run: 3 seeds, about 20 minutes on 2 CPU cores
+    dama demo                 # full run: 3 seeds (not yet timed end to end; the target is 20 minutes on 2 cores)
     dama demo --quick         # about 3 minutes, 1 seed (a smoke run: one seed says nothing about who wins)
     dama demo --out DIR --seeds N
 
