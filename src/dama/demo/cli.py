@@ -1,7 +1,7 @@
 """`dama demo`: the whole DAMA pipeline on a synthetic visual world, on a CPU, DPO vs DAMA compared honestly.
 
-    dama demo                 # full run: 3 seeds (not yet timed end to end; the target is 20 minutes on 2 cores)
-    dama demo --quick         # about 3 minutes, 1 seed (a smoke run: one seed says nothing about who wins)
+    dama demo                 # full run: 3 seeds, a few minutes on 2 CPU cores (README: measured time)
+    dama demo --quick         # about a minute, 1 seed (a smoke run: one seed says nothing about who wins)
     dama demo --out DIR --seeds N
 
 Stages: build (or load from the cache) a CLIP and a LLaVA-architecture VLM trained on the world → sample responses
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="dama demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small models, 1 seed, ~3 minutes")
+    parser.add_argument("--quick", action="store_true", help="small models, 1 seed, about a minute (a smoke run)")
     parser.add_argument("--out", default="runs/demo", help="output folder for the report (default: runs/demo)")
     parser.add_argument("--seeds", type=int, default=None, help="alignment seeds (default: 3, quick: 1)")
     parser.add_argument("--cache-dir", default=None,
