@@ -106,10 +106,12 @@ def peak_rss_mib() -> float:
 
 
 def run_pipeline(data: Path, model: Path, out: Path, workers: int) -> dict:
+    from dama.hardness.allocator import tune_glibc_malloc
     from dama.hardness.compute import compute_hardness
     from dama.hardness.scorers import DualEncoderScorer
     from dama.hardness.splitters import SentenceSplitter
 
+    tune_glibc_malloc()  # as `dama hardness` does on a CPU
     scorer = DualEncoderScorer.from_pretrained(str(model), device="cpu", dtype="float32")
     splitter = SentenceSplitter()
     start = time.perf_counter()
@@ -120,8 +122,15 @@ def run_pipeline(data: Path, model: Path, out: Path, workers: int) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
-def run_naive(data: Path, model_path: Path, pairs: int) -> dict:
-    """One full CLIP forward (image + one sentence) per image–sentence pair, the image decoded each time."""
+def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = False) -> dict:
+    """One full CLIP forward (image + one sentence) per image–sentence pair, the image decoded each time.
+
+    `tuned_malloc`: with the allocator settings `dama hardness` uses, to show how much of the ratio they account for.
+    """
+    if tuned_malloc:
+        from dama.hardness.allocator import tune_glibc_malloc
+
+        tune_glibc_malloc()
     import pyarrow.parquet as pq
     import torch
     from transformers import AutoModel, AutoProcessor
@@ -168,6 +177,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
     parser.add_argument("--threads", type=int, default=None, help="torch threads in both measurements (default: "
                         "torch's choice); 1 is the least sensitive to other load on a shared machine")
+    parser.add_argument("--naive-tuned-malloc", action="store_true",
+                        help="also time the naive loop with the glibc settings dama hardness uses on a CPU")
     parser.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp folder)")
     parser.add_argument("--_run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_args", default=None, help=argparse.SUPPRESS)
@@ -175,7 +186,7 @@ def main() -> None:
     if args._run:
         kw = json.loads(args._args)
         if args._run == "naive":
-            result = run_naive(Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]))
+            result = run_naive(Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]), kw.get("tuned") == "True")
         else:
             result = run_pipeline(Path(kw["data"]), Path(kw["model"]), Path(kw["out"]), int(kw["workers"]))
         print(json.dumps(result))
@@ -197,10 +208,17 @@ def main() -> None:
         data[n] = work / f"pairs-{n}.parquet"
         if not data[n].exists():
             make_data(data[n], n)
-    naive = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=min(args.naive_pairs, sizes[0]))
+    n_naive = min(args.naive_pairs, sizes[0])
+    naive = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive)
     print(f"load average now {os.getloadavg()[0]:.1f}")
     print(f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
           f"peak RSS {naive['peak_rss_mib']:.0f} MiB")
+    if args.naive_tuned_malloc:
+        tuned = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive,
+                              tuned=True)
+        print(f"naive loop, allocator tuned as dama hardness: {tuned['pairs_per_s']:.3f} pairs/s "
+              f"({tuned['pairs_per_s'] / naive['pairs_per_s']:.2f}x the plain naive loop), "
+              f"peak RSS {tuned['peak_rss_mib']:.0f} MiB")
     for n in sizes:
         out = work / f"out-{args.model}-{n}"
         res = in_subprocess("pipeline", threads=args.threads, data=data[n], model=model, out=out, workers=args.workers)

@@ -110,3 +110,52 @@ def test_siglip_dual_encoder_scores_through_the_same_interface():
     assert truncated == [False, True]
     score = union_softmax(image, texts[:1], texts[1:], scorer.logit_scale)
     assert -1 <= score.delta <= 1 and sum(score.chosen) + sum(score.rejected) == pytest.approx(1.0)
+
+
+def test_inplace_quick_gelu_is_bit_identical_and_keeps_autograd():
+    from transformers.activations import QuickGELUActivation
+
+    from dama.hardness.scorers import InplaceQuickGELU
+
+    x = torch.randn(64, 257, generator=torch.Generator().manual_seed(0)) * 6
+    with torch.inference_mode():
+        assert torch.equal(InplaceQuickGELU()(x.clone()), QuickGELUActivation()(x))
+    leaf = x.clone().requires_grad_(True)  # with a graph it falls back to the original (no in-place product)
+    InplaceQuickGELU()(leaf).sum().backward()
+    expected = x.clone().requires_grad_(True)
+    QuickGELUActivation()(expected).sum().backward()
+    assert torch.equal(leaf.grad, expected.grad)
+
+
+def test_scorer_embeddings_are_the_models_own(clip_dir, scorer):
+    """The activation swap and our own padding of pre-tokenized ids give exactly what the untouched model gives
+    through the tokenizer's own padding and truncation."""
+    from transformers import AutoModel, AutoProcessor
+
+    from dama.hardness.scorers import InplaceQuickGELU
+
+    assert any(isinstance(m, InplaceQuickGELU) for m in scorer.model.modules())
+    model = AutoModel.from_pretrained(str(clip_dir)).eval()
+    tokenizer = AutoProcessor.from_pretrained(str(clip_dir)).tokenizer
+    texts = ["a red cat", "two dogs play with a ball in the park", "a red cat " * 40, "cup"]
+    with torch.inference_mode():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=scorer.max_text_tokens, return_tensors="pt")
+        expected = torch.nn.functional.normalize(model.get_text_features(**batch).pooler_output, dim=-1)
+        pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+        expected_img = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    emb, truncated = scorer.encode_token_ids(texts, scorer.tokenize(texts))
+    assert truncated == [False, False, True, False]
+    assert torch.equal(emb, expected)
+    assert torch.equal(scorer.encode_images(pixels), expected_img)
+
+
+def test_glibc_malloc_tuning_applies_once_in_its_own_process():
+    import subprocess
+    import sys
+
+    code = ("from dama.hardness.allocator import tune_glibc_malloc as t; import platform; "
+            "print(t(), t(), platform.libc_ver()[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    first, second, libc = out[0], out[1], (out[2] if len(out) > 2 else "")
+    assert first == second  # idempotent
+    assert first == str(sys.platform.startswith("linux") and libc == "glibc")

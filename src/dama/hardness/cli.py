@@ -110,6 +110,10 @@ def run(args: argparse.Namespace) -> dict:
     delta = None if args.delta_mean in (None, "computed") else float(args.delta_mean)
     splitter = build_splitter(args)
     scorer = DualEncoderScorer.from_pretrained(args.clip, device=args.device, dtype=args.dtype)
+    if scorer.device.type == "cpu":  # this process only runs the job: keep freed activations for reuse
+        from dama.hardness.allocator import tune_glibc_malloc
+
+        tune_glibc_malloc()
     workers = _default_workers() if args.workers is None else args.workers
     return compute_hardness(
         args.data, args.out, scorer, splitter, scoring=args.scorer, image_root=args.image_root, split=args.split,

@@ -3,8 +3,10 @@
 The maths is pure: `union_softmax` and `mean_cosine` take unit-norm embeddings and return per-sub-sentence scores
 and the hardness gap δ = score_w − score_l ∈ [−1, 1]. `DualEncoderScorer` wraps any transformers dual encoder
 (CLIP, SigLIP, ...) loaded through `AutoModel`/`AutoProcessor` and only turns images and texts into embeddings:
-images in batches of already-preprocessed pixels (so decoding can run in worker processes), texts in batches with
-truncation at the encoder's context, counted.
+images in batches of already-preprocessed pixels (so decoding can run in worker processes), texts in batches of
+token ids (tokenized once by the caller, so batches can be cut by token length), truncation at the encoder's context
+counted. CLIP's QuickGELU is swapped for an in-place form with the same bits (one temporary instead of three: on a
+CPU the activation is memory-bound; see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.activations import QuickGELUActivation
 
 SCORERS = ("union_softmax", "mean_cosine")
 
@@ -99,6 +102,31 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+class InplaceQuickGELU(QuickGELUActivation):
+    """x · σ(1.702·x), CLIP's activation, computed as σ(x·1.702) then multiplied by x in place.
+
+    The same two products in the same order of operands' values (IEEE products commute), so the output is bit-identical
+    to `QuickGELUActivation`; it allocates one temporary instead of three. Falls back to the original when autograd
+    needs the graph (the in-place product would overwrite a tensor saved for the backward pass).
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and input.requires_grad:
+            return super().forward(input)
+        return torch.sigmoid(input * 1.702).mul_(input)
+
+
+def use_inplace_activations(model: torch.nn.Module) -> int:
+    """Replace every `QuickGELUActivation` in `model` by `InplaceQuickGELU`; returns how many were replaced."""
+    replaced = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if type(child) is QuickGELUActivation:
+                setattr(module, name, InplaceQuickGELU())
+                replaced += 1
+    return replaced
+
+
 def _embedding(output) -> torch.Tensor:
     """transformers 5 returns an output object from get_*_features (embedding in `.pooler_output`); 4.x a tensor."""
     if isinstance(output, torch.Tensor):
@@ -117,6 +145,7 @@ class DualEncoderScorer:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        use_inplace_activations(self.model)
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_processor = getattr(processor, "image_processor", None)
@@ -164,23 +193,47 @@ class DualEncoderScorer:
         emb = _embedding(self.model.get_image_features(pixel_values=pixels)).float()
         return torch.nn.functional.normalize(emb, dim=-1).cpu()
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text with special tokens, before truncation."""
+        return list(self.tokenizer(list(texts), add_special_tokens=True)["input_ids"])
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token count of each text with special tokens, before truncation."""
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+        return [len(ids) for ids in self.tokenize(texts)]
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         """`T` texts → `(T, D)` unit-norm float32 embeddings on the CPU, and which texts were truncated."""
-        truncated = [n > self.max_text_tokens for n in self.count_tokens(texts)]
-        batch = self.tokenizer(
-            list(texts),
-            padding="max_length" if self.pad_to_max_length else True,
-            truncation=True,
-            max_length=self.max_text_tokens,
-            return_tensors="pt",
-        )
-        inputs = {"input_ids": batch["input_ids"].to(self.device)}
-        if "attention_mask" in batch and not self.pad_to_max_length:
-            inputs["attention_mask"] = batch["attention_mask"].to(self.device)
+        return self.encode_token_ids(texts, self.tokenize(texts))
+
+    @torch.inference_mode()
+    def encode_token_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[bool]]:
+        """Embeddings of texts already tokenized by `tokenize` (`token_ids[i]` of `texts[i]`).
+
+        A text longer than the encoder's context is tokenized again with the tokenizer's own truncation (which keeps
+        the special tokens), so the ids are exactly what `tokenizer(..., truncation=True)` gives. Padding follows the
+        tokenizer's side and pad id: to the longest text (CLIP), or to the full context (SigLIP, as it was trained).
+
+        Returns:
+            `(T, D)` embeddings and, per text, whether it was truncated.
+        """
+        ids = [list(x) for x in token_ids]
+        truncated = [len(x) > self.max_text_tokens for x in ids]
+        long = [i for i, cut in enumerate(truncated) if cut]
+        if long:
+            redone = self.tokenizer([texts[i] for i in long], truncation=True, max_length=self.max_text_tokens)
+            for i, x in zip(long, redone["input_ids"]):
+                ids[i] = list(x)
+        width = self.max_text_tokens if self.pad_to_max_length else max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)  # (T, L)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)  # (T, L)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, x in enumerate(ids):
+            span = slice(width - len(x), width) if left else slice(0, len(x))
+            input_ids[row, span] = torch.tensor(x, dtype=torch.long)
+            mask[row, span] = 1
+        inputs = {"input_ids": input_ids.to(self.device)}
+        if not self.pad_to_max_length:
+            inputs["attention_mask"] = mask.to(self.device)
         emb = _embedding(self.model.get_text_features(**inputs)).float()
         return torch.nn.functional.normalize(emb, dim=-1).cpu(), truncated

@@ -2,9 +2,10 @@
 
 `ClipShardProcessor.process(table, first_row)` takes a shard of input rows and returns which rows are kept, the five
 new columns for them, the rows left out with reasons, and truncation counts. Within a shard every distinct image is
-decoded (in worker processes) and encoded once, every distinct sub-sentence is encoded once, texts in length-sorted
-batches; image batches are encoded as soon as the workers have a batch ready, text batches while they work. Batch
-composition depends only on the shard's content, so a shard recomputed after a resume gives the same bytes.
+decoded (in worker processes) and encoded once, every distinct sub-sentence is tokenized and encoded once, texts in
+batches sorted by token count (little padding); image batches are encoded as soon as the workers have a batch ready,
+text batches while they work. Batch composition depends only on the shard's content, so a shard recomputed after a
+resume gives the same bytes.
 """
 
 from __future__ import annotations
@@ -153,9 +154,11 @@ class ClipShardProcessor:
         sentences = self._split(table, ids, problems)
         row_key = self._image_keys(ids, images, image_fields, problems)
         alive = sorted(set(row_key) - set(problems))
-        texts = sorted({s for i in alive for f in RESPONSE_FIELDS for s in sentences[(i, f)]}, key=lambda t: (len(t), t))
-        image_emb, text_emb, truncated = self._encode(row_key, texts, ids, images, image_fields, problems)
-        return self._score(ids, row_key, sentences, image_emb, text_emb, truncated, problems)
+        distinct = sorted({s for i in alive for f in RESPONSE_FIELDS for s in sentences[(i, f)]})
+        tokens = dict(zip(distinct, self.scorer.tokenize(distinct))) if distinct else {}
+        texts = sorted(distinct, key=lambda t: (len(tokens[t]), t))  # batches of near-equal length: little padding
+        image_emb, text_emb, truncated = self._encode(row_key, texts, tokens, ids, images, image_fields, problems)
+        return self._score(ids, row_key, sentences, image_emb, text_emb, truncated, tokens, problems)
 
     def _split(self, table: pa.Table, ids: list, problems: dict[int, RowProblem]) -> dict[tuple[int, str], list[str]]:
         """Sub-sentences per (row, field): one splitter call for the shard, so an LLM backend batches across rows."""
@@ -195,7 +198,7 @@ class ClipShardProcessor:
                 row_key[i] = key
         return row_key
 
-    def _encode(self, row_key, texts, ids, images, image_fields, problems):
+    def _encode(self, row_key, texts, tokens, ids, images, image_fields, problems):
         """Embeddings of every distinct image (decoded by the workers) and text, interleaved so neither side idles.
 
         Returns `(image_emb, text_emb, truncated)`: key → `(D,)`, text → `(D,)`, the set of truncated texts.
@@ -238,7 +241,7 @@ class ClipShardProcessor:
                 encode_images(final=False)
             elif text_batches:  # the workers decode meanwhile
                 batch = text_batches.popleft()
-                emb, cut = self.scorer.encode_texts(batch)  # (T, D)
+                emb, cut = self.scorer.encode_token_ids(batch, [tokens[t] for t in batch])  # (T, D)
                 text_emb.update(zip(batch, emb))
                 truncated.update(t for t, c in zip(batch, cut) if c)
             elif not queue.done():
@@ -247,7 +250,7 @@ class ClipShardProcessor:
                 encode_images(final=True)
                 return image_emb, text_emb, truncated
 
-    def _score(self, ids, row_key, sentences, image_emb, text_emb, truncated, problems) -> ShardResult:
+    def _score(self, ids, row_key, sentences, image_emb, text_emb, truncated, tokens, problems) -> ShardResult:
         """Eq. 3–5 per surviving row, in input order; truncation counted per field."""
         columns: dict[str, list] = {c: [] for c in ("chosen_subsentences", "rejected_subsentences",
                                                      "chosen_clip_probs", "rejected_clip_probs", "dama_delta")}
@@ -274,8 +277,7 @@ class ClipShardProcessor:
                     row_truncated = True
                     stats[f"truncated_{f}"] += 1
                     if len(stats["examples"]) < 5:
-                        tokens = self.scorer.count_tokens([s])[0]
-                        stats["examples"].append({"row_id": ids[i], "field": f, "tokens": tokens, "text": s})
+                        stats["examples"].append({"row_id": ids[i], "field": f, "tokens": len(tokens[s]), "text": s})
             stats["truncated_rows"] += row_truncated
         skipped = [problems[i].record() for i in sorted(problems)]
         return ShardResult(kept, columns, skipped, stats)
