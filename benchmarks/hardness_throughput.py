@@ -4,10 +4,13 @@ The model is a config-built CLIP of ViT-B/32 size (CLIPConfig defaults: 224 px, 
 weights, which cost the same as trained ones), on the CPU. The data are synthetic preference pairs with a distinct
 JPEG image each (no image is shared, so nothing is gained from deduplication) and five sentences per response.
 Every measurement runs in its own subprocess, so the reported peak RSS (the process's, plus its image-decoding
-workers') belongs to that measurement alone.
+workers') belongs to that measurement alone. The pipeline runs as `dama hardness` does on a CPU (glibc allocator
+tuned, `dama.hardness.allocator`); `--naive-tuned-malloc` also times the naive loop so tuned, to show that the
+ratio does not come from the allocator alone. `--dtype` sets the precision of both sides.
 
     python benchmarks/hardness_throughput.py                       # 1k pairs, naive loop on 30 pairs
     python benchmarks/hardness_throughput.py --pairs 1000 10000    # also 10k
+    python benchmarks/hardness_throughput.py --dtype bfloat16      # both sides in bfloat16 (fast with AMX)
 
 It prints numbers; it is not a timed test.
 """
@@ -105,14 +108,14 @@ def peak_rss_mib() -> float:
     return (own + children) / 1024  # Linux reports KiB
 
 
-def run_pipeline(data: Path, model: Path, out: Path, workers: int) -> dict:
+def run_pipeline(data: Path, model: Path, out: Path, workers: int, dtype: str = "float32") -> dict:
     from dama.hardness.allocator import tune_glibc_malloc
     from dama.hardness.compute import compute_hardness
     from dama.hardness.scorers import DualEncoderScorer
     from dama.hardness.splitters import SentenceSplitter
 
     tune_glibc_malloc()  # as `dama hardness` does on a CPU
-    scorer = DualEncoderScorer.from_pretrained(str(model), device="cpu", dtype="float32")
+    scorer = DualEncoderScorer.from_pretrained(str(model), device="cpu", dtype=dtype)
     splitter = SentenceSplitter()
     start = time.perf_counter()
     meta = compute_hardness(data, out, scorer, splitter, workers=workers, shard_size=1000, progress=False,
@@ -122,7 +125,7 @@ def run_pipeline(data: Path, model: Path, out: Path, workers: int) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
-def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = False) -> dict:
+def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = False, dtype: str = "float32") -> dict:
     """One full CLIP forward (image + one sentence) per image–sentence pair, the image decoded each time.
 
     `tuned_malloc`: with the allocator settings `dama hardness` uses, to show how much of the ratio they account for.
@@ -138,7 +141,8 @@ def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = Fal
     from dama.hardness.splitters import SentenceSplitter
     from dama.images import load_image
 
-    model = AutoModel.from_pretrained(str(model_path)).eval()
+    torch_dtype = getattr(torch, dtype)
+    model = AutoModel.from_pretrained(str(model_path)).to(torch_dtype).eval()
     processor = AutoProcessor.from_pretrained(str(model_path))
     splitter = SentenceSplitter()
     rows = pq.ParquetFile(data).read_row_group(0).slice(0, pairs).to_pylist()
@@ -151,6 +155,7 @@ def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = Fal
             for text in subs_w + subs_l:
                 image = load_image(row["image"])
                 inputs = processor(text=[text], images=[image], return_tensors="pt", padding=True, truncation=True)
+                inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype)
                 logits.append(model(**inputs).logits_per_image[0, 0])
             p = torch.softmax(torch.stack(logits), 0)
             deltas.append(float(p[: len(subs_w)].sum() - p[len(subs_w) :].sum()))
@@ -177,6 +182,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
     parser.add_argument("--threads", type=int, default=None, help="torch threads in both measurements (default: "
                         "torch's choice); 1 is the least sensitive to other load on a shared machine")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="precision of the model in both measurements (bfloat16 is fast on CPUs with AMX)")
     parser.add_argument("--naive-tuned-malloc", action="store_true",
                         help="also time the naive loop with the glibc settings dama hardness uses on a CPU")
     parser.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp folder)")
@@ -186,9 +193,10 @@ def main() -> None:
     if args._run:
         kw = json.loads(args._args)
         if args._run == "naive":
-            result = run_naive(Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]), kw.get("tuned") == "True")
+            result = run_naive(Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]), kw.get("tuned") == "True",
+                               kw["dtype"])
         else:
-            result = run_pipeline(Path(kw["data"]), Path(kw["model"]), Path(kw["out"]), int(kw["workers"]))
+            result = run_pipeline(Path(kw["data"]), Path(kw["model"]), Path(kw["out"]), int(kw["workers"]), kw["dtype"])
         print(json.dumps(result))
         return
 
@@ -198,7 +206,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
           f"{args.threads or torch.get_num_threads()} threads; "
-          f"image workers {args.workers}; model {args.model}; workdir {work}")
+          f"image workers {args.workers}; model {args.model}, {args.dtype}; workdir {work}")
     model = work / f"clip-{args.model}-random"
     if not (model / "config.json").exists():
         build_model(model, args.model)
@@ -209,19 +217,21 @@ def main() -> None:
         if not data[n].exists():
             make_data(data[n], n)
     n_naive = min(args.naive_pairs, sizes[0])
-    naive = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive)
+    naive = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive,
+                          dtype=args.dtype)
     print(f"load average now {os.getloadavg()[0]:.1f}")
     print(f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
           f"peak RSS {naive['peak_rss_mib']:.0f} MiB")
     if args.naive_tuned_malloc:
         tuned = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive,
-                              tuned=True)
+                              tuned=True, dtype=args.dtype)
         print(f"naive loop, allocator tuned as dama hardness: {tuned['pairs_per_s']:.3f} pairs/s "
               f"({tuned['pairs_per_s'] / naive['pairs_per_s']:.2f}x the plain naive loop), "
               f"peak RSS {tuned['peak_rss_mib']:.0f} MiB")
     for n in sizes:
-        out = work / f"out-{args.model}-{n}"
-        res = in_subprocess("pipeline", threads=args.threads, data=data[n], model=model, out=out, workers=args.workers)
+        out = work / f"out-{args.model}-{args.dtype}-{n}"
+        res = in_subprocess("pipeline", threads=args.threads, data=data[n], model=model, out=out, workers=args.workers,
+                            dtype=args.dtype)
         print(f"load average now {os.getloadavg()[0]:.1f}")
         print(f"pipeline   : {res['pairs']} pairs in {res['seconds']:.1f} s = {res['pairs_per_s']:.2f} pairs/s "
               f"({res['pairs_per_s'] / naive['pairs_per_s']:.1f}x naive), peak RSS {res['peak_rss_mib']:.0f} MiB "
