@@ -159,3 +159,10 @@ def test_glibc_malloc_tuning_applies_once_in_its_own_process():
     first, second, libc = out[0], out[1], (out[2] if len(out) > 2 else "")
     assert first == second  # idempotent
     assert first == str(sys.platform.startswith("linux") and libc == "glibc")
+
+
+def test_encode_token_ids_rejects_mismatched_or_empty_input(scorer):
+    with pytest.raises(ValueError, match="one id list per text"):
+        scorer.encode_token_ids([], [])
+    with pytest.raises(ValueError, match="2 texts, 1 id lists"):
+        scorer.encode_token_ids(["a cat", "a dog"], scorer.tokenize(["a cat"]))

@@ -6,7 +6,7 @@ and the hardness gap δ = score_w − score_l ∈ [−1, 1]. `DualEncoderScorer`
 images in batches of already-preprocessed pixels (so decoding can run in worker processes), texts in batches of
 token ids (tokenized once by the caller, so batches can be cut by token length), truncation at the encoder's context
 counted. CLIP's QuickGELU is swapped for an in-place form with the same bits (one temporary instead of three: on a
-CPU the activation is memory-bound; see docs/performance.md).
+CPU the activation is memory-bound; see docs/hardness.md#throughput).
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ class DualEncoderScorer:
     """Image and text embeddings from a transformers dual encoder, unit-normalised, with truncation counted.
 
     The model needs `get_image_features(pixel_values=...)`, `get_text_features(input_ids=..., attention_mask=...)`
-    and a `logit_scale` parameter (CLIP, SigLIP, SigLIP2 with fixed resolution, ...).
+    and a `logit_scale` parameter (CLIP, SigLIP, SigLIP2 with fixed resolution, ...). The model is moved to the
+    device and dtype, put in eval mode and its QuickGELU activations are replaced by `InplaceQuickGELU` (same bits)
+    in place: a model passed in is changed, not copied.
     """
 
     def __init__(self, model, processor, device: str = "auto", dtype: str = "auto", name: str = "<model>") -> None:
@@ -217,6 +219,9 @@ class DualEncoderScorer:
             `(T, D)` embeddings and, per text, whether it was truncated.
         """
         ids = [list(x) for x in token_ids]
+        if not ids or len(ids) != len(texts):
+            raise ValueError(f"encode_token_ids needs one id list per text and at least one text "
+                             f"(got {len(texts)} texts, {len(ids)} id lists)")
         truncated = [len(x) > self.max_text_tokens for x in ids]
         long = [i for i, cut in enumerate(truncated) if cut]
         if long:
