@@ -86,15 +86,9 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path)), None
     if suffix == ".jsonl":
-        rows = []
-        with path.open() as handle:
-            for line_no, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DataValidationError(f"{path} line {line_no}: invalid JSON ({err.msg})") from err
-        return Dataset.from_list(rows), None
+        from dama.jsonl import iter_jsonl
+
+        return Dataset.from_list([row for _, row in iter_jsonl(path, DataValidationError)]), None
     if suffix == ".json":
         try:
             records = json.loads(path.read_text())

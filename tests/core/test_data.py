@@ -131,7 +131,7 @@ def test_data_aware_without_hardness_says_how_to_produce_it(tmp_path):
 def test_malformed_jsonl_names_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "q", "chosen": "a", "rejected": "b", "image": "x.png"}\n{"question": \n')
-    with pytest.raises(DataValidationError, match="bad.jsonl line 2"):
+    with pytest.raises(DataValidationError, match="bad.jsonl:2: not valid JSON"):
         load_preference_dataset(path)
 
 

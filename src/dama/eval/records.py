@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dama.jsonl import iter_jsonl
+
 
 class RecordError(ValueError):
     """A record file that cannot be used as it is; the message names the file, the line and the field."""
@@ -29,19 +31,7 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
-    rows: list[tuple[int, dict]] = []
-    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark is not a JSON error
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from err
-            if not isinstance(row, dict):
-                raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((number, row))
-    return rows
+    return list(iter_jsonl(path, RecordError))
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

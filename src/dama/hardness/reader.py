@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from dama.jsonl import iter_jsonl
+
 IMAGE_TOKENS = ("<image>\n", "<image>")
 
 
@@ -38,7 +40,8 @@ class InputSource:
             ds = _load_datasets_folder(self.path, self.split)
             yield from ds.with_format("arrow").iter(batch_size=rows_per_table)
         else:
-            records = _iter_jsonl(self.path) if self.kind == "jsonl" else _iter_json_list(self.path)
+            records = ((r for _, r in iter_jsonl(self.path, InputError)) if self.kind == "jsonl"
+                       else _iter_json_list(self.path))
             chunk: list[dict] = []
             for record in records:
                 chunk.append(record)
@@ -80,20 +83,6 @@ def _table_from_records(records: list[dict], path: Path) -> pa.Table:
         return pa.Table.from_pylist(records)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise InputError(f"{path}: records cannot form a table (a field changes type between rows?): {err}") from err
-
-
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path} line {line_no}: not valid JSON ({err})") from err
-            if not isinstance(record, dict):
-                raise InputError(f"{path} line {line_no}: expected a JSON object, got {type(record).__name__}")
-            yield record
 
 
 def _iter_json_list(path: Path, chunk_chars: int = 1 << 20) -> Iterator[dict]:

@@ -1,0 +1,31 @@
+"""The one JSONL reader of the package: streamed, blank lines skipped, errors that name the file and the line.
+
+Training data (`dama.data`), hardness input (`dama.hardness.reader`) and evaluation files (`dama.eval.records`) all
+read JSONL through `iter_jsonl`; each passes its own error class so its callers catch what they already catch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[int, dict]]:
+    """`(line number, object)` for each non-blank line of `path`, read one line at a time.
+
+    A byte-order mark is tolerated. A line that is not valid JSON, or not a JSON object, raises `error` with the
+    message `"{path}:{line}: ..."`.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from err
+            if not isinstance(row, dict):
+                raise error(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
