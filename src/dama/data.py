@@ -28,6 +28,7 @@ from datasets import Image as ImageFeature
 
 from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
 from dama.images import ImageError, load_image, resolve_image_path
+from dama.jsonl import iter_jsonl
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 MAX_REPORTED_ERRORS = 20
@@ -86,8 +87,6 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path)), None
     if suffix == ".jsonl":
-        from dama.jsonl import iter_jsonl
-
         return Dataset.from_list([row for _, row in iter_jsonl(path, DataValidationError)]), None
     if suffix == ".json":
         try:

@@ -32,6 +32,13 @@ def _logged(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+
+def _save(fig, path: Path) -> None:
+    """Lay out, write the PNG and free the figure (pyplot keeps every open figure alive)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
 def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     import torch
 
@@ -49,9 +56,7 @@ def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("hardness gap δ (CLIP; large = easy pair)")
     ax.set_ylabel("β_C")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_model_aware(summary: dict[str, Any], path: Path) -> None:
@@ -65,9 +70,7 @@ def plot_model_aware(summary: dict[str, Any], path: Path) -> None:
     axes[0].axhline(1.0, color="k", lw=0.5, ls=":")
     axes[0].legend(fontsize=7)
     fig.suptitle("Model-aware statistics during DAMA training", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
@@ -81,9 +84,7 @@ def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("mean reward margin h (policy vs reference)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_results(summary: dict[str, Any], path: Path) -> None:
@@ -95,9 +96,7 @@ def plot_results(summary: dict[str, Any], path: Path) -> None:
         ax.bar(range(len(names)), means, yerr=stds, color=[COLOURS[n] for n in names], capsize=3)
         ax.set_xticks(range(len(names)), [n.replace(" only", "\nonly") for n in names], fontsize=7)
         ax.set_title(f"{key} (%)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def verdict(table: dict[str, Any], n_seeds: int) -> str:

@@ -154,7 +154,7 @@ class ClipShardProcessor:
         sentences = self._split(table, ids, problems)
         row_key = self._image_keys(ids, images, image_fields, problems)
         alive = sorted(set(row_key) - set(problems))
-        distinct = sorted({s for i in alive for f in RESPONSE_FIELDS for s in sentences[(i, f)]})
+        distinct = list({s for i in alive for f in RESPONSE_FIELDS for s in sentences[(i, f)]})
         tokens = dict(zip(distinct, self.scorer.tokenize(distinct))) if distinct else {}
         texts = sorted(distinct, key=lambda t: (len(tokens[t]), t))  # batches of near-equal length: little padding
         image_emb, text_emb, truncated = self._encode(row_key, texts, tokens, ids, images, image_fields, problems)
