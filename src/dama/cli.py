@@ -7,7 +7,10 @@ answers without importing torch or TRL.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from dama.errors import EXIT_USER_ERROR, DamaError
 
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,7 +32,11 @@ def _usage() -> str:
         "commands:",
     ]
     lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
-    lines += ["", "Run `dama <command> --help` for the options of one command."]
+    lines += [
+        "",
+        "Run `dama <command> --help` for the options of one command. `--debug` (or DAMA_DEBUG=1) shows the",
+        "traceback of a user error (exit code 2) too; see docs/errors.md.",
+    ]
     return "\n".join(lines)
 
 
@@ -43,12 +50,23 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"dama {__version__}")
         return 0
+    debug = "--debug" in argv or os.environ.get("DAMA_DEBUG", "") not in {"", "0"}
+    argv = [arg for arg in argv if arg != "--debug"]
+    if not argv:
+        print(_usage())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"dama: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except DamaError as err:
+        if debug:
+            raise
+        print(f"dama {name}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

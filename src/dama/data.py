@@ -26,6 +26,7 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
+from dama.errors import DamaError
 from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
 from dama.images import ImageError, load_image, resolve_image_path
 from dama.jsonl import iter_jsonl
@@ -35,7 +36,7 @@ MAX_REPORTED_ERRORS = 20
 DATA_META = "dama_data.json"  # metadata (δ̄) stored next to a `datasets` folder by `dama precompute-ref`
 
 
-class DataValidationError(ValueError):
+class DataValidationError(DamaError, ValueError):
     """Raised with every problem found in a dataset, one per line (file, row, field, what to do)."""
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from dama.errors import DamaError
 
-class ImageError(ValueError):
+
+class ImageError(DamaError, ValueError):
     """An image that cannot be read; the message names where it came from."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dama.errors import DamaError
 from dama.eval.records import RecordError, read_json, read_jsonl_lines
 from dama.images import ImageError, load_image, resolve_image_path
 
@@ -49,7 +50,7 @@ PRESETS: dict[str, Decoding] = {
 }
 
 
-class GenerateError(ValueError):
+class GenerateError(DamaError, ValueError):
     """A question file, image or output file that cannot be used; the message names the file and line."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from dama.errors import DamaError
 from dama.eval.records import write_json_atomic
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
@@ -41,7 +42,7 @@ class Judge(Protocol):
     def complete(self, prompt: str) -> str: ...
 
 
-class JudgeError(RuntimeError):
+class JudgeError(DamaError, RuntimeError):
     """A judge that cannot answer; the message names the endpoint (never the key) and the HTTP status."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dama.errors import DamaError
 from dama.eval.judge import CachedJudge, Judge, JudgeError, build_judge
 from dama.eval.records import (
     completeness,
@@ -119,7 +120,7 @@ FORMAT_HINT = {
 MMHAL_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
 
 
-class ScoreError(ValueError):
+class ScoreError(DamaError, ValueError):
     """An annotation or response file that cannot be scored; the message names the file, line and field."""
 
 

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dama.errors import DamaError
 from dama.jsonl import iter_jsonl
 
 
-class RecordError(ValueError):
+class RecordError(DamaError, ValueError):
     """A record file that cannot be used as it is; the message names the file, the line and the field."""
 
 

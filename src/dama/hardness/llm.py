@@ -21,8 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from dama.errors import DamaError
 
-class GenerationError(RuntimeError):
+
+class GenerationError(DamaError, RuntimeError):
     """A generator (local model or endpoint) failed; the message names it and says why."""
 
 

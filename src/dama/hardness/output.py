@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dama.errors import DamaError
+
 FORMAT = "dama-hardness"
 METADATA_FILE = "hardness.json"
 DELTA_COLUMN = "dama_delta"
@@ -38,7 +40,7 @@ NEW_TYPES = {
 }
 
 
-class IncompleteOutputError(RuntimeError):
+class IncompleteOutputError(DamaError, RuntimeError):
     """A hardness folder that is not (yet) a complete output."""
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dama.errors import DamaError
 from dama.hardness.output import (
     DELTA_COLUMN,
     FORMAT,
@@ -39,7 +40,7 @@ from dama.hardness.shard import ShardResult
 STATE_DIR = ".state"
 
 
-class OutputConflictError(RuntimeError):
+class OutputConflictError(DamaError, RuntimeError):
     """`--out` holds output of a different run (other settings or input)."""
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from dama.errors import DamaError
 from dama.jsonl import iter_jsonl
 
 IMAGE_TOKENS = ("<image>\n", "<image>")
 
 
-class InputError(ValueError):
+class InputError(DamaError, ValueError):
     """The input cannot be read as preference data; the message names the file and what to do."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from dama.errors import DamaError
 from dama.hardness.decode import ImageDecoder
 from dama.hardness.reader import InputError, prompt_text, response_text
 from dama.hardness.scorers import DualEncoderScorer, get_scoring_function
@@ -26,7 +27,7 @@ from dama.hardness.splitters import SplitRequest, Splitter
 RESPONSE_FIELDS = ("chosen", "rejected")
 
 
-class HardnessDataError(ValueError):
+class HardnessDataError(DamaError, ValueError):
     """A bad input row under `--on-error fail`; the message names the row id, the field and the path."""
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dama.errors import DamaError
 from dama.hardness.llm import GenerationCache, Generator
 
 SPLITTERS = ("sentence", "llm", "column")
@@ -35,7 +36,7 @@ _MARKDOWN = re.compile(r"(\*\*|__|`|^#+\s*)")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
-class SplitterError(RuntimeError):
+class SplitterError(DamaError, RuntimeError):
     """A splitter backend failed (not a data problem): the message says which backend and why."""
 
 

@@ -1,0 +1,41 @@
+"""The error contract of every `dama` command (docs/errors.md).
+
+A mistake the user can fix (a bad file, flag, recipe or row) raises a subclass of `DamaError`; the dispatcher in
+`dama.cli` catches it once and prints `dama <command>: error: <message>` with exit code 2 (`EXIT_USER_ERROR`).
+Anything else is a bug and keeps its traceback. `--debug` (or `DAMA_DEBUG=1`) shows the traceback of a user error
+too. Module-specific error classes derive from `DamaError` and from the builtin they always were (`ValueError`,
+`RuntimeError`), so callers that catch the builtin keep working.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+EXIT_USER_ERROR = 2
+
+
+class DamaError(Exception):
+    """A user-facing error: the message says what is wrong (file, row, field) and what to do."""
+
+
+class NonFiniteError(DamaError, ValueError):
+    """A NaN or infinite value where a finite number is required (δ, δ̄, β, a loss, a weight)."""
+
+
+def require_finite(value: float, what: str) -> float:
+    """`value` as a float, or `NonFiniteError` naming `what` (e.g. `"--delta-mean"`, `"row 12: hardness"`)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise NonFiniteError(f"{what}: expected a finite number, got {value!r}") from err
+    if not math.isfinite(number):
+        raise NonFiniteError(f"{what}: expected a finite number, got {number}")
+    return number
+
+
+def require_all_finite(values: Iterable[float], what: str) -> None:
+    """`NonFiniteError` naming `what` and the first position whose value is not finite."""
+    for index, value in enumerate(values):
+        if not math.isfinite(float(value)):
+            raise NonFiniteError(f"{what}[{index}]: expected a finite number, got {float(value)}")
