@@ -1,7 +1,8 @@
-"""`DAMAConfig`: TRL's `DPOConfig` plus the fields of DAMA (METHOD.md; `docs/paper_mapping.md` maps each field).
+"""`DAMAConfig`: TRL's `DPOConfig` plus the fields of DAMA (Lu et al., ICML 2025; `docs/paper_mapping.md` maps each
+field to its equation).
 
-Defaults follow the official code (METHOD.md: "where paper text and official code differ, the official code is the
-default"). With `data_aware=False, model_aware=False, keep_ratio=1.0` the trainer is exactly TRL's sigmoid DPO.
+Where the paper and the official code (injadlu/DAMA) differ, the defaults follow the code and the paper reading is an
+option. With `data_aware=False, model_aware=False, keep_ratio=1.0` the trainer is exactly TRL's sigmoid DPO.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ EMA_INPUTS = ("all", "kept")
 class DAMAConfig(DPOConfig):
     r"""Configuration of [`DAMATrainer`]: every [`trl.DPOConfig`] field plus DAMA's.
 
-    DAMA-specific fields (METHOD.md section in brackets):
+    DAMA-specific fields (section of `docs/paper_mapping.md` in brackets):
         data_aware: use α_D = σ(δ)/σ(δ̄) from the hardness column (§2, Eq. 6).
         model_aware: use α_M from the batch's reward gaps against R̄ (§3, Eq. 8–12).
         keep_ratio: ρ of the outlier filter; 1.0 disables it (§3).
@@ -31,10 +32,10 @@ class DAMAConfig(DPOConfig):
         beta_min: lower clamp of β_C (§5, Eq. 16).
         delta_mean: δ̄ override; by default read from the hardness output, else the training-set mean of δ (§2).
         hardness_column: per-pair δ column (`dama hardness` writes `dama_delta`).
-        reward_scale: R_i = h_i (`margin`, code) or β·h_i (`beta_margin`, paper) (§3.1).
-        model_aware_form: mean of sigmoids (`mean_sigmoid`, code) or sigmoid of the mean (`sigmoid_mean`, paper) (§3.3).
+        reward_scale: R_i = h_i (`margin`, code) or β·h_i (`beta_margin`, paper) (§3 step 1).
+        model_aware_form: mean of sigmoids (`mean_sigmoid`, code) or sigmoid of the mean (`sigmoid_mean`, paper) (§3 step 3).
         ema_input: R̄ is fed the mean of all N gaps (`all`, code) or of the kept ones (`kept`, paper) (§4).
-        filter_std: divide (R_i − R̄) by a running std in the filter weights (option; code: no) (§3.2).
+        filter_std: divide (R_i − R̄) by a running std in the filter weights (option; code: no) (§3 step 2).
         keep_file_order: iterate the training set in file order like the official code (default: shuffle) (§7).
     """
 

@@ -1,6 +1,6 @@
 """Preference data for `dama train`: the formats we read, their conversion to TRL's format, and validation.
 
-Formats (METHOD.md §2, §7):
+Formats (docs/paper_mapping.md §2, §7):
 - `trl`: TRL's preference format, `prompt`/`chosen`/`rejected` (plain strings or conversational message lists) plus
   `image` or `images`.
 - `rlaif-v`: RLAIF-V (`openbmb/RLAIF-V-Dataset`): `question`, `chosen`, `rejected`, `image` ({bytes, path} or a path),

@@ -1,9 +1,9 @@
-"""The DAMA objective as pure functions of tensors (METHOD.md §1–§5; Lu et al., ICML 2025, Eq. 2–16).
+"""The DAMA objective as pure functions of tensors (docs/paper_mapping.md §1–§5; Lu et al., ICML 2025, Eq. 2–16).
 
 Nothing here knows about trainers, accelerators or configs: inputs are `(B,)` or `(N,)` tensors, outputs are tensors.
 Shapes: B = pairs on this process, N = pairs in the global micro-batch (B × world size).
 
-Notation (METHOD.md): h_i = [log πθ(y_w) − log πref(y_w)] − [log πθ(y_l) − log πref(y_l)] is the margin of pair i,
+Notation (`docs/paper_mapping.md`): h_i = [log πθ(y_w) − log πref(y_w)] − [log πθ(y_l) − log πref(y_l)] is the margin of pair i,
 log π being the *sum* of response-token log-probs.
 """
 

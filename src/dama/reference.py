@@ -1,4 +1,4 @@
-"""Reference log-probs precomputed for vision datasets, with the exact training preprocessing (METHOD.md §7).
+"""Reference log-probs precomputed for vision datasets, with the exact training preprocessing (docs/paper_mapping.md §7).
 
 TRL refuses `precompute_ref_log_probs` for vision data. Here the pass runs the trainer's own collator (the same
 processor, chat template, truncation) over the dataset in file order, so at step 0 the policy's log-probs equal the

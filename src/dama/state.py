@@ -1,4 +1,4 @@
-"""Training state of the model-aware strategy: the running reward-gap estimate R̄ (METHOD.md §4, Eq. 14).
+"""Training state of the model-aware strategy: the running reward-gap estimate R̄ (docs/paper_mapping.md §4, Eq. 14).
 
 It is a small object with `state_dict()` / `load_state_dict()` so the trainer saves it with every checkpoint and a
 resumed run continues from the exact R̄ (and the exact sampling stream of the outlier filter).

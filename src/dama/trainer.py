@@ -1,4 +1,4 @@
-"""`DAMATrainer`: TRL's `DPOTrainer` with DAMA's per-pair, per-step β (METHOD.md; Lu et al., ICML 2025).
+"""`DAMATrainer`: TRL's `DPOTrainer` with DAMA's per-pair, per-step β (Lu et al., ICML 2025; `docs/paper_mapping.md`).
 
 The override is one method, `_compute_loss`, written as a straight line:
 forward → policy log-probs → reference log-probs → β_C (pure functions of `dama.objective`) → loss → metrics.
@@ -236,7 +236,7 @@ class DAMATrainer(DPOTrainer):
         """β_C `(B,)` (or the float β when DAMA is off), this rank's keep-mask, the global kept count K, and metrics.
 
         One gather brings every rank's (R_i, α_D,i) together, so α_M, the keep-mask and R̄ are computed from the same
-        `(N,)` vector on every rank: they agree without any broadcast (METHOD.md §3, §6).
+        `(N,)` vector on every rank: they agree without any broadcast (docs/paper_mapping.md §3, §6).
         """
         args = self.args
         n_local = margins.numel()

@@ -1,4 +1,4 @@
-"""Closed-form checks of the pure DAMA functions (METHOD.md §1–§5). Expected values are written out by hand."""
+"""Closed-form checks of the pure DAMA functions (docs/paper_mapping.md §1–§5). Expected values are written out by hand."""
 
 from __future__ import annotations
 

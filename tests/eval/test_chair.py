@@ -1,4 +1,4 @@
-"""CHAIR engine (EVAL.md steps 1-4) on hand-checked sentences, the shipped plural table, and hand-computed metrics."""
+"""CHAIR engine (docs/eval.md, steps 1-4) on hand-checked sentences, the shipped plural table, and hand-computed metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The data-aware maths (METHOD.md §2, Eq. 3–6) on hand-made embeddings."""
+"""The data-aware maths (docs/paper_mapping.md §2, Eq. 3–6) on hand-made embeddings."""
 
 from __future__ import annotations
 

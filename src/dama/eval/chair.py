@@ -1,6 +1,6 @@
-"""The CHAIR engine (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018), as EVAL.md specifies.
+"""The CHAIR engine (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018; LisaAnne/Hallucination).
 
-Per response (EVAL.md, "CHAIR"):
+Per response (`docs/eval.md`, "The engine"):
 1. lower-case, tokenise Treebank-style (punctuation glued to words is split off), singularise each word;
 2. merge multi-word names left to right (every multi-word synonym, plus "home plate", "train track"; "baby X" /
    "adult X" -> X for animals, "passenger jet/train" -> jet/train, "bow tie" -> tie, "toilet seat" -> toilet);
@@ -252,7 +252,7 @@ def _pct(num: float, den: float) -> float | None:
 
 
 def chair_metrics(items: Sequence[ChairItem]) -> dict:
-    """CHAIR metrics over `items`, rates in percent (EVAL.md; Rohrbach et al. 2018, Sec. 3).
+    """CHAIR metrics over `items`, rates in percent (`docs/eval.md`, "Metrics"; Rohrbach et al. 2018, Sec. 3).
 
     CHAIR_i = 100 · hallucinated mentions / mentions; CHAIR_s = 100 · responses with ≥1 hallucinated mention /
     responses; CHAIR_s_refined = the same over responses with ≥1 mention ("response-level hallucination");

@@ -1,6 +1,6 @@
 """Per-image ground-truth object classes from user-supplied COCO 2014 annotations, for CHAIR / Object HalBench.
 
-Ground truth of an image (EVAL.md, "CHAIR") = canonical classes of its instance annotations ∪ classes the CHAIR
+Ground truth of an image (`docs/eval.md`, "Ground truth") = canonical classes of its instance annotations ∪ classes the CHAIR
 engine finds in its reference captions. Reading `instances_*2014.json` (~160 MB for val) is slow, so the per-image
 class sets are cached in one small JSON file keyed by image id, named after the synonym-list version and a
 fingerprint (name, size, mtime) of the annotation files, and written atomically.

@@ -1,4 +1,4 @@
-"""Judge-based scorers: MMHal-Bench, LLaVA-Bench (in-the-wild, qa90) and MM-Vet (EVAL.md, "Judge-based").
+"""Judge-based scorers: MMHal-Bench, LLaVA-Bench (in-the-wild, qa90) and MM-Vet (`docs/eval-judges.md`).
 
 Each benchmark is three small pieces — an annotation loader, a prompt template, a reply parser — and one shared
 loop: ask the judge; if the reply cannot be parsed, re-ask (the previous reply is quoted and the format restated);

@@ -1,6 +1,6 @@
 """Object HalBench (RLHF-V / RLAIF-V protocol) and plain COCO CHAIR scoring, in `rule` and `llm` extraction modes.
 
-EVAL.md, "Object HalBench": 300 COCO val2014 images with detailed-description prompts; ground truth per image from
+`docs/eval.md`, "Object HalBench": 300 COCO val2014 images with detailed-description prompts; ground truth per image from
 the user's COCO 2014 annotations (`coco.py`); metrics are CHAIR's (`chair.chair_metrics`, Rohrbach et al. 2018).
 - rule: the CHAIR engine on the raw response.
 - llm: a text judge lists the objects the answer mentions as a JSON list (answers of ≤3 words yield none); each name is

@@ -1,7 +1,7 @@
 """English plural forms of nouns, for a shipped "surface form -> singular" table instead of runtime language data.
 
-CHAIR (Rohrbach et al., EMNLP 2018) singularises every word (`pattern.singularize`; EVAL.md asks for the WordNet
-noun lemma). Both need downloaded data or a heavy dependency, but the engine only ever needs the singular of words
+CHAIR (Rohrbach et al., EMNLP 2018) singularises every word (`pattern.singularize`; WordNet's noun lemma is the
+modern equivalent). Both need downloaded data or a heavy dependency, but the engine only ever needs the singular of words
 that can name an object, so the inverse is enough: generate the plural forms of each vocabulary word (regular
 rules plus the irregular nouns below) and look tokens up. Over-generating a form that is not English ("sheeps") is
 harmless; a form that is another word's singular is resolved in favour of that word by `lemma_table`.

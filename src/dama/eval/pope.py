@@ -2,7 +2,7 @@
 
 Yes/no questions "Is there a <object> in the image?" over COCO val2014, in three splits (random, popular,
 adversarial). Question files are POPE's JSONL (`question_id`, `image`, `text`, `label` yes/no); responses are matched
-by `question_id`. The answer is read as POPE's own evaluation script does (EVAL.md): keep the text before the first
+by `question_id`. The answer is read as POPE's own evaluation script does (RUCAIBox/POPE): keep the text before the first
 ".", drop commas, split on whitespace; a token "no", "No" or "not" means no, anything else yes. That rule is
 case-sensitive ("NO", "Not" read as yes); answers it reads as yes without any yes word are counted in `n_unclear`.
 Positive class = yes; Accuracy, Precision, Recall, F1 and yes-ratio, in percent.

@@ -1,4 +1,4 @@
-"""The data-aware side of DAMA (METHOD.md §2): per-pair hardness δ from CLIP scores of sub-sentences, and δ̄.
+"""The data-aware side of DAMA (docs/paper_mapping.md §2): per-pair hardness δ from CLIP scores of sub-sentences, and δ̄.
 
 Files, one concept each:
     reader.py    streaming the input (parquet, JSONL, JSON list, datasets folder) in fixed-size chunks

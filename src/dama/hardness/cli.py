@@ -1,4 +1,4 @@
-"""`dama hardness`: split responses, CLIP-score sub-sentences, write the per-pair hardness δ and δ̄ (METHOD.md §2).
+"""`dama hardness`: split responses, CLIP-score sub-sentences, write the per-pair hardness δ and δ̄ (docs/paper_mapping.md §2).
 
     dama hardness --data rlaif-v.parquet --clip openai/clip-vit-large-patch14-336 --out data/rlaif-v-hardness
     dama hardness --data dama_official.json --official --out data/official-hardness
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{OFFICIAL_DELTA_MEAN}, and 'computed' stores the mean of the imported δ")
     io.add_argument("--official", action="store_true",
                     help="import the official DAMA JSON (chosen_logits/rejected_logits): δ = Σchosen − Σrejected")
-    sc = p.add_argument_group("scoring (METHOD.md §2.2)")
+    sc = p.add_argument_group("scoring (docs/paper_mapping.md §2 step 2)")
     sc.add_argument("--clip", default=DEFAULT_CLIP,
                     help="dual encoder (CLIP/SigLIP): folder, hub name in the cache, or tiny:clip (offline test model)")
     sc.add_argument("--scorer", choices=SCORERS, default="union_softmax")
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--text-batch-size", type=int, default=256)
     sc.add_argument("--image-batch-size", type=int, default=32)
     sc.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: cores − 1, ≤ 8)")
-    sp = p.add_argument_group("splitting (METHOD.md §2.1)")
+    sp = p.add_argument_group("splitting (docs/paper_mapping.md §2 step 1)")
     sp.add_argument("--splitter", choices=SPLITTERS, default="sentence")
     sp.add_argument("--min-words", type=int, default=3, help="sentence splitter: shorter fragments are merged")
     sp.add_argument("--language", default="english", help="sentence splitter: Punkt model")

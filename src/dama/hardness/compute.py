@@ -1,4 +1,4 @@
-"""Library entry points: `compute_hardness` (split → CLIP-score → δ, METHOD.md §2) and `import_official`.
+"""Library entry points: `compute_hardness` (split → CLIP-score → δ, docs/paper_mapping.md §2) and `import_official`.
 
 Both write the resumable output folder described in `dama.hardness.output`; `dama hardness` is a thin CLI on them.
 """
@@ -46,7 +46,7 @@ def compute_hardness(
         splitter: a `SentenceSplitter`, `LLMSplitter` or `ColumnSplitter`.
         scoring: `union_softmax` (Eq. 3–5, default) or `mean_cosine`.
         workers: image-decoding processes (0: decode in this process).
-        delta_mean: store this δ̄ instead of the computed mean (METHOD.md §2.4).
+        delta_mean: store this δ̄ instead of the computed mean (docs/paper_mapping.md §2 step 4).
 
     Returns:
         The metadata written to `out/hardness.json`.

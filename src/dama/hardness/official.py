@@ -1,7 +1,7 @@
 """Importing the official DAMA data (github.com/injadlu/DAMA), whose CLIP scores are precomputed.
 
 Records carry `question`, `chosen`, `rejected`, `image_path`, `chosen_logits`, `rejected_logits` (per-sub-sentence
-CLIP scores) and `logps`. The hardness gap is δ = Σ chosen_logits − Σ rejected_logits (METHOD.md §2, "Official data
+CLIP scores) and `logps`. The hardness gap is δ = Σ chosen_logits − Σ rejected_logits (docs/paper_mapping.md §2, "Official data
 format"), and δ̄ stays the constant the official training used, 0.0482190464911681, unless overridden. The output
 has the same layout as a computed one; the sub-sentence columns are null (the official data does not ship them) and
 the score lists are the official logits.

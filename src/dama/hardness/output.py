@@ -192,7 +192,7 @@ def read_hardness_output(path: str | Path, as_dataset: bool = True):
 
     Returns:
         `(data, delta_mean)`: the pairs with their `dama_delta` column — a `datasets.Dataset` (default) or a
-        `pyarrow.Table` with `as_dataset=False` — and δ̄ as stored (METHOD.md §2.4: the computed mean, the official
+        `pyarrow.Table` with `as_dataset=False` — and δ̄ as stored (docs/paper_mapping.md §2 step 4: the computed mean, the official
         constant for imported official data, or the override given to `dama hardness --delta-mean`).
 
     Raises:

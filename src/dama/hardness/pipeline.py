@@ -123,7 +123,7 @@ def run_shards(
     """Process `source` into the output folder `out`, resuming a previous run of the same settings.
 
     Args:
-        delta_mean: δ̄ to store instead of the computed mean (METHOD.md §2.4); `delta_mean_source` says why.
+        delta_mean: δ̄ to store instead of the computed mean (docs/paper_mapping.md §2 step 4); `delta_mean_source` says why.
         after_shard: called with the shard index after each shard is durably written (tests inject kills here).
 
     Returns:

@@ -1,4 +1,4 @@
-"""Scoring sub-sentences against an image with a dual encoder (METHOD.md §2 step 2, Eq. 3–5).
+"""Scoring sub-sentences against an image with a dual encoder (docs/paper_mapping.md §2 step 2, Eq. 3–5).
 
 The maths is pure: `union_softmax` and `mean_cosine` take unit-norm embeddings and return per-sub-sentence scores
 and the hardness gap δ = score_w − score_l ∈ [−1, 1]. `DualEncoderScorer` wraps any transformers dual encoder
@@ -33,7 +33,7 @@ class PairScore:
 def union_softmax(
     image_emb: torch.Tensor, chosen_emb: torch.Tensor, rejected_emb: torch.Tensor, logit_scale: float
 ) -> PairScore:
-    """The paper's CLIP score over the union U = S_w ∪ S_l (METHOD.md §2.2–2.3, Eq. 3–5).
+    """The paper's CLIP score over the union U = S_w ∪ S_l (docs/paper_mapping.md §2 steps 2–3, Eq. 3–5).
 
     ℓ_j = scale · cos(f_img(I), f_txt(s_j)) for s_j ∈ U; p = softmax(ℓ) over U; score_w = Σ_{S_w} p,
     score_l = Σ_{S_l} p; δ = score_w − score_l ∈ [−1, 1] (p sums to 1 over U).

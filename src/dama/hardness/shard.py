@@ -1,4 +1,4 @@
-"""Computing the hardness columns of one shard: split → decode images → encode → score (METHOD.md §2, Eq. 3–5).
+"""Computing the hardness columns of one shard: split → decode images → encode → score (docs/paper_mapping.md §2, Eq. 3–5).
 
 `ClipShardProcessor.process(table, first_row)` takes a shard of input rows and returns which rows are kept, the five
 new columns for them, the rows left out with reasons, and truncation counts. Within a shard every distinct image is

