@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+from dama import __version__
 from dama.errors import EXIT_USER_ERROR, DamaError
 
 # name -> (module, one-line description)
@@ -46,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in {"-V", "--version"}:
-        from dama import __version__
-
         print(f"dama {__version__}")
         return 0
     debug = "--debug" in argv or os.environ.get("DAMA_DEBUG", "") not in {"", "0"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
-from dama.hardness.official import OFFICIAL_DELTA_MEAN
+from dama.official import OFFICIAL_DELTA_MEAN
 
 REWARD_SCALES = ("margin", "beta_margin")
 MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")

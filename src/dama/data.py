@@ -27,9 +27,10 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
 from dama.errors import DamaError
-from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
+from dama.hardness.output import read_hardness_output
 from dama.images import ImageError, load_image, resolve_image_path
 from dama.jsonl import iter_jsonl
+from dama.official import OFFICIAL_DELTA_MEAN, official_delta
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 MAX_REPORTED_ERRORS = 20
@@ -70,8 +71,6 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
     """Read a file or folder into a `Dataset`; returns δ̄ when the folder is a `dama hardness` output."""
     if path.is_dir():
         if (path / "hardness.json").is_file():
-            from dama.hardness import read_hardness_output
-
             data, delta_mean = read_hardness_output(path)
             return (data if isinstance(data, Dataset) else Dataset(data)), delta_mean
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():

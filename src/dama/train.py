@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import ModelConfig, TrlParser
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import ModelConfig, TrlParser, get_peft_config
 
+from dama import tiny
 from dama.config import DAMAConfig
 from dama.data import DataArguments, load_preference_dataset
+from dama.trainer import DAMATrainer
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +62,11 @@ def load_model(model_args: ModelConfig) -> tuple[Any, Any]:
     if not name:
         raise ValueError("model_name_or_path is required (a hub id, a local folder, or tiny:llava / tiny:qwen2-vl)")
     if name.startswith("tiny:"):
-        from dama import tiny
-
         builders = {"llava": tiny.build_llava, "qwen2-vl": tiny.build_qwen2_vl}
         arch = name.split(":", 1)[1]
         if arch not in builders:
             raise ValueError(f"unknown tiny model {name!r}; choose from {[f'tiny:{k}' for k in builders]}")
         return builders[arch]()
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": model_args.model_revision}
     if model_args.attn_implementation:
@@ -79,11 +78,6 @@ def load_model(model_args: ModelConfig) -> tuple[Any, Any]:
 
 def build_trainer(argv: list[str] | None = None):
     """Parse, load and validate the data (before anything is written), load the model, build a `DAMATrainer`."""
-    from trl import get_peft_config
-
-    from dama import tiny
-    from dama.trainer import DAMATrainer
-
     config, model_args, data_args, options = parse_args(argv)
     if not data_args.dataset_path:
         raise ValueError("dataset_path is required (see `dama train --help`)")

@@ -19,8 +19,11 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOTrainer
+from trl.models.utils import prepare_deepspeed
 
 from dama.config import DAMAConfig
 from dama.objective import combine_beta, dama_loss, data_aware_factor, model_aware_factor, reduce_loss
@@ -161,14 +164,12 @@ class DAMATrainer(DPOTrainer):
 
     @torch.no_grad()
     def _precompute_vision_ref_logps(self, already_there: bool) -> None:
-        from dama.reference import compute_reference_logps
-
         model = self.ref_model if self.ref_model is not None else self.model
 
         def with_ref(dataset: Dataset) -> Dataset:
             if all(name in dataset.column_names for name in REF_COLUMNS):
                 return dataset
-            chosen, rejected = compute_reference_logps(self, model, dataset)
+            chosen, rejected = self._reference_logps(model, dataset)
             return dataset.add_column(REF_COLUMNS[0], chosen).add_column(REF_COLUMNS[1], rejected)
 
         if not already_there:
@@ -182,6 +183,32 @@ class DAMATrainer(DPOTrainer):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         self.precompute_ref_logps = True
+
+    @torch.no_grad()
+    def _reference_logps(self, model: Any, dataset: Any) -> tuple[list[float], list[float]]:
+        """Summed response log-probs of `model` for every pair of `dataset`, in dataset order: `(chosen, rejected)`."""
+        loader = DataLoader(
+            dataset,
+            batch_size=self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            shuffle=False,
+        )
+        loader = self.accelerator.prepare(loader)
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            model = prepare_deepspeed(self.model, self.accelerator)
+        was_training = model.training
+        model.eval()
+        chosen, rejected = [], []
+        for batch in tqdm(loader, desc="Reference log-probs", disable=not self.accelerator.is_local_main_process):
+            for name in (self.args.hardness_column, *REF_COLUMNS):
+                batch.pop(name, None)
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(model, batch)
+            ref_chosen, ref_rejected = self.accelerator.gather_for_metrics((ref_chosen, ref_rejected))
+            chosen.extend(ref_chosen.float().cpu().tolist())
+            rejected.extend(ref_rejected.float().cpu().tolist())
+        model.train(was_training)
+        return chosen, rejected
 
     # ----------------------------------------------------------------------------------------------------- the step
     def _compute_loss(self, model, inputs, return_outputs):

@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dama.hardness.official import OFFICIAL_DELTA_MEAN
 from dama.hardness.scorers import SCORERS
 from dama.hardness.splitters import SPLITTERS
+from dama.official import OFFICIAL_DELTA_MEAN
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 

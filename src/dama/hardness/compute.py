@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from dama.hardness.decode import ImageDecoder
-from dama.hardness.official import OFFICIAL_DELTA_MEAN, OfficialShardProcessor
+from dama.hardness.official import OfficialShardProcessor
 from dama.hardness.pipeline import run_shards
 from dama.hardness.reader import open_input
 from dama.hardness.scorers import DualEncoderScorer
 from dama.hardness.shard import ClipShardProcessor
 from dama.hardness.splitters import Splitter
+from dama.official import OFFICIAL_DELTA_MEAN
 
 ON_ERROR = ("fail", "skip")
 

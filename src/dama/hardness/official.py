@@ -9,21 +9,13 @@ the score lists are the official logits.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyarrow as pa
 
 from dama.hardness.reader import InputError
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
-
-OFFICIAL_DELTA_MEAN = 0.0482190464911681
-LOGIT_FIELDS = ("chosen_logits", "rejected_logits")
-
-
-def official_delta(chosen_logits: list[float], rejected_logits: list[float]) -> float:
-    """δ = Σ chosen_logits − Σ rejected_logits (the official code's data-aware input to Eq. 6)."""
-    return math.fsum(chosen_logits) - math.fsum(rejected_logits)
+from dama.official import LOGIT_FIELDS, official_delta
 
 
 def _scores(value: Any) -> list[float] | None:

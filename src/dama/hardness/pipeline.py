@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dama import __version__
 from dama.errors import DamaError
 from dama.hardness.output import (
     DELTA_COLUMN,
@@ -209,8 +210,6 @@ def finalize(
             "max_tokens": next((s["max_tokens"] for s in stats if "max_tokens" in s), None),
         }
     examples = [ex for s in stats for ex in s.get("examples", [])]
-    from dama import __version__
-
     processor = run["processor"]
     meta = {
         "format": FORMAT,

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from transformers.activations import QuickGELUActivation
 
+from dama.tiny import build_clip
+
 SCORERS = ("union_softmax", "mean_cosine")
 
 
@@ -164,8 +166,6 @@ class DualEncoderScorer:
         """Load with `AutoModel`/`AutoProcessor` (a folder, or a hub name already in the local cache); `tiny:clip`
         builds the tiny random CLIP of `dama.tiny` (seed 0, so every run gets the same weights)."""
         if name_or_path == "tiny:clip":  # offline, random weights: for tests, the demo and the tiny recipes
-            from dama.tiny import build_clip
-
             model, processor = build_clip()
             return cls(model, processor, device=device, dtype=dtype, name=name_or_path)
         from transformers import AutoModel, AutoProcessor
