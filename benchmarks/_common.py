@@ -124,7 +124,7 @@ def trainer_args(
         disable_tqdm=True,
         use_cpu=device == "cpu",
         bf16=device == "cuda",
-        gradient_checkpointing=device == "cuda",
+        activation_checkpointing=device == "cuda",
         precompute_ref_log_probs=precompute,
     )
     if kind == "trl":

@@ -39,6 +39,21 @@ class DAMAConfig(DPOConfig):
         keep_file_order: iterate the training set in file order like the official code (default: shuffle) (§7).
     """
 
+    # TRL turns checkpointing on by default through `gradient_checkpointing`, which transformers 5 deprecates in favour of
+    # `activation_checkpointing` and warns about on every construction. Same default (on), under the current name; the
+    # old name still works (and still warns) when a user passes it.
+    activation_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute activations in the backward pass to save memory (default: on, as in TRL).",
+            "nargs": "?",
+            "const": True,
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of `activation_checkpointing`.", "nargs": "?", "const": True},
+    )
     data_aware: bool = field(
         default=True, metadata={"help": "Scale β by α_D = σ(δ_i)/σ(δ̄) from the hardness column (Eq. 6)."}
     )
@@ -83,6 +98,8 @@ class DAMAConfig(DPOConfig):
         # TRL defaults bf16 to True, which fails on machines without a bf16-capable GPU; decide from the hardware.
         if self.bf16 is None and not self.fp16:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
         super().__post_init__()
         if not 0.0 < self.keep_ratio <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")

@@ -4,7 +4,8 @@ The override is one method, `_compute_loss`, written as a straight line:
 forward → policy log-probs → reference log-probs → β_C (pure functions of `dama.objective`) → loss → metrics.
 Everything else is glue: carrying the per-pair hardness (and precomputed reference log-probs) through TRL's collator,
 which drops unknown columns; keeping the model-aware statistics global across data-parallel ranks; saving R̄ in
-checkpoints.
+checkpoints; the reference log-prob pass for vision data, which TRL refuses (`_reference_logps`, stored by
+`dama precompute-ref`).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def cpu_config(output_dir: str, **overrides: Any):
         save_strategy="no",
         seed=0,
         data_seed=0,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         dataloader_num_workers=0,
         max_length=None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,12 @@ def test_recipes_are_shipped():
 def test_recipe_parses_and_keys_map_to_fields(recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     # bf16 needs a GPU; everything else parses as written
-    config, model_args, data_args, options = parse_args(["--config", str(recipe), "--bf16", "false",
-                                                         "--output_dir", str(tmp_path)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config, model_args, data_args, options = parse_args(["--config", str(recipe), "--bf16", "false",
+                                                             "--output_dir", str(tmp_path)])
+    deprecated = [str(w.message) for w in caught if "deprecated" in str(w.message).lower()]
+    assert not deprecated, f"{recipe.name} uses deprecated arguments: {deprecated}"
     assert isinstance(config, DAMAConfig)
     for key, value in raw.items():
         if key in {"bf16", "output_dir"}:
@@ -101,3 +106,18 @@ def test_tiny_recipe_header_commands_work(tmp_path, monkeypatch):
     assert dama_main(hardness) == 0
     assert dama_main(header[1].split()[1:] + ["--max_steps", "2"]) == 0
     assert (tmp_path / "runs" / "tiny-dama" / "model.safetensors").is_file()
+
+
+def test_checkpointing_defaults_on_without_the_deprecated_name(tmp_path):
+    """TRL's default (checkpointing on) under transformers' current name, `activation_checkpointing`, with no warning;
+    the deprecated `gradient_checkpointing` still takes effect, with transformers' warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        default = DAMAConfig(output_dir=str(tmp_path), use_cpu=True)
+        off = DAMAConfig(output_dir=str(tmp_path), use_cpu=True, activation_checkpointing=False)
+    assert not [w for w in caught if "deprecated" in str(w.message).lower()]
+    assert default.activation_checkpointing is True and default.gradient_checkpointing is True
+    assert off.activation_checkpointing is False and off.gradient_checkpointing is False
+    with pytest.warns(FutureWarning, match="gradient_checkpointing"):
+        old = DAMAConfig(output_dir=str(tmp_path), use_cpu=True, gradient_checkpointing=False)
+    assert old.activation_checkpointing is False

@@ -23,7 +23,7 @@ def train_logs(trainer) -> list[dict]:
 def test_parity_with_trl_dpo_when_dama_is_off(tmp_path):
     data = make_vision_pairs(12, with_delta=False)
     common = dict(per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, use_cpu=True, report_to=[],
-                  logging_steps=1, save_strategy="no", seed=0, gradient_checkpointing=False, max_length=None,
+                  logging_steps=1, save_strategy="no", seed=0, activation_checkpointing=False, max_length=None,
                   bf16=False)
     model, processor = build_llava(seed=1)
     trl_trainer = DPOTrainer(model=model, ref_model=clone(model), args=DPOConfig(str(tmp_path / "trl"), **common),

@@ -22,13 +22,11 @@ class RecordError(DamaError, ValueError):
     """A record file that cannot be used as it is; the message names the file, the line and the field."""
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file into a list of objects. Blank lines are skipped; any other bad line raises `RecordError`."""
-    return [row for _, row in read_jsonl_lines(path)]
-
-
 def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
-    """Like `read_jsonl`, but each object comes with its 1-based line number, for error messages downstream."""
+    """The objects of a JSONL file with their 1-based line numbers (for error messages downstream).
+
+    Blank lines are skipped; a missing file or any other bad line raises `RecordError` naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: file not found")

@@ -199,10 +199,6 @@ class DualEncoderScorer:
         """Token ids of each text with special tokens, before truncation."""
         return list(self.tokenizer(list(texts), add_special_tokens=True)["input_ids"])
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Token count of each text with special tokens, before truncation."""
-        return [len(ids) for ids in self.tokenize(texts)]
-
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         """`T` texts → `(T, D)` unit-norm float32 embeddings on the CPU, and which texts were truncated."""
         return self.encode_token_ids(texts, self.tokenize(texts))

@@ -1,0 +1,30 @@
+"""`ruff check src tests benchmarks` is clean (the rules are in pyproject.toml), so the test command enforces lint."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ruff() -> list[str] | None:
+    if importlib.util.find_spec("ruff") is not None:
+        return [sys.executable, "-m", "ruff"]
+    found = shutil.which("ruff")
+    return [found] if found else None
+
+
+def test_ruff_check_is_clean() -> None:
+    ruff = _ruff()
+    if ruff is None:
+        pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e .[dev])")
+    done = subprocess.run(
+        [*ruff, "check", "--no-cache", "src", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
