@@ -13,11 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from dama.objective import EMA_INPUTS, MODEL_AWARE_FORMS, REWARD_SCALES
 from dama.official import OFFICIAL_DELTA_MEAN
-
-REWARD_SCALES = ("margin", "beta_margin")
-MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")
-EMA_INPUTS = ("all", "kept")
 
 
 @dataclass
@@ -78,14 +75,24 @@ class DAMAConfig(DPOConfig):
     )
     reward_scale: str = field(
         default="margin",
-        metadata={"help": "R_i fed to the model-aware strategy: 'margin' (h_i, official code) or 'beta_margin' (β·h_i)."},
+        metadata={
+            "help": "R_i fed to the model-aware strategy: 'margin' (h_i, official code) or 'beta_margin' (β·h_i).",
+            "choices": list(REWARD_SCALES),
+        },
     )
     model_aware_form: str = field(
         default="mean_sigmoid",
-        metadata={"help": "'mean_sigmoid': mean_K σ(R_i)/σ(R̄) (code); 'sigmoid_mean': σ(mean_K R_i)/σ(R̄) (paper)."},
+        metadata={
+            "help": "'mean_sigmoid': mean_K σ(R_i)/σ(R̄) (code); 'sigmoid_mean': σ(mean_K R_i)/σ(R̄) (paper).",
+            "choices": list(MODEL_AWARE_FORMS),
+        },
     )
     ema_input: str = field(
-        default="all", metadata={"help": "R̄ update input: 'all' N gaps (code) or the 'kept' ones (paper reading)."}
+        default="all",
+        metadata={
+            "help": "R̄ update input: 'all' N gaps (code) or the 'kept' ones (paper reading).",
+            "choices": list(EMA_INPUTS),
+        },
     )
     filter_std: bool = field(
         default=False, metadata={"help": "Normalise (R_i − R̄) by a running std in the filter weights (option)."}

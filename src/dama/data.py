@@ -52,7 +52,10 @@ class DataArguments:
             "(save_to_disk) or a `dama hardness` output folder."
         },
     )
-    dataset_format: str = field(default="auto", metadata={"help": f"One of {FORMATS}; auto-detected by default."})
+    dataset_format: str = field(
+        default="auto",
+        metadata={"help": "Input format; 'auto' detects it from the columns.", "choices": list(FORMATS)},
+    )
     image_root: str | None = field(
         default=None, metadata={"help": "Folder that relative image paths are resolved under (paths escaping it fail)."}
     )

@@ -9,10 +9,14 @@ log π being the *sum* of response-token log-probs.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
+REWARD_SCALES = ("margin", "beta_margin")
 MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")
+EMA_INPUTS = ("all", "kept")
 
 
 def data_aware_factor(delta: torch.Tensor, delta_mean: float | torch.Tensor) -> torch.Tensor:
@@ -137,6 +141,67 @@ def combine_beta(
     if alpha_m is not None:
         factor = factor * torch.as_tensor(alpha_m).detach().float().to(factor.device)
     return (beta * factor).clamp_min(beta_min)
+
+
+class DamaBeta(NamedTuple):
+    """What `dama_beta` computes for one global micro-batch of N pairs."""
+
+    beta: torch.Tensor  # (N,) float32 β_C,i
+    keep_mask: torch.Tensor  # (N,) bool, the kept set K (all True without the filter)
+    alpha_m: torch.Tensor  # 0-dim α_M, computed even when `model_aware=False` (the filter and the metrics use it)
+    rewards: torch.Tensor  # (N,) float32 R_i
+    ema_values: torch.Tensor  # R_i that feed R̄'s update (Eq. 14): all N, or the kept ones
+
+
+def dama_beta(
+    margins: torch.Tensor,
+    alpha_d: torch.Tensor | None,
+    running_mean: float | torch.Tensor,
+    *,
+    beta: float,
+    beta_min: float = 1e-3,
+    model_aware: bool = True,
+    keep_ratio: float = 1.0,
+    generator: torch.Generator | None = None,
+    reward_scale: str = "margin",
+    form: str = "mean_sigmoid",
+    running_std: float | torch.Tensor | None = None,
+    ema_input: str = "all",
+) -> DamaBeta:
+    """β_C for the global micro-batch: R_i → outlier filter and α_M → β_C,i = max(β · α_D,i · α_M, β_min).
+
+    1. R_i = h_i (`reward_scale="margin"`, official code) or β·h_i (`"beta_margin"`, paper reading), detached;
+    2. keep-mask and α_M against R̄ (`model_aware_factor`, Eq. 8–12);
+    3. β_C,i (`combine_beta`, Eq. 15–16), with α_M only when `model_aware`, α_D only when given;
+    4. the values R̄ is updated with after the step (Eq. 14): all R_i (`ema_input="all"`, code) or the kept ones.
+
+    Args:
+        margins: `(N,)` margins h_i gathered over all ranks, in the same (rank-major) order on every rank.
+        alpha_d: `(N,)` data-aware factors α_D,i in the same order, or None when the data-aware strategy is off.
+        running_mean: R̄ before this step's update.
+        beta, beta_min: β and the lower clamp of β_C.
+        model_aware: scale β by α_M.
+        keep_ratio: ρ ∈ (0, 1]; 1 keeps every pair without a draw.
+        generator: CPU generator of the draw; the same state on every rank gives the same mask.
+        reward_scale, form, running_std, ema_input: the options above and of `model_aware_factor`.
+
+    Returns:
+        `DamaBeta`; the caller slices its rank's `(B,)` part of `beta` and `keep_mask`.
+    """
+    for name, value, choices in (
+        ("reward_scale", reward_scale, REWARD_SCALES),
+        ("ema_input", ema_input, EMA_INPUTS),
+    ):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    rewards = margins.detach().float() * (beta if reward_scale == "beta_margin" else 1.0)  # (N,)
+    alpha_m, keep_mask = model_aware_factor(
+        rewards, running_mean, keep_ratio, generator, form=form, running_std=running_std
+    )
+    combined = combine_beta(beta, alpha_d, alpha_m if model_aware else None, beta_min)
+    combined = torch.as_tensor(combined, dtype=torch.float32, device=rewards.device).expand_as(rewards)  # (N,)
+    ema_values = rewards if ema_input == "all" else rewards[keep_mask]
+    return DamaBeta(combined, keep_mask, alpha_m.reshape(()), rewards, ema_values)
 
 
 def dama_loss(

@@ -27,7 +27,7 @@ from trl import DPOTrainer
 from trl.models.utils import prepare_deepspeed
 
 from dama.config import DAMAConfig
-from dama.objective import combine_beta, dama_loss, data_aware_factor, model_aware_factor, reduce_loss
+from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss
 from dama.state import RewardGapEMA
 
 logger = logging.getLogger(__name__)
@@ -271,42 +271,44 @@ class DAMATrainer(DPOTrainer):
         if not args.dama_enabled:
             return args.beta, None, n_local * self.accelerator.num_processes, {}
         train = mode == "train"
-        rewards = margins.float() * (args.beta if args.reward_scale == "beta_margin" else 1.0)
         if args.data_aware and delta is None:
             raise ValueError(
                 f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
                 "set a hardness column too (`dama hardness`), or set data_aware=False."
             )
-        alpha_d = data_aware_factor(delta, self.delta_mean).to(rewards.device) if args.data_aware else None
-        local = torch.stack([rewards, alpha_d if alpha_d is not None else torch.ones_like(rewards)], dim=1)
-        global_rewards, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
+        alpha_d = data_aware_factor(delta, self.delta_mean).to(margins.device) if args.data_aware else None
+        local = torch.stack([margins.float(), alpha_d if alpha_d is not None else torch.ones_like(margins.float())], 1)
+        global_margins, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
+        keep_ratio = args.keep_ratio if train else 1.0  # evaluation scores every pair
+        # β_C, α_M and the keep-mask once for the global batch; this rank's (B,) is its rank-major slice
+        out = dama_beta(
+            global_margins,
+            global_alpha_d if args.data_aware else None,
+            self.reward_gap.mean,
+            beta=args.beta,
+            beta_min=args.beta_min,
+            model_aware=args.model_aware,
+            keep_ratio=keep_ratio,
+            generator=self.reward_gap.generator(args.seed),
+            reward_scale=args.reward_scale,
+            form=args.model_aware_form,
+            running_std=self.reward_gap.std,
+            ema_input=args.ema_input,
+        )
         stats: dict[str, torch.Tensor] = {}
-        alpha_m, keep_local, n_kept = None, None, global_rewards.numel()
+        keep_local, n_kept = None, global_margins.numel()
         rank = self.accelerator.process_index
+        if keep_ratio < 1.0:
+            keep_local = out.keep_mask[rank * n_local : (rank + 1) * n_local]
+            n_kept = int(out.keep_mask.sum())
         if args.tracks_reward_gap:
-            keep_ratio = args.keep_ratio if train else 1.0  # evaluation scores every pair
-            alpha_m_value, keep_global = model_aware_factor(
-                global_rewards,
-                self.reward_gap.mean,
-                keep_ratio,
-                self.reward_gap.generator(args.seed),
-                form=args.model_aware_form,
-                running_std=self.reward_gap.std,
-            )
             if train:  # Eq. 14, after the factors of this step used the previous R̄
-                self.reward_gap.update(global_rewards if args.ema_input == "all" else global_rewards[keep_global])
-            if args.model_aware:
-                alpha_m = alpha_m_value
-            if keep_ratio < 1.0:
-                keep_local = keep_global[rank * n_local : (rank + 1) * n_local]
-                n_kept = int(keep_global.sum())
-            stats["dama/alpha_m"] = alpha_m_value.reshape(())
+                self.reward_gap.update(out.ema_values)
+            stats["dama/alpha_m"] = out.alpha_m
             # built on the device (a CPU scalar would cost a blocking copy when the metrics are stacked)
-            stats["dama/reward_gap_ema"] = torch.full((), self.reward_gap.mean, device=global_rewards.device)
-            stats["dama/kept_fraction"] = keep_global.float().mean()
-        # β_C once for the global batch; this rank's (B,) is its rank-major slice, like the keep-mask
-        global_beta = combine_beta(args.beta, global_alpha_d if args.data_aware else None, alpha_m, args.beta_min)
-        global_beta = torch.as_tensor(global_beta, dtype=torch.float32).expand_as(global_rewards)
+            stats["dama/reward_gap_ema"] = torch.full((), self.reward_gap.mean, device=global_margins.device)
+            stats["dama/kept_fraction"] = out.keep_mask.float().mean()
+        global_beta = out.beta
         beta_c = global_beta[rank * n_local : (rank + 1) * n_local].to(margins.device)
         stats["dama/beta_mean"] = global_beta.mean()
         stats["dama/beta_min"] = global_beta.min()

@@ -77,8 +77,21 @@ def test_command_line_overrides_recipe():
 def test_out_of_range_values_fail():
     with pytest.raises(ValueError, match="keep_ratio"):
         parse_args(["--config", str(ROOT / "recipes/tiny/dama.yaml"), "--keep_ratio", "1.5"])
-    with pytest.raises(ValueError, match="reward_scale"):
-        parse_args(["--config", str(ROOT / "recipes/tiny/dama.yaml"), "--reward_scale", "beta"])
+
+
+
+@pytest.mark.parametrize(("key", "bad"), [("reward_scale", "beta"), ("model_aware_form", "mean"), ("ema_input", "kep")])
+def test_fields_with_fixed_values_list_their_choices(key, bad, tmp_path, capsys):
+    # on the command line argparse rejects the value and names the choices (exit 2, like every user error)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--config", str(ROOT / "recipes/tiny/dama.yaml"), f"--{key}", bad])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    # in a recipe the value bypasses argparse's check (YAML values become defaults); the config rejects it
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text((ROOT / "recipes/tiny/dama.yaml").read_text() + f"\n{key}: {bad}\n")
+    with pytest.raises(ValueError, match=key):
+        parse_args(["--config", str(recipe)])
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.stem)
