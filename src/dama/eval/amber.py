@@ -32,13 +32,24 @@ from dama.eval.plurals import lemma_table
 from dama.eval.pope import parse_answer
 from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_json, run_metadata
 
-DISCRIMINATIVE_TYPES = {
-    "discriminative-existence": "existence",
-    "discriminative-attribute-state": "attribute",
-    "discriminative-attribute-number": "attribute",
-    "discriminative-attribute-action": "attribute",
-    "discriminative-relation": "relation",
+# annotations.json `type` -> (dimension, attribute sub-type). These are the type names of AMBER's released file;
+# its inference.py counts "discriminative-hallucination" as existence, the three attribute types as attribute, and
+# every other non-generative type ("discriminative-relation", "relation") as relation. Unknown types are an error.
+DISCRIMINATIVE_TYPES: dict[str, tuple[str, str | None]] = {
+    "discriminative-hallucination": ("existence", None),
+    "discriminative-attribute-state": ("attribute", "attribute-state"),
+    "discriminative-attribute-number": ("attribute", "attribute-number"),
+    "discriminative-attribute-action": ("attribute", "attribute-action"),
+    "discriminative-relation": ("relation", None),
+    "relation": ("relation", None),
 }
+# inference.py's F1 adds this to P + R (both as fractions); existence alone uses 0.001.
+F1_EPSILON = {"existence": 0.001}
+F1_EPSILON_DEFAULT = 0.0001
+# inference.py starts every counter's denominator at 0.001 (data/metrics.txt); the pooled attribute dimension adds
+# three counters (state + number + action), so its denominators start at 0.003.
+DENOMINATOR_START = {"attribute": 0.003}
+DENOMINATOR_START_DEFAULT = 0.001
 
 
 class Similarity(Protocol):
@@ -212,8 +223,17 @@ def normalize_yes_no(text: str) -> tuple[str, bool]:
     return parse_answer(text).capitalize(), True
 
 
-def discriminative_metrics(pairs: Iterable[tuple[str, str]]) -> dict:
-    """Accuracy, Precision, Recall, F1 in percent with "No" as the positive class, from (truth, answer) pairs."""
+def discriminative_metrics(
+    pairs: Iterable[tuple[str, str]],
+    epsilon: float = F1_EPSILON_DEFAULT,
+    start: float = DENOMINATOR_START_DEFAULT,
+) -> dict:
+    """Accuracy, Precision, Recall, F1 in percent with "No" as the positive class, from (truth, answer) pairs.
+
+    `f1` is exact (2PR / (P + R)); the `*_reported` values are computed as AMBER's inference.py prints them, the
+    numbers in published tables: every denominator starts at `start`, each of Accuracy, P and R is rounded to one
+    decimal, and F1 = round(100 · 2pr / (p + r + `epsilon`), 1) from the rounded p = P/100, r = R/100.
+    """
     pairs = [(t.lower(), a.lower()) for t, a in pairs]
     n = len(pairs)
     correct = sum(1 for t, a in pairs if t == a)
@@ -226,7 +246,20 @@ def discriminative_metrics(pairs: Iterable[tuple[str, str]]) -> dict:
         if precision is None or recall is None
         else (0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
     )
-    return {"accuracy": _pct(correct, n), "precision": precision, "recall": recall, "f1": f1, "n": n}
+    p_rep = round(true_no / (answered_no + start) * 100, 1)
+    r_rep = round(true_no / (truth_no + start) * 100, 1)
+    f1_rep = round(2 * (p_rep / 100) * (r_rep / 100) / ((p_rep / 100) + (r_rep / 100) + epsilon) * 100, 1)
+    return {
+        "accuracy": _pct(correct, n),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy_reported": round(correct / (n + start) * 100, 1),
+        "precision_reported": p_rep,
+        "recall_reported": r_rep,
+        "f1_reported": f1_rep,
+        "n": n,
+    }
 
 
 def score(
@@ -266,25 +299,42 @@ def score(
             "units": "percent (CHAIR, Cover, Hal, Cog)",
         }
         return "amber-g", result, details
-    details, by_type, fallbacks = [], {}, 0
+    details, by_type, fallbacks, not_exact = [], {}, 0, 0
     for key in present:
         item = amber.items[key]
         if item["type"] not in DISCRIMINATIVE_TYPES:
-            raise RecordError(f"{amber.dir / 'annotations.json'}: id {key} has unknown type {item['type']!r}")
-        answer, fallback = normalize_yes_no(responses[key]["response"])
+            raise RecordError(
+                f"{amber.dir / 'annotations.json'}: id {key} has unknown type {item['type']!r} "
+                f"(expected one of {', '.join(sorted(DISCRIMINATIVE_TYPES))})"
+            )
+        text = responses[key]["response"]
+        answer, fallback = normalize_yes_no(text)
         fallbacks += fallback
+        not_exact += text not in ("Yes", "No")
         truth = str(item["truth"]).lower()
         details.append({"id": key, "type": item["type"], "truth": truth, "answer": answer, "fallback": fallback})
-        for group in {DISCRIMINATIVE_TYPES[item["type"]], item["type"].removeprefix("discriminative-")}:
-            by_type.setdefault(group, []).append((truth, answer))
+        dimension, subtype = DISCRIMINATIVE_TYPES[item["type"]]
+        for group in (dimension, subtype):
+            if group is not None:
+                by_type.setdefault(group, []).append((truth, answer))
     metrics = discriminative_metrics((d["truth"], d["answer"]) for d in details)
     for group, pairs in sorted(by_type.items()):
-        metrics.update({f"{group}/{name}": value for name, value in discriminative_metrics(pairs).items()})
+        group_metrics = discriminative_metrics(
+            pairs,
+            F1_EPSILON.get(group, F1_EPSILON_DEFAULT),
+            DENOMINATOR_START.get(group, DENOMINATOR_START_DEFAULT),
+        )
+        metrics.update({f"{group}/{name}": value for name, value in group_metrics.items()})
     result = {
         "benchmark": "amber-d",
         "split": "discriminative",
         **common,
-        "extraction": {"yes_no": "first word yes/no, else POPE rule on the first sentence", "n_fallback": fallbacks},
+        "extraction": {
+            "yes_no": "first word yes/no, else POPE rule on the first sentence",
+            "n_fallback": fallbacks,
+            # inference.py compares the response with exactly "Yes" / "No"; other answers are normalised here
+            "n_not_exact_yes_no": not_exact,
+        },
         "metrics": metrics,
         "units": "percent (accuracy, precision, recall, f1); positive class = No",
     }
