@@ -3,7 +3,7 @@
 Files, read from `--amber-dir` (annotations Apache-2.0): `annotations.json` (a list of `{id, type, truth, hallu}`),
 `relation.json` (object -> associated words), `safe_words.txt` (words always ignored), `query/*.json`.
 
-Generative ("Describe this image.", EVAL.md "AMBER"): the reference tags nouns with NLTK's POS tagger, which needs
+Generative ("Describe this image.", docs/eval.md "AMBER"): the reference tags nouns with NLTK's POS tagger, which needs
 downloaded data. Here nouns are found by vocabulary match instead (`noun_extraction: "vocab-match"`): lower-case
 Treebank tokens, singularised through a plural table generated from the vocabulary, multi-word vocabulary phrases
 merged, kept if in the vocabulary (relation.json keys and values ∪ annotation objects). A vocabulary word used as a

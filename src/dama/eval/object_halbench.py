@@ -1,6 +1,6 @@
 """Object HalBench (RLHF-V / RLAIF-V protocol) and plain COCO CHAIR scoring, in `rule` and `llm` extraction modes.
 
-EVAL.md, "Object HalBench": 300 COCO val2014 images with detailed-description prompts; ground truth per image from
+docs/eval.md, "Object HalBench": 300 COCO val2014 images with detailed-description prompts; ground truth per image from
 the user's COCO 2014 annotations (`coco.py`); metrics are CHAIR's (`chair.chair_metrics`, Rohrbach et al. 2018).
 - rule: the CHAIR engine on the raw response.
 - llm: a text judge lists the objects the answer mentions as a JSON list (answers of ≤3 words yield none); each name is
@@ -21,7 +21,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from dama.eval.chair import ChairEngine, ChairItem, Mention, chair_metrics, count_words
+from dama.eval.chair import ChairEngine, ChairItem, Mention, chair_metrics, reference_length
 from dama.eval.coco import CocoGroundTruth, coco_image_id
 from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_jsonl_lines, run_metadata
 
@@ -146,7 +146,7 @@ def score_responses(
                     failures.append(key)
                     continue
                 mentions = llm_mentions(engine, names)
-            items.append(ChairItem(key, mentions, gt[image_ids[key]], count_words(text), image_ids[key]))
+            items.append(ChairItem(key, mentions, gt[image_ids[key]], reference_length(text), image_ids[key]))
         extraction = {"mode": mode}
         if mode == "llm":
             extraction.update(judge_id=judge.judge_id, prompt_sha256=PROMPT_SHA256)
