@@ -146,8 +146,14 @@ def _compare(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="+", help="run folders holding results files")
     parser.add_argument("--out", help="also write the markdown table to this file")
     parser.add_argument("--all-metrics", action="store_true", help="include counts (n_*, tp/fp/tn/fn)")
+    parser.add_argument(
+        "--refuse-mixed",
+        action="store_true",
+        help="error out when a row's scoring settings (extraction, judge, prompt, synonyms) differ between runs "
+        "(default: mark the row with ≠ and list the differences)",
+    )
     args = parser.parse_args(argv)
-    table = compare_table(args.runs, all_metrics=args.all_metrics)
+    table = compare_table(args.runs, all_metrics=args.all_metrics, mixed="refuse" if args.refuse_mixed else "mark")
     print(table, end="")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
