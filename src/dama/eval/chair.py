@@ -224,22 +224,6 @@ class ChairEngine:
         """All object mentions in `text`, in order (CHAIR steps 1-4)."""
         return self.select(self.words(text))
 
-    def reduce_name(self, name: str) -> str | None:
-        """An object name listed by a judge ("two red cars", "cup of coffee") reduced to its head noun, singular.
-
-        Without a POS tagger the head is taken as the last word before a preposition, after steps 1-2, so "traffic
-        lights" -> "traffic light", "car door" -> "door" (not a car), "cup of coffee" -> "cup".
-        """
-        words = [w for w, _ in self.words(name) if is_word(w)]
-        for cut, word in enumerate(words):
-            if word in _PREPOSITIONS and cut > 0:
-                words = words[:cut]
-                break
-        return words[-1] if words else None
-
-
-_PREPOSITIONS = frozenset({"of", "with", "on", "in", "at", "near", "under", "behind", "from", "for"})
-
 
 def table_words(inverse: dict[str, str], extra: Iterable[str]) -> list[str]:
     """Words whose forms the singularisation table needs: synonyms, class names, merge-rule words (no stray spaces)."""

@@ -48,6 +48,19 @@ def _score_parser(bench: str | None) -> argparse.ArgumentParser:
         parser.add_argument("--judge", help="llm mode: openai:MODEL[@BASE_URL], hf:/path/to/causal-lm or fake[:SEED]")
         parser.add_argument("--judge-cache", help="llm mode: judge cache folder (default: judge_cache/ next to --out)")
         parser.add_argument(
+            "--prompt",
+            choices=("rlaif-v", "dama-v1"),
+            default="rlaif-v",
+            help="llm mode: extraction prompt; rlaif-v (default, RLAIF-V's, as a system message) or dama-v1",
+        )
+        parser.add_argument(
+            "--tagger",
+            choices=("auto", "spacy", "approx"),
+            default="auto",
+            help="llm mode: POS tagger for reducing listed names; spacy (en_core_web_trf, the reference), approx "
+            "(offline approximation) or auto (spacy when installed, else approx; recorded in the results)",
+        )
+        parser.add_argument(
             "--synonyms",
             default="chair-refined-v1",
             help="chair-refined-v1 (default), chair-original, or a file of 'class, synonym, ...' lines",
@@ -91,7 +104,7 @@ def _score(argv: list[str]) -> int:
     outputs = []
     if args.bench in ("chair", "object-halbench"):
         from dama.eval.coco import CocoGroundTruth
-        from dama.eval.object_halbench import score_responses
+        from dama.eval.object_halbench import build_tagger, score_responses
 
         modes = ("rule", "llm") if args.mode == "both" else (args.mode,)
         judge = None
@@ -112,6 +125,8 @@ def _score(argv: list[str]) -> int:
                 questions_path=args.questions,
                 modes=modes,
                 judge=judge,
+                prompt=args.prompt,
+                tagger=build_tagger(args.tagger, engine) if "llm" in modes else None,
             )
         except JudgeError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
             raise RecordError(f"judge {args.judge!r}: {err}") from err
