@@ -103,3 +103,97 @@ def test_unknown_type_is_an_error_naming_the_file_and_id(tmp_path, write_respons
     (folder / "annotations.json").write_text(json.dumps([{"id": 1, "type": "discriminative-colour", "truth": "no"}]))
     with pytest.raises(amber.RecordError, match=r"annotations.json: id 1 has unknown type 'discriminative-colour'"):
         amber.score(write_responses("a.jsonl", {1: "No"}), folder, "d")
+
+
+class HandNouns:
+    """The fixture for inference.py's extract_nouns (L32-37): NLTK-style tokens with the Penn tags nltk.pos_tag gives
+    them, written by hand, and WordNet lemmas as WordNetLemmatizer gives them ("men" stays "men", "leaves" ->
+    "leaf"; no lower-casing, so capitalised words stay as they are)."""
+
+    name = "hand-tagged"
+    TAGGED = {
+        "Men can be seen near the lake. Leaves cover the Trees, and a dog sits on the ground.": [
+            ("Men", "NNS"), ("can", "MD"), ("be", "VB"), ("seen", "VBN"), ("near", "IN"), ("the", "DT"),
+            ("lake", "NN"), (".", "."), ("Leaves", "NNS"), ("cover", "VBP"), ("the", "DT"), ("Trees", "NNS"),
+            (",", ","), ("and", "CC"), ("a", "DT"), ("dog", "NN"), ("sits", "VBZ"), ("on", "IN"), ("the", "DT"),
+            ("ground", "NN"), (".", "."),
+        ],
+        "A Boat and a man under the bridge; an individual walks on the street, with flowers on the ground.": [
+            ("A", "DT"), ("Boat", "NNP"), ("and", "CC"), ("a", "DT"), ("man", "NN"), ("under", "IN"),
+            ("the", "DT"), ("bridge", "NN"), (";", ":"), ("an", "DT"), ("individual", "NN"), ("walks", "VBZ"),
+            ("on", "IN"), ("the", "DT"), ("street", "NN"), (",", ","), ("with", "IN"), ("flowers", "NNS"),
+            ("on", "IN"), ("the", "DT"), ("ground", "NN"), (".", "."),
+        ],
+    }  # fmt: skip
+    LEMMA = {"Men": "Men", "Leaves": "leaf", "Trees": "Trees", "flowers": "flower", "Boat": "Boat"}
+
+    def __call__(self, text):
+        return [self.LEMMA.get(word, word) for word, tag in self.TAGGED[text] if tag.startswith("NN")]
+
+
+class HandSimilarity:
+    """spaCy similarity > 0.8 (L25-29) as a fixture: a word is similar to itself, and "street" to "bridge"."""
+
+    name = "hand"
+
+    def similar(self, a, b):
+        return a == b or {a, b} == {"street", "bridge"}
+
+
+def test_generative_reference_extraction_by_hand(write_responses):
+    texts = {1: list(HandNouns.TAGGED)[0], 2: list(HandNouns.TAGGED)[1]}
+    _, result, details = amber.score(
+        write_responses("amber.jsonl", texts), EXCERPT, "g", HandSimilarity(), "reference", HandNouns()
+    )
+    # id 1 (truth sky forest grass person lake mountain road; hallu cloud sun bird dog flower):
+    # NN* lemmas Men, lake, leaf, Trees, dog, ground; in relation.json words (L93-95): lake, dog, ground.
+    # "can" is MD: no noun. lake: a truth word (L122-130) -> covers lake. dog: not safe; a hallu word (L132-139)
+    # -> hits dog; similarity to hallu words (L141-147) -> dog again; to truth words (L150-159): none ->
+    # hallucinated (L161). ground: associate of grass (first in safe_words order) -> covers grass.
+    assert details[0]["nouns"] == ["lake", "dog", "ground"]
+    assert details[0]["hallucinated"] == ["dog"]
+    assert details[0]["covered"] == ["grass", "lake"] and details[0]["hit_hallu"] == ["dog"]
+    # id 2 (truth sky man ship ship forest bridge mountain cloud lake building; hallu plane bird sun paddle ground):
+    # lemmas Boat (capitalised: not a relation.json word), man, bridge, individual, street, flower, ground.
+    # man, bridge: truth words -> covered. individual: global safe word (L119) -> skipped, still a mention.
+    # street: no exact match; similar to "bridge" (a truth word) -> covers bridge, not hallucinated.
+    # flower: nothing -> hallucinated. ground: a hallu word -> hit, and hallucinated.
+    assert details[1]["nouns"] == ["man", "bridge", "individual", "street", "flower", "ground"]
+    assert details[1]["hallucinated"] == ["flower", "ground"]
+    assert details[1]["covered"] == ["bridge", "man"] and details[1]["hit_hallu"] == ["ground"]
+    m = result["metrics"]
+    # CHAIR = 3 / 9; Cover = (2 + 2) / (7 + 10); Hal = 2 / 2; Cog = (1 + 1) / (5 + 5)
+    assert (m["CHAIR"], m["Cover"], m["Hal"], m["Cog"]) == pytest.approx((100 / 3, 400 / 17, 100.0, 20.0))
+    # L259-262 with counters from 0.001: round(3 / 9.001 * 100, 1) = 33.3, round(4 / 17.001 * 100, 1) = 23.5,
+    # round(100 - 0 / 2.001 * 100, 1) = 100.0, round(2 / 10.001 * 100, 1) = 20.0
+    assert (m["CHAIR_reported"], m["Cover_reported"], m["Hal_reported"], m["Cog_reported"]) == (
+        33.3,
+        23.5,
+        100.0,
+        20.0,
+    )
+    assert result["extraction"] == {
+        "noun_extraction": "reference",
+        "tagger": "hand-tagged",
+        "similarity": "hand",
+        "reference_exact": False,
+    }
+
+
+def test_offline_fallback_does_not_count_the_modal_can(write_responses):
+    data = amber.Amber(EXCERPT)
+    assert "can" in data.vocabulary  # relation.json has the object "can"
+    assert data.nouns("A dog can be seen. It can not fly.") == ["dog"]
+    assert data.nouns("A can of soda, two cans and a trash can.") == ["can", "can", "can"]
+    _, result, _ = amber.score(write_responses("a.jsonl", {1: "A dog can be seen."}), EXCERPT, "g", extraction="auto")
+    assert result["extraction"]["noun_extraction"] in ("vocab-match", "reference")  # recorded either way
+
+
+def test_reference_extraction_without_its_resources_is_an_error(write_responses):
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        with pytest.raises(amber.RecordError, match=r"needs NLTK .*dama\[eval-reference\]"):
+            amber.score(write_responses("a.jsonl", {1: "A dog."}), EXCERPT, "g", extraction="reference")
+    else:
+        pytest.skip("NLTK is installed here")

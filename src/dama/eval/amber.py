@@ -3,16 +3,22 @@
 Files, read from `--amber-dir` (annotations Apache-2.0): `annotations.json` (a list of `{id, type, truth, hallu}`),
 `relation.json` (object -> associated words), `safe_words.txt` (words always ignored), `query/*.json`.
 
-Generative ("Describe this image.", docs/eval.md "AMBER"): the reference tags nouns with NLTK's POS tagger, which needs
-downloaded data. Here nouns are found by vocabulary match instead (`noun_extraction: "vocab-match"`): lower-case
-Treebank tokens, singularised through a plural table generated from the vocabulary, multi-word vocabulary phrases
-merged, kept if in the vocabulary (relation.json keys and values ∪ annotation objects). A vocabulary word used as a
-verb or adjective ("orange" shirt) therefore counts, where the tagger might drop it. Per vocabulary noun, as in the
-reference: a global safe word is a non-hallucinated mention; a truth word or one of its associates covers that truth
-object; a hallu word or associate hits that hallu target; a noun matching no truth word or associate (directly, or by
-the optional word-similarity backend) is a hallucinated mention. CHAIR = 100 · hallucinated / mentions; Cover = 100 ·
-covered truth objects / truth objects; Hal = 100 · responses with ≥1 hallucinated mention / responses; Cog = 100 · hit
-hallu targets / hallu targets.
+Generative ("Describe this image.", docs/eval.md "AMBER"), in one of two extractions, recorded as
+`extraction.noun_extraction` in every result:
+- `reference` (AMBER's inference.py exactly; needs the `eval-reference` extra: NLTK with its punkt, tagger and WordNet
+  data, spaCy with `en_core_web_lg`): NLTK tokens tagged NN* by `nltk.pos_tag`, lemmatised with WordNet, not
+  lower-cased (a sentence-initial "Dog" stays "Dog" and is dropped; "men" stays "men"; "leaves" -> "leaf"), kept if
+  they are relation.json words; matching is case-sensitive, and after the exact checks every noun is compared with
+  the hallu words and then the truth words by spaCy similarity (> 0.8; first similar word wins).
+- `vocab-match` (the offline fallback): lower-case Treebank tokens, singularised through a plural table generated
+  from the vocabulary, multi-word vocabulary phrases merged, kept if in the vocabulary (relation.json keys and
+  values ∪ annotation objects); the modal "can" ("can be seen") is not counted, but a vocabulary word used as an
+  adjective ("orange" shirt) is, where the tagger would drop it. Similarity only with `--similarity spacy`.
+Per noun, as in the reference: a global safe word is a non-hallucinated mention; a truth word or one of its
+associates covers that truth object; a hallu word or associate hits that hallu target; a noun matching no truth word
+or associate (directly, or by word similarity) is a hallucinated mention. CHAIR = 100 · hallucinated / mentions;
+Cover = 100 · covered truth objects / truth objects; Hal = 100 · responses with ≥1 hallucinated mention / responses;
+Cog = 100 · hit hallu targets / hallu targets; the `*_reported` values are rounded as inference.py prints them.
 
 Discriminative: each answer normalised to Yes/No (first word yes/no; otherwise POPE's rule: "no"/"not" in the first
 sentence -> No, counted in `n_fallback`); "No" is the positive class. AMBER score = ((100 − CHAIR) + F1) / 2.
@@ -21,13 +27,13 @@ sentence -> No, counted in `n_fallback`); "No" is the positive class. AMBER scor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from tqdm import tqdm
 
-from dama.eval.chair import tokenize
+from dama.eval.chair import is_word, tokenize
 from dama.eval.plurals import lemma_table
 from dama.eval.pope import parse_answer
 from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_json, run_metadata
@@ -103,8 +109,50 @@ def build_similarity(name: str) -> Similarity:
     raise ValueError(f"unknown similarity backend {name!r}; choose none or spacy")
 
 
+EXTRACTIONS = ("auto", "reference", "vocab-match")
+# vocab-match: "can" is a modal, not an object, unless followed by one of these (or by punctuation / the end):
+# "a can of soda", "the can is", "a soda can next to ..."
+_NOUN_CAN_FOLLOWERS = frozenset(
+    """of on in at with next near by from to for behind under beside and or is are was were has have had
+    sits sitting stands standing lies lying placed filled that which""".split()
+)
+
+
+class ReferenceNouns:
+    """inference.py's `extract_nouns`: `lemmatize(word)` for every (word, tag) of `tag(text)` whose tag starts
+    with NN. `tag` and `lemmatize` are NLTK's (`nltk_nouns()`) for reference numbers."""
+
+    def __init__(self, tag: Callable[[str], list[tuple[str, str]]], lemmatize: Callable[[str], str], name: str):
+        self.tag, self.lemmatize, self.name = tag, lemmatize, name
+
+    def __call__(self, text: str) -> list[str]:
+        return [self.lemmatize(word) for word, pos in self.tag(text) if pos.startswith("NN")]
+
+
+def nltk_nouns() -> ReferenceNouns:
+    """The reference noun extractor: `nltk.word_tokenize` + `nltk.pos_tag` + `WordNetLemmatizer().lemmatize`."""
+    try:
+        import nltk
+        from nltk.stem import WordNetLemmatizer
+
+        lemmatizer = WordNetLemmatizer()
+
+        def tag(text: str) -> list[tuple[str, str]]:
+            return nltk.pos_tag(nltk.word_tokenize(text))
+
+        tag("A dog.")  # fail here, not mid-run, when a data package is missing
+        lemmatizer.lemmatize("dogs")
+    except (ImportError, LookupError) as err:
+        raise RecordError(
+            "AMBER reference extraction needs NLTK and its data (pip install 'dama[eval-reference]'; then "
+            "python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger averaged_perceptron_tagger_eng "
+            f"wordnet): {err}"
+        ) from err
+    return ReferenceNouns(tag, lemmatizer.lemmatize, f"nltk-{nltk.__version__}+wordnet")
+
+
 class Amber:
-    """AMBER annotations loaded from a folder, with the vocabulary-match noun extractor."""
+    """AMBER annotations loaded from a folder, with the vocabulary-match noun extractor and the reference rules."""
 
     def __init__(self, amber_dir: str | Path) -> None:
         self.dir = Path(amber_dir)
@@ -120,10 +168,15 @@ class Amber:
         if not isinstance(relation, dict):
             raise RecordError(f"{self.dir / 'relation.json'}: expected a JSON object word -> [associated words]")
         self.association = {k.lower(): [w.lower() for w in v] for k, v in relation.items()}
+        # inference.py uses relation.json and safe_words.txt as they are (case-sensitive, lines cut at "\n")
+        self.raw_association: dict[str, list[str]] = relation
+        self.hallucination_words = set(relation) | {w for ws in relation.values() for w in ws}
         safe_path = self.dir / "safe_words.txt"
         if not safe_path.is_file():
             raise RecordError(f"{safe_path}: file not found")
-        self.safe_words = {line.strip().lower() for line in safe_path.read_text(encoding="utf-8").splitlines()} - {""}
+        safe_text = safe_path.read_text(encoding="utf-8")
+        self.raw_safe_words = set(safe_text.split("\n"))
+        self.safe_words = {line.strip().lower() for line in safe_text.splitlines()} - {""}
         vocabulary = set(self.association) | {w for ws in self.association.values() for w in ws}
         for item in self.items.values():
             if item["type"] == "generative":
@@ -140,7 +193,12 @@ class Amber:
     def nouns(self, text: str) -> list[str]:
         """Vocabulary nouns of `text` in order, repeats kept (the reference does not de-duplicate)."""
         # punctuation tokens stay in until after merging, so phrases never span "traffic. light"
-        tokens = [self.singular.get(t, t) for t in tokenize(text)]
+        surface = tokenize(text)
+        tokens = [self.singular.get(t, t) for t in surface]
+        for i, token in enumerate(surface):  # the modal "can" ("can be seen") is no object
+            following = surface[i + 1] if i + 1 < len(surface) else "."
+            if token == "can" and is_word(following) and following not in _NOUN_CAN_FOLLOWERS:
+                tokens[i] = "can (modal)"
         found, i = [], 0
         while i < len(tokens):
             for width in range(min(self.max_words, len(tokens) - i), 1, -1):
@@ -195,20 +253,75 @@ class Amber:
             "n_hallu": len(hallu),
         }
 
+    def reference_item(self, key: str, text: str, nouns: Callable[[str], list[str]], similarity: Similarity) -> dict:
+        """inference.py's generative loop (L92-171) for one response, transcribed: case-sensitive matching, and
+        after the exact checks the hallu words, then the truth words, compared by `similarity`."""
+        item = self.items[key]
+        truth, hallu = list(item.get("truth", [])), list(item.get("hallu", []))
+        missing = [w for w in truth + hallu if w not in self.raw_association]
+        if missing:
+            raise RecordError(f"{self.dir / 'relation.json'}: no entry for {missing[0]!r} (annotation id {key})")
+        found = [n for n in nouns(text) if n in self.hallucination_words]
+        # (word, owner index): every object's associates in object order, then the objects themselves
+        safe = [(w, i) for i, obj in enumerate(truth) for w in self.raw_association[obj]]
+        safe += [(obj, i) for i, obj in enumerate(truth)]
+        hal = [(w, i) for i, obj in enumerate(hallu) for w in self.raw_association[obj]]
+        hal += [(obj, i) for i, obj in enumerate(hallu)]
+        covered, hit, hallucinated = set(), set(), []
+        for noun in found:
+            if noun in self.raw_safe_words:
+                continue
+            owner = next((i for w, i in safe if w == noun), None)
+            if owner is not None:
+                covered.add(owner)
+                continue
+            owner = next((i for w, i in hal if w == noun), None)
+            if owner is not None:
+                hit.add(owner)
+            owner = next((i for w, i in hal if similarity.similar(noun, w)), None)
+            if owner is not None:
+                hit.add(owner)
+            owner = next((i for w, i in safe if similarity.similar(noun, w)), None)
+            if owner is not None:
+                covered.add(owner)
+                continue
+            hallucinated.append(noun)
+        return {
+            "id": key,
+            "nouns": found,
+            "hallucinated": hallucinated,
+            "covered": sorted(truth[i] for i in covered),
+            "hit_hallu": sorted(hallu[i] for i in hit),
+            "n_truth": len(truth),
+            "n_hallu": len(hallu),
+            "n_covered": len(covered),
+            "n_hit_hallu": len(hit),
+        }
+
 
 def _pct(num: float, den: float) -> float | None:
     return None if den == 0 else 100.0 * num / den
 
 
 def generative_metrics(details: Sequence[dict]) -> dict:
-    """CHAIR, Cover, Hal, Cog (percent) from `Amber.generative_item` records."""
+    """CHAIR, Cover, Hal, Cog (percent) from `Amber.generative_item` / `reference_item` records, exact and as
+    inference.py prints them (`*_reported`: denominators start at 0.001, rounded to one decimal, L259-262)."""
     mentions = sum(len(d["nouns"]) for d in details)
     hallucinated = sum(len(d["hallucinated"]) for d in details)
+    covered = sum(d.get("n_covered", len(d["covered"])) for d in details)
+    hit = sum(d.get("n_hit_hallu", len(d["hit_hallu"])) for d in details)
+    n_truth, n_hallu = sum(d["n_truth"] for d in details), sum(d["n_hallu"] for d in details)
+    clean = sum(1 for d in details if not d["hallucinated"])
+    start = DENOMINATOR_START_DEFAULT
     return {
         "CHAIR": _pct(hallucinated, mentions),
-        "Cover": _pct(sum(len(d["covered"]) for d in details), sum(d["n_truth"] for d in details)),
-        "Hal": _pct(sum(1 for d in details if d["hallucinated"]), len(details)),
-        "Cog": _pct(sum(len(d["hit_hallu"]) for d in details), sum(d["n_hallu"] for d in details)),
+        "Cover": _pct(covered, n_truth),
+        "Hal": _pct(len(details) - clean, len(details)),
+        "Cog": _pct(hit, n_hallu),
+        "CHAIR_reported": round(hallucinated / (mentions + start) * 100, 1),
+        "Cover_reported": round(covered / (n_truth + start) * 100, 1),
+        "Hal_reported": round(100 - clean / (len(details) + start) * 100, 1),
+        "Cog_reported": round(hit / (n_hallu + start) * 100, 1),
         "n_responses": len(details),
         "n_mentions": mentions,
         "n_hallucinated_mentions": hallucinated,
@@ -263,9 +376,18 @@ def discriminative_metrics(
 
 
 def score(
-    responses_path: str | Path, amber_dir: str | Path, kind: str, similarity: Similarity | None = None
+    responses_path: str | Path,
+    amber_dir: str | Path,
+    kind: str,
+    similarity: Similarity | None = None,
+    extraction: str = "vocab-match",
+    nouns: Callable[[str], list[str]] | None = None,
 ) -> tuple[str, dict, list[dict]]:
     """Score the generative (`kind="g"`) or discriminative (`"d"`) half; returns `(stem, result, details)`.
+
+    Generative `extraction`: `reference` (inference.py exactly: `nouns` defaults to NLTK's, `similarity` to spaCy
+    `en_core_web_lg`; an error if they are not installed), `vocab-match` (offline; `similarity` defaults to none), or
+    `auto` (reference when its resources are installed, else vocab-match). The result records which one ran.
 
     Response ids of the other half are ignored and counted (`dama eval generate --bench amber` writes both halves to
     one file); ids AMBER does not have are an error; missing responses make the result partial.
@@ -285,16 +407,39 @@ def score(
         "n_ignored_other_task": len(responses) - len(ours),
     }
     if kind == "g":
-        similarity = similarity or NoSimilarity()
-        details = [
-            amber.generative_item(k, responses[k]["response"], similarity)
-            for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
-        ]
+        if extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown AMBER extraction {extraction!r}; choose from {', '.join(EXTRACTIONS)}")
+        if extraction == "auto":
+            try:
+                nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
+                extraction = "reference"
+            except RecordError:
+                extraction = "vocab-match"
+        if extraction == "reference":
+            nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
+            details = [
+                amber.reference_item(k, responses[k]["response"], nouns, similarity)
+                for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
+            ]
+            settings = {
+                "noun_extraction": "reference",
+                "tagger": getattr(nouns, "name", "custom"),
+                "similarity": similarity.name,
+                "reference_exact": getattr(nouns, "name", "").startswith("nltk")
+                and similarity.name == "spacy:en_core_web_lg>0.8",
+            }
+        else:
+            similarity = similarity or NoSimilarity()
+            details = [
+                amber.generative_item(k, responses[k]["response"], similarity)
+                for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
+            ]
+            settings = {"noun_extraction": "vocab-match", "similarity": similarity.name, "reference_exact": False}
         result = {
             "benchmark": "amber-g",
             "split": "generative",
             **common,
-            "extraction": {"noun_extraction": "vocab-match", "similarity": similarity.name},
+            "extraction": settings,
             "metrics": generative_metrics(details),
             "units": "percent (CHAIR, Cover, Hal, Cog)",
         }

@@ -70,7 +70,18 @@ def _score_parser(bench: str | None) -> argparse.ArgumentParser:
         parser.add_argument(
             "--amber-dir", required=True, help="AMBER data folder (annotations.json, relation.json, ...)"
         )
-        parser.add_argument("--similarity", choices=("none", "spacy"), default="none", help="word-similarity backend")
+        parser.add_argument(
+            "--extraction",
+            choices=("auto", "reference", "vocab-match"),
+            default="auto",
+            help="amber-g nouns: reference (AMBER's inference.py exactly; needs the eval-reference extra and its data), "
+            "vocab-match (offline approximation) or auto (reference when installed; recorded in the results)",
+        )
+        parser.add_argument(
+            "--similarity",
+            choices=("none", "spacy"),
+            help="word-similarity backend for vocab-match (default none; reference always uses spaCy)",
+        )
     elif bench == "pope":
         parser.add_argument("--questions", required=True, help="POPE question file (JSONL: question_id, text, label)")
         parser.add_argument(
@@ -133,8 +144,8 @@ def _score(argv: list[str]) -> int:
     elif args.bench in ("amber-g", "amber-d"):
         from dama.eval import amber
 
-        similarity = amber.build_similarity(args.similarity)
-        outputs = [amber.score(args.responses, args.amber_dir, args.bench[-1], similarity)]
+        similarity = amber.build_similarity(args.similarity) if args.similarity else None
+        outputs = [amber.score(args.responses, args.amber_dir, args.bench[-1], similarity, args.extraction)]
     elif args.bench == "pope":
         from dama.eval import pope
 
