@@ -106,9 +106,10 @@ def test_unknown_type_is_an_error_naming_the_file_and_id(tmp_path, write_respons
 
 
 class HandNouns:
-    """The fixture for inference.py's extract_nouns (L32-37): NLTK-style tokens with the Penn tags nltk.pos_tag gives
-    them, written by hand, and WordNet lemmas as WordNetLemmatizer gives them ("men" stays "men", "leaves" ->
-    "leaf"; no lower-casing, so capitalised words stay as they are)."""
+    """The fixture for inference.py's extract_nouns (L32-37): NLTK-style tokens with Penn tags written by hand as
+    nltk.pos_tag gives them, and WordNetLemmatizer's lemmas (checked with NLTK 3.10 over WordNet 3.0): "men" stays
+    "men", "flowers" -> "flower"; nothing is lower-cased and WordNet has no capitalised entries, so "Men", "Leaves",
+    "Trees", "Boat" stay as they are."""
 
     name = "hand-tagged"
     TAGGED = {
@@ -125,7 +126,7 @@ class HandNouns:
             ("on", "IN"), ("the", "DT"), ("ground", "NN"), (".", "."),
         ],
     }  # fmt: skip
-    LEMMA = {"Men": "Men", "Leaves": "leaf", "Trees": "Trees", "flowers": "flower", "Boat": "Boat"}
+    LEMMA = {"flowers": "flower"}  # every other noun here is its own lemma
 
     def __call__(self, text):
         return [self.LEMMA.get(word, word) for word, tag in self.TAGGED[text] if tag.startswith("NN")]
@@ -146,7 +147,7 @@ def test_generative_reference_extraction_by_hand(write_responses):
         write_responses("amber.jsonl", texts), EXCERPT, "g", HandSimilarity(), "reference", HandNouns()
     )
     # id 1 (truth sky forest grass person lake mountain road; hallu cloud sun bird dog flower):
-    # NN* lemmas Men, lake, leaf, Trees, dog, ground; in relation.json words (L93-95): lake, dog, ground.
+    # NN* lemmas Men, lake, Leaves, Trees, dog, ground; in relation.json words (L93-95): lake, dog, ground.
     # "can" is MD: no noun. lake: a truth word (L122-130) -> covers lake. dog: not safe; a hallu word (L132-139)
     # -> hits dog; similarity to hallu words (L141-147) -> dog again; to truth words (L150-159): none ->
     # hallucinated (L161). ground: associate of grass (first in safe_words order) -> covers grass.
