@@ -132,6 +132,7 @@ def test_llm_mode_through_the_cli_with_the_fake_judge(tmp_path, coco_dir, write_
     assert rule["metrics"]["n_mentions"] == 3 and rule["extraction"] == {
         "mode": "rule",
         "length": "rlaif-v: len(text.strip().split(' '))",
+        "answer_cleanup": "rlaif-v: remove 'Assistant:', strip",
     }
     assert llm["extraction"]["mode"] == "llm" and llm["extraction"]["judge_id"].startswith("fake")
     assert llm["metrics"]["n_mentions"] == 0  # the fake judge lists no objects

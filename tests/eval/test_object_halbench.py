@@ -70,7 +70,12 @@ def test_rule_mode_by_hand(write_responses, questions, gt, engine):
     assert m["recall"] == pytest.approx(500 / 6)  # (3 + 2 + 0) of (3 + 2 + 1)
     assert m["avg_len"] == pytest.approx(8.0)  # (12 + 7 + 5) / 3
     assert (
-        result["extraction"] == {"mode": "rule", "length": "rlaif-v: len(text.strip().split(' '))"}
+        result["extraction"]
+        == {
+            "mode": "rule",
+            "length": "rlaif-v: len(text.strip().split(' '))",
+            "answer_cleanup": "rlaif-v: remove 'Assistant:', strip",
+        }
         and result["synonyms"]["version"] == "chair-refined-v1"
     )
     assert result["partial"] is False and result["n_items"] == 3 and result["completeness_checked"] is True
@@ -190,3 +195,13 @@ def test_llm_mode_sends_the_rlaif_v_prompt_as_system_and_records_the_reduction(w
     assert result["extraction"]["reduction"] == "rlaif-v:approx"
     assert result["extraction"]["reference_reduction"] is False
     assert details[0]["mentions"] == [["hot dog", "hot dog"]]
+
+
+def test_answers_are_cleaned_as_rlaif_v_loads_them(write_responses, questions, gt, engine):
+    # load_generated_captions: answer.replace("Assistant:", "").strip(); then avg_len = len(cap.strip().split(" "))
+    path = write_responses("r.jsonl", {"1": "Assistant: A dog.", "2": " A sink. ", "3": "A cat."})
+    [(_, result, details)] = score_responses(path, engine, gt, questions_path=questions)
+    assert result["metrics"]["avg_len"] == pytest.approx(2.0)  # "A dog." / "A sink." / "A cat.": 2 words each
+    assert details[0]["mentions"] == [["dog", "dog"]]
+    [(_, plain, _)] = score_responses(path, engine, gt, bench="chair")  # plain CHAIR keeps the text as it is
+    assert plain["metrics"]["avg_len"] == pytest.approx(7 / 3)  # ["Assistant:", "A", "dog."], ["A", "sink."], ...

@@ -2,7 +2,8 @@
 
 docs/eval.md, "Object HalBench": 300 COCO val2014 images with detailed-description prompts; ground truth per image
 from the user's COCO 2014 annotations (`coco.py`); metrics are CHAIR's (`chair.chair_metrics`, Rohrbach et al. 2018);
-`avg_len` is RLAIF-V's `len(text.strip().split(" "))`.
+`avg_len` is RLAIF-V's `len(text.strip().split(" "))`. For Object HalBench, answers are first cleaned as RLAIF-V
+loads them: every "Assistant:" removed, then whitespace stripped.
 - rule: the CHAIR engine on the raw response.
 - llm (the protocol behind published Object HalBench numbers), as RLAIF-V's eval/eval_gpt_obj_halbench.py: a text
   judge gets RLAIF-V's extraction prompt as a system message and lists the objects as a JSON list (answers of ≤3
@@ -308,6 +309,10 @@ def score_responses(
         for key in tqdm(present, desc=f"{bench} {mode}", unit="response", leave=False):
             row = responses[key]
             text = row["response"]
+            if (
+                bench == "object-halbench"
+            ):  # RLAIF-V's load_generated_captions: answer.replace("Assistant:", "").strip()
+                text = text.replace("Assistant:", "").strip()
             if mode == "rule":
                 mentions = engine.extract(text)
             elif len(text.split()) <= 3:
@@ -323,6 +328,8 @@ def score_responses(
                 mentions = llm_mentions(engine, names, tagger)
             items.append(ChairItem(key, mentions, gt[image_ids[key]], reference_length(text), image_ids[key]))
         extraction = {"mode": mode, "length": "rlaif-v: len(text.strip().split(' '))"}
+        if bench == "object-halbench":
+            extraction["answer_cleanup"] = "rlaif-v: remove 'Assistant:', strip"
         if mode == "llm":
             extraction.update(
                 judge_id=judge.judge_id,
