@@ -62,3 +62,16 @@ def test_different_synonym_lists_are_marked_and_cli_refuses(tmp_path, capsys):
 def test_settings_leave_out_counts():
     result = {"extraction": {"mode": "rule", "n_fallback": 3}, "judge_id": "x", "metrics": {}}
     assert settings(result) == {"extraction.mode": "rule", "judge_id": "x"}
+
+
+def test_amber_score_reported_uses_the_reported_chair_and_f1(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    g = {"benchmark": "amber-g", "split": "generative", "metrics": {"CHAIR": 10.04, "CHAIR_reported": 10.0}}
+    d = {"benchmark": "amber-d", "split": "discriminative", "metrics": {"f1": 80.0, "f1_reported": 79.9}}
+    (run / "amber-g.metrics.json").write_text(json.dumps(g))
+    (run / "amber-d.metrics.json").write_text(json.dumps(d))
+    table = compare_table([run])
+    # AMBER score = ((100 - CHAIR) + F1) / 2 (Wang et al. 2023): exact (89.96 + 80.0) / 2 = 84.98,
+    # reported (90.0 + 79.9) / 2 = 84.95
+    assert "| amber / AMBER_score | 84.98 |" in table and "| amber / AMBER_score_reported | 84.95 |" in table
