@@ -271,6 +271,11 @@ def test_hf_judge_from_a_tiny_causal_lm_answers_and_is_cached(tmp_path):
     assert judge.complete("Is there a cat? Answer yes or no.") == reply
     assert judge.hits == 1 and judge.calls == 1
 
+    # a template that cannot render a lone system message is a JudgeError naming the way out, not a traceback
+    judge.inner.tokenizer.chat_template = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+    with pytest.raises(JudgeError, match="cannot render a lone system message .*--prompt dama-v1"):
+        judge.complete("List the objects.", role="system")
+
 
 def test_judge_failure_through_the_cli_is_a_clear_error(tmp_path, server, api_key, capsys):
     from dama.eval.cli import main

@@ -197,9 +197,16 @@ class HFJudge:
 
         _check_role(role)
         if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": role, "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": role, "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+            # jinja templates raise their own error types, e.g. "conversation roles must alternate user/assistant"
+            except Exception as err:
+                raise JudgeError(
+                    f"{self.judge_id}: its chat template cannot render a lone {role} message ({err}); "
+                    "for Object HalBench use --prompt dama-v1, which is sent as a user message"
+                ) from err
         else:
             text = prompt
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=not self.tokenizer.chat_template)
