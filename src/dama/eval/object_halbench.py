@@ -309,9 +309,8 @@ def score_responses(
         for key in tqdm(present, desc=f"{bench} {mode}", unit="response", leave=False):
             row = responses[key]
             text = row["response"]
-            if (
-                bench == "object-halbench"
-            ):  # RLAIF-V's load_generated_captions: answer.replace("Assistant:", "").strip()
+            # RLAIF-V's load_generated_captions: answer.replace("Assistant:", "").strip()
+            if bench == "object-halbench":
                 text = text.replace("Assistant:", "").strip()
             if mode == "rule":
                 mentions = engine.extract(text)
@@ -344,7 +343,8 @@ def score_responses(
             "split": "val2014" if bench == "object-halbench" else "coco2014",
             **meta,
             "extraction": extraction,
-            "synonyms": {"version": engine.version, "sha256": engine.sha256},
+            # fingerprint: the synonym lines plus the singularisation/merge tables and rules actually applied
+            "synonyms": {"version": engine.version, "sha256": engine.sha256, "fingerprint": engine.fingerprint},
             "annotations": ground_truth.describe(),
             "responses_file": str(responses_path),
             **status,
