@@ -60,11 +60,11 @@ def coco_dir(tmp_path: Path) -> Path:
 AMBER_ANNOTATIONS = [
     {"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["frisbee", "cat"]},
     {"id": 2, "type": "generative", "truth": ["car"], "hallu": ["person"]},
-    {"id": 3, "type": "discriminative-existence", "truth": "yes"},
-    {"id": 4, "type": "discriminative-existence", "truth": "no"},
+    {"id": 3, "type": "discriminative-hallucination", "truth": "yes"},
+    {"id": 4, "type": "discriminative-hallucination", "truth": "no"},
     {"id": 5, "type": "discriminative-attribute-state", "truth": "no"},
     {"id": 6, "type": "discriminative-attribute-number", "truth": "yes"},
-    {"id": 7, "type": "discriminative-relation", "truth": "no"},
+    {"id": 7, "type": "relation", "truth": "no"},
 ]
 AMBER_RELATION = {
     "dog": ["puppy"],

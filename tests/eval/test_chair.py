@@ -73,7 +73,9 @@ def test_tokenizer_and_length():
 def test_original_list_keeps_its_quirks_refined_fixes_them():
     original, refined = ChairEngine(version=ORIGINAL), ChairEngine()
     text = "a pedestrian, a bison, a cheesecake and a motor bike near a coffee table with a remote control"
-    assert classes(original, text) == ["dining table", "remote"]  # coffee table -> table; remote control -> remote
+    # the original strips each line (`s.strip().split(', ')`), so "bison " matches; " cheesecake" and " motor bike"
+    # keep their leading space and never do. coffee table -> table; remote control -> remote
+    assert classes(original, text) == ["cow", "dining table", "remote"]
     assert classes(refined, text) == ["person", "cow", "cake", "motorcycle", "dining table", "remote"]
     assert original.version == "chair-original" and refined.version == "chair-refined-v1"
     assert original.sha256 != refined.sha256

@@ -129,7 +129,11 @@ def test_llm_mode_through_the_cli_with_the_fake_judge(tmp_path, coco_dir, write_
     assert _score(*args) == 0
     rule = json.loads((tmp_path / "run" / "object-halbench_rule.metrics.json").read_text())
     llm = json.loads((tmp_path / "run" / "object-halbench_llm.metrics.json").read_text())
-    assert rule["metrics"]["n_mentions"] == 3 and rule["extraction"] == {"mode": "rule"}
+    assert rule["metrics"]["n_mentions"] == 3 and rule["extraction"] == {
+        "mode": "rule",
+        "length": "rlaif-v: len(text.strip().split(' '))",
+        "answer_cleanup": "rlaif-v: remove 'Assistant:', strip",
+    }
     assert llm["extraction"]["mode"] == "llm" and llm["extraction"]["judge_id"].startswith("fake")
     assert llm["metrics"]["n_mentions"] == 0  # the fake judge lists no objects
     assert any((tmp_path / "run" / "judge_cache").rglob("*.json"))  # every judge call is cached

@@ -271,6 +271,11 @@ def test_hf_judge_from_a_tiny_causal_lm_answers_and_is_cached(tmp_path):
     assert judge.complete("Is there a cat? Answer yes or no.") == reply
     assert judge.hits == 1 and judge.calls == 1
 
+    # a template that cannot render a lone system message is a JudgeError naming the way out, not a traceback
+    judge.inner.tokenizer.chat_template = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+    with pytest.raises(JudgeError, match="cannot render a lone system message .*--prompt dama-v1"):
+        judge.complete("List the objects.", role="system")
+
 
 def test_judge_failure_through_the_cli_is_a_clear_error(tmp_path, server, api_key, capsys):
     from dama.eval.cli import main
@@ -284,3 +289,17 @@ def test_judge_failure_through_the_cli_is_a_clear_error(tmp_path, server, api_ke
     err = capsys.readouterr().err
     assert f"{server.base_url}/chat/completions failed after 2 attempt(s): HTTP 502" in err and KEY not in err
     assert "a rerun continues" in err
+
+
+def test_system_role_is_sent_as_the_only_message_and_cached_apart(tmp_path, server, api_key):
+    server.reply = lambda prompt: f"echo: {prompt}"
+    judge = CachedJudge(_openai(server), tmp_path)
+    assert judge.complete("list objects", role="system") == "echo: list objects"
+    assert judge.complete("list objects") == "echo: list objects"  # a user message is another request
+    assert [r["body"]["messages"] for r in server.requests] == [
+        [{"role": "system", "content": "list objects"}],
+        [{"role": "user", "content": "list objects"}],
+    ]
+    assert judge.complete("list objects", role="system") == "echo: list objects" and judge.hits == 1
+    with pytest.raises(ValueError, match="unknown message role"):
+        judge.complete("x", role="assistant")

@@ -8,7 +8,7 @@ import pytest
 
 from dama.eval.chair import ChairEngine
 from dama.eval.coco import CocoGroundTruth
-from dama.eval.object_halbench import parse_object_list, score_responses
+from dama.eval.object_halbench import ApproxTagger, parse_object_list, score_responses
 from dama.eval.records import RecordError
 
 
@@ -69,7 +69,15 @@ def test_rule_mode_by_hand(write_responses, questions, gt, engine):
     assert m["CHAIR_s"] == pytest.approx(200 / 3) and m["CHAIR_s_refined"] == pytest.approx(200 / 3)
     assert m["recall"] == pytest.approx(500 / 6)  # (3 + 2 + 0) of (3 + 2 + 1)
     assert m["avg_len"] == pytest.approx(8.0)  # (12 + 7 + 5) / 3
-    assert result["extraction"] == {"mode": "rule"} and result["synonyms"]["version"] == "chair-refined-v1"
+    assert (
+        result["extraction"]
+        == {
+            "mode": "rule",
+            "length": "rlaif-v: len(text.strip().split(' '))",
+            "answer_cleanup": "rlaif-v: remove 'Assistant:', strip",
+        }
+        and result["synonyms"]["version"] == "chair-refined-v1"
+    )
     assert result["partial"] is False and result["n_items"] == 3 and result["completeness_checked"] is True
     assert result["model"] == "tiny" and result["decoding"] == {"num_beams": 1}
     assert details[2]["hallucinated"] == [["dog", "dog"], ["dog", "dog"]]
@@ -81,23 +89,27 @@ class ListingJudge:
     judge_id = "test:listing"
 
     def __init__(self, replies: dict[str, str]) -> None:
-        self.replies, self.calls = replies, 0
+        self.replies, self.calls, self.roles = replies, 0, []
 
-    def complete(self, prompt: str) -> str:
+    def complete(self, prompt: str, role: str = "user") -> str:
         self.calls += 1
-        return next(reply for answer, reply in self.replies.items() if f"Answer: {answer}" in prompt)
+        self.roles.append(role)
+        return next(reply for answer, reply in self.replies.items() if f"\n{answer}\n" in prompt)
 
 
 def test_llm_mode_by_hand(write_responses, questions, gt, engine):
     judge = ListingJudge(
         {
-            RESPONSES["1"]: '["a man", "brown dogs", "frisbee", "car door", "dog"]',  # car door is a door, not a car
+            # "a a man" -> man; "brown" is no noun -> dog; "car door" is one noun run, not a COCO name -> nothing
+            RESPONSES["1"]: '["a man", "brown dogs", "frisbee", "car door", "dog"]',
             RESPONSES["2"]: 'Sure: ["toilet", "seat", "sink"]',  # seat dropped next to a toilet
             RESPONSES["3"]: '["dog", "dogs"]',  # de-duplicated: one hallucinated mention
         }
     )
     path = write_responses("r.jsonl", RESPONSES)
-    outputs = score_responses(path, engine, gt, questions_path=questions, modes=("rule", "llm"), judge=judge)
+    outputs = score_responses(
+        path, engine, gt, questions_path=questions, modes=("rule", "llm"), judge=judge, tagger=ApproxTagger(engine)
+    )
     assert [stem for stem, _, _ in outputs] == ["object-halbench_rule", "object-halbench_llm"]
     _, result, details = outputs[1]
     m = result["metrics"]
@@ -111,7 +123,9 @@ def test_llm_mode_by_hand(write_responses, questions, gt, engine):
 def test_llm_mode_short_answers_and_judge_failures(write_responses, questions, gt, engine):
     judge = ListingJudge({RESPONSES["1"]: '["dog"]', "A toilet seat next to a sink.": "I see a toilet."})
     path = write_responses("r.jsonl", {"1": RESPONSES["1"], "2": RESPONSES["2"], "3": "Two dogs."})
-    [(_, result, details)] = score_responses(path, engine, gt, questions_path=questions, modes=("llm",), judge=judge)
+    [(_, result, details)] = score_responses(
+        path, engine, gt, questions_path=questions, modes=("llm",), judge=judge, tagger=ApproxTagger(engine)
+    )
     assert judge.calls == 2  # "Two dogs." has ≤3 words: no objects, no call
     assert result["partial"] is True and result["n_judge_failures"] == 1 and result["judge_failure_ids"] == ["2"]
     assert result["n_items"] == 2 and result["metrics"]["n_mentions"] == 1
@@ -168,3 +182,26 @@ def test_image_id_falls_back_to_the_question_and_bom_is_tolerated(write_response
     [(_, result, details)] = score_responses(path, engine, gt, questions_path=questions)
     assert details[0]["image_id"] == "3" and details[0]["gt"] == ["cat"]
     assert result["metrics"]["CHAIR_i"] == 0.0 and result["n_missing"] == 2
+
+
+def test_llm_mode_sends_the_rlaif_v_prompt_as_system_and_records_the_reduction(write_responses, questions, gt, engine):
+    judge = ListingJudge({RESPONSES["1"]: '["hot dog stand"]', RESPONSES["2"]: "[]", RESPONSES["3"]: "[]"})
+    path = write_responses("r.jsonl", RESPONSES)
+    [(_, result, details)] = score_responses(
+        path, engine, gt, questions_path=questions, modes=("llm",), judge=judge, tagger=ApproxTagger(engine)
+    )
+    assert judge.roles == ["system"] * 3
+    assert result["extraction"]["prompt"] == "rlaif-v" and result["extraction"]["prompt_role"] == "system"
+    assert result["extraction"]["reduction"] == "rlaif-v:approx"
+    assert result["extraction"]["reference_reduction"] is False
+    assert details[0]["mentions"] == [["hot dog", "hot dog"]]
+
+
+def test_answers_are_cleaned_as_rlaif_v_loads_them(write_responses, questions, gt, engine):
+    # load_generated_captions: answer.replace("Assistant:", "").strip(); then avg_len = len(cap.strip().split(" "))
+    path = write_responses("r.jsonl", {"1": "Assistant: A dog.", "2": " A sink. ", "3": "A cat."})
+    [(_, result, details)] = score_responses(path, engine, gt, questions_path=questions)
+    assert result["metrics"]["avg_len"] == pytest.approx(2.0)  # "A dog." / "A sink." / "A cat.": 2 words each
+    assert details[0]["mentions"] == [["dog", "dog"]]
+    [(_, plain, _)] = score_responses(path, engine, gt, bench="chair")  # plain CHAIR keeps the text as it is
+    assert plain["metrics"]["avg_len"] == pytest.approx(7 / 3)  # ["Assistant:", "A", "dog."], ["A", "sink."], ...

@@ -98,7 +98,7 @@ def test_amber_generative_by_hand(amber_dir, write_responses):
     assert m["Cover"] == pytest.approx(100.0)  # dog, grass, car
     assert m["Hal"] == pytest.approx(50.0)  # 1 of 2 responses
     assert m["Cog"] == pytest.approx(100 / 3)  # cat of (frisbee, cat, person)
-    assert result["extraction"] == {"noun_extraction": "vocab-match", "similarity": "none"}
+    assert result["extraction"] == {"noun_extraction": "vocab-match", "similarity": "none", "reference_exact": False}
 
 
 def test_amber_discriminative_by_hand(amber_dir, write_responses):

@@ -3,16 +3,22 @@
 Files, read from `--amber-dir` (annotations Apache-2.0): `annotations.json` (a list of `{id, type, truth, hallu}`),
 `relation.json` (object -> associated words), `safe_words.txt` (words always ignored), `query/*.json`.
 
-Generative ("Describe this image.", `docs/eval.md` "AMBER"): the reference tags nouns with NLTK's POS tagger, which needs
-downloaded data. Here nouns are found by vocabulary match instead (`noun_extraction: "vocab-match"`): lower-case
-Treebank tokens, singularised through a plural table generated from the vocabulary, multi-word vocabulary phrases
-merged, kept if in the vocabulary (relation.json keys and values ∪ annotation objects). A vocabulary word used as a
-verb or adjective ("orange" shirt) therefore counts, where the tagger might drop it. Per vocabulary noun, as in the
-reference: a global safe word is a non-hallucinated mention; a truth word or one of its associates covers that truth
-object; a hallu word or associate hits that hallu target; a noun matching no truth word or associate (directly, or by
-the optional word-similarity backend) is a hallucinated mention. CHAIR = 100 · hallucinated / mentions; Cover = 100 ·
-covered truth objects / truth objects; Hal = 100 · responses with ≥1 hallucinated mention / responses; Cog = 100 · hit
-hallu targets / hallu targets.
+Generative ("Describe this image.", docs/eval.md "AMBER"), in one of two extractions, recorded as
+`extraction.noun_extraction` in every result:
+- `reference` (AMBER's inference.py exactly; needs the `eval-reference` extra: NLTK with its punkt, tagger and WordNet
+  data, spaCy with `en_core_web_lg`): NLTK tokens tagged NN* by `nltk.pos_tag`, lemmatised with WordNet, not
+  lower-cased (a sentence-initial "Dog" stays "Dog" and is dropped; "men" stays "men"; "leaves" -> "leaf"), kept if
+  they are relation.json words; matching is case-sensitive, and after the exact checks every noun is compared with
+  the hallu words and then the truth words by spaCy similarity (> 0.8; first similar word wins).
+- `vocab-match` (the offline fallback): lower-case Treebank tokens, singularised through a plural table generated
+  from the vocabulary, multi-word vocabulary phrases merged, kept if in the vocabulary (relation.json keys and
+  values ∪ annotation objects); the modal "can" ("can be seen") is not counted, but a vocabulary word used as an
+  adjective ("orange" shirt) is, where the tagger would drop it. Similarity only with `--similarity spacy`.
+Per noun, as in the reference: a global safe word is a non-hallucinated mention; a truth word or one of its
+associates covers that truth object; a hallu word or associate hits that hallu target; a noun matching no truth word
+or associate (directly, or by word similarity) is a hallucinated mention. CHAIR = 100 · hallucinated / mentions;
+Cover = 100 · covered truth objects / truth objects; Hal = 100 · responses with ≥1 hallucinated mention / responses;
+Cog = 100 · hit hallu targets / hallu targets; the `*_reported` values are rounded as inference.py prints them.
 
 Discriminative: each answer normalised to Yes/No (first word yes/no; otherwise POPE's rule: "no"/"not" in the first
 sentence -> No, counted in `n_fallback`); "No" is the positive class. AMBER score = ((100 − CHAIR) + F1) / 2.
@@ -21,24 +27,35 @@ sentence -> No, counted in `n_fallback`); "No" is the positive class. AMBER scor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from tqdm import tqdm
 
-from dama.eval.chair import tokenize
+from dama.eval.chair import is_word, tokenize
 from dama.eval.plurals import lemma_table
 from dama.eval.pope import parse_answer
 from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_json, run_metadata
 
-DISCRIMINATIVE_TYPES = {
-    "discriminative-existence": "existence",
-    "discriminative-attribute-state": "attribute",
-    "discriminative-attribute-number": "attribute",
-    "discriminative-attribute-action": "attribute",
-    "discriminative-relation": "relation",
+# annotations.json `type` -> (dimension, attribute sub-type). These are the type names of AMBER's released file;
+# its inference.py counts "discriminative-hallucination" as existence, the three attribute types as attribute, and
+# every other non-generative type ("discriminative-relation", "relation") as relation. Unknown types are an error.
+DISCRIMINATIVE_TYPES: dict[str, tuple[str, str | None]] = {
+    "discriminative-hallucination": ("existence", None),
+    "discriminative-attribute-state": ("attribute", "attribute-state"),
+    "discriminative-attribute-number": ("attribute", "attribute-number"),
+    "discriminative-attribute-action": ("attribute", "attribute-action"),
+    "discriminative-relation": ("relation", None),
+    "relation": ("relation", None),
 }
+# inference.py's F1 adds this to P + R (both as fractions); existence alone uses 0.001.
+F1_EPSILON = {"existence": 0.001}
+F1_EPSILON_DEFAULT = 0.0001
+# inference.py starts every counter's denominator at 0.001 (data/metrics.txt); the pooled attribute dimension adds
+# three counters (state + number + action), so its denominators start at 0.003.
+DENOMINATOR_START = {"attribute": 0.003}
+DENOMINATOR_START_DEFAULT = 0.001
 
 
 class Similarity(Protocol):
@@ -92,8 +109,50 @@ def build_similarity(name: str) -> Similarity:
     raise ValueError(f"unknown similarity backend {name!r}; choose none or spacy")
 
 
+EXTRACTIONS = ("auto", "reference", "vocab-match")
+# vocab-match: "can" is a modal, not an object, unless followed by one of these (or by punctuation / the end):
+# "a can of soda", "the can is", "a soda can next to ..."
+_NOUN_CAN_FOLLOWERS = frozenset(
+    """of on in at with next near by from to for behind under beside and or is are was were has have had
+    sits sitting stands standing lies lying placed filled that which""".split()
+)
+
+
+class ReferenceNouns:
+    """inference.py's `extract_nouns`: `lemmatize(word)` for every (word, tag) of `tag(text)` whose tag starts
+    with NN. `tag` and `lemmatize` are NLTK's (`nltk_nouns()`) for reference numbers."""
+
+    def __init__(self, tag: Callable[[str], list[tuple[str, str]]], lemmatize: Callable[[str], str], name: str):
+        self.tag, self.lemmatize, self.name = tag, lemmatize, name
+
+    def __call__(self, text: str) -> list[str]:
+        return [self.lemmatize(word) for word, pos in self.tag(text) if pos.startswith("NN")]
+
+
+def nltk_nouns() -> ReferenceNouns:
+    """The reference noun extractor: `nltk.word_tokenize` + `nltk.pos_tag` + `WordNetLemmatizer().lemmatize`."""
+    try:
+        import nltk
+        from nltk.stem import WordNetLemmatizer
+
+        lemmatizer = WordNetLemmatizer()
+
+        def tag(text: str) -> list[tuple[str, str]]:
+            return nltk.pos_tag(nltk.word_tokenize(text))
+
+        tag("A dog.")  # fail here, not mid-run, when a data package is missing
+        lemmatizer.lemmatize("dogs")
+    except (ImportError, LookupError) as err:
+        raise RecordError(
+            "AMBER reference extraction needs NLTK and its data (pip install 'dama[eval-reference]'; then "
+            "python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger averaged_perceptron_tagger_eng "
+            f"wordnet): {err}"
+        ) from err
+    return ReferenceNouns(tag, lemmatizer.lemmatize, f"nltk-{nltk.__version__}+wordnet")
+
+
 class Amber:
-    """AMBER annotations loaded from a folder, with the vocabulary-match noun extractor."""
+    """AMBER annotations loaded from a folder, with the vocabulary-match noun extractor and the reference rules."""
 
     def __init__(self, amber_dir: str | Path) -> None:
         self.dir = Path(amber_dir)
@@ -109,10 +168,15 @@ class Amber:
         if not isinstance(relation, dict):
             raise RecordError(f"{self.dir / 'relation.json'}: expected a JSON object word -> [associated words]")
         self.association = {k.lower(): [w.lower() for w in v] for k, v in relation.items()}
+        # inference.py uses relation.json and safe_words.txt as they are (case-sensitive, lines cut at "\n")
+        self.raw_association: dict[str, list[str]] = relation
+        self.hallucination_words = set(relation) | {w for ws in relation.values() for w in ws}
         safe_path = self.dir / "safe_words.txt"
         if not safe_path.is_file():
             raise RecordError(f"{safe_path}: file not found")
-        self.safe_words = {line.strip().lower() for line in safe_path.read_text(encoding="utf-8").splitlines()} - {""}
+        safe_text = safe_path.read_text(encoding="utf-8")
+        self.raw_safe_words = set(safe_text.split("\n"))
+        self.safe_words = {line.strip().lower() for line in safe_text.splitlines()} - {""}
         vocabulary = set(self.association) | {w for ws in self.association.values() for w in ws}
         for item in self.items.values():
             if item["type"] == "generative":
@@ -129,7 +193,12 @@ class Amber:
     def nouns(self, text: str) -> list[str]:
         """Vocabulary nouns of `text` in order, repeats kept (the reference does not de-duplicate)."""
         # punctuation tokens stay in until after merging, so phrases never span "traffic. light"
-        tokens = [self.singular.get(t, t) for t in tokenize(text)]
+        surface = tokenize(text)
+        tokens = [self.singular.get(t, t) for t in surface]
+        for i, token in enumerate(surface):  # the modal "can" ("can be seen") is no object
+            following = surface[i + 1] if i + 1 < len(surface) else "."
+            if token == "can" and is_word(following) and following not in _NOUN_CAN_FOLLOWERS:
+                tokens[i] = "can (modal)"
         found, i = [], 0
         while i < len(tokens):
             for width in range(min(self.max_words, len(tokens) - i), 1, -1):
@@ -184,20 +253,75 @@ class Amber:
             "n_hallu": len(hallu),
         }
 
+    def reference_item(self, key: str, text: str, nouns: Callable[[str], list[str]], similarity: Similarity) -> dict:
+        """inference.py's generative loop (L92-171) for one response, transcribed: case-sensitive matching, and
+        after the exact checks the hallu words, then the truth words, compared by `similarity`."""
+        item = self.items[key]
+        truth, hallu = list(item.get("truth", [])), list(item.get("hallu", []))
+        missing = [w for w in truth + hallu if w not in self.raw_association]
+        if missing:
+            raise RecordError(f"{self.dir / 'relation.json'}: no entry for {missing[0]!r} (annotation id {key})")
+        found = [n for n in nouns(text) if n in self.hallucination_words]
+        # (word, owner index): every object's associates in object order, then the objects themselves
+        safe = [(w, i) for i, obj in enumerate(truth) for w in self.raw_association[obj]]
+        safe += [(obj, i) for i, obj in enumerate(truth)]
+        hal = [(w, i) for i, obj in enumerate(hallu) for w in self.raw_association[obj]]
+        hal += [(obj, i) for i, obj in enumerate(hallu)]
+        covered, hit, hallucinated = set(), set(), []
+        for noun in found:
+            if noun in self.raw_safe_words:
+                continue
+            owner = next((i for w, i in safe if w == noun), None)
+            if owner is not None:
+                covered.add(owner)
+                continue
+            owner = next((i for w, i in hal if w == noun), None)
+            if owner is not None:
+                hit.add(owner)
+            owner = next((i for w, i in hal if similarity.similar(noun, w)), None)
+            if owner is not None:
+                hit.add(owner)
+            owner = next((i for w, i in safe if similarity.similar(noun, w)), None)
+            if owner is not None:
+                covered.add(owner)
+                continue
+            hallucinated.append(noun)
+        return {
+            "id": key,
+            "nouns": found,
+            "hallucinated": hallucinated,
+            "covered": sorted(truth[i] for i in covered),
+            "hit_hallu": sorted(hallu[i] for i in hit),
+            "n_truth": len(truth),
+            "n_hallu": len(hallu),
+            "n_covered": len(covered),
+            "n_hit_hallu": len(hit),
+        }
+
 
 def _pct(num: float, den: float) -> float | None:
     return None if den == 0 else 100.0 * num / den
 
 
 def generative_metrics(details: Sequence[dict]) -> dict:
-    """CHAIR, Cover, Hal, Cog (percent) from `Amber.generative_item` records."""
+    """CHAIR, Cover, Hal, Cog (percent) from `Amber.generative_item` / `reference_item` records, exact and as
+    inference.py prints them (`*_reported`: denominators start at 0.001, rounded to one decimal, L259-262)."""
     mentions = sum(len(d["nouns"]) for d in details)
     hallucinated = sum(len(d["hallucinated"]) for d in details)
+    covered = sum(d.get("n_covered", len(d["covered"])) for d in details)
+    hit = sum(d.get("n_hit_hallu", len(d["hit_hallu"])) for d in details)
+    n_truth, n_hallu = sum(d["n_truth"] for d in details), sum(d["n_hallu"] for d in details)
+    clean = sum(1 for d in details if not d["hallucinated"])
+    start = DENOMINATOR_START_DEFAULT
     return {
         "CHAIR": _pct(hallucinated, mentions),
-        "Cover": _pct(sum(len(d["covered"]) for d in details), sum(d["n_truth"] for d in details)),
-        "Hal": _pct(sum(1 for d in details if d["hallucinated"]), len(details)),
-        "Cog": _pct(sum(len(d["hit_hallu"]) for d in details), sum(d["n_hallu"] for d in details)),
+        "Cover": _pct(covered, n_truth),
+        "Hal": _pct(len(details) - clean, len(details)),
+        "Cog": _pct(hit, n_hallu),
+        "CHAIR_reported": round(hallucinated / (mentions + start) * 100, 1),
+        "Cover_reported": round(covered / (n_truth + start) * 100, 1),
+        "Hal_reported": round(100 - clean / (len(details) + start) * 100, 1),
+        "Cog_reported": round(hit / (n_hallu + start) * 100, 1),
         "n_responses": len(details),
         "n_mentions": mentions,
         "n_hallucinated_mentions": hallucinated,
@@ -212,8 +336,17 @@ def normalize_yes_no(text: str) -> tuple[str, bool]:
     return parse_answer(text).capitalize(), True
 
 
-def discriminative_metrics(pairs: Iterable[tuple[str, str]]) -> dict:
-    """Accuracy, Precision, Recall, F1 in percent with "No" as the positive class, from (truth, answer) pairs."""
+def discriminative_metrics(
+    pairs: Iterable[tuple[str, str]],
+    epsilon: float = F1_EPSILON_DEFAULT,
+    start: float = DENOMINATOR_START_DEFAULT,
+) -> dict:
+    """Accuracy, Precision, Recall, F1 in percent with "No" as the positive class, from (truth, answer) pairs.
+
+    `f1` is exact (2PR / (P + R)); the `*_reported` values are computed as AMBER's inference.py prints them, the
+    numbers in published tables: every denominator starts at `start`, each of Accuracy, P and R is rounded to one
+    decimal, and F1 = round(100 · 2pr / (p + r + `epsilon`), 1) from the rounded p = P/100, r = R/100.
+    """
     pairs = [(t.lower(), a.lower()) for t, a in pairs]
     n = len(pairs)
     correct = sum(1 for t, a in pairs if t == a)
@@ -226,13 +359,35 @@ def discriminative_metrics(pairs: Iterable[tuple[str, str]]) -> dict:
         if precision is None or recall is None
         else (0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
     )
-    return {"accuracy": _pct(correct, n), "precision": precision, "recall": recall, "f1": f1, "n": n}
+    p_rep = round(true_no / (answered_no + start) * 100, 1)
+    r_rep = round(true_no / (truth_no + start) * 100, 1)
+    f1_rep = round(2 * (p_rep / 100) * (r_rep / 100) / ((p_rep / 100) + (r_rep / 100) + epsilon) * 100, 1)
+    return {
+        "accuracy": _pct(correct, n),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy_reported": round(correct / (n + start) * 100, 1),
+        "precision_reported": p_rep,
+        "recall_reported": r_rep,
+        "f1_reported": f1_rep,
+        "n": n,
+    }
 
 
 def score(
-    responses_path: str | Path, amber_dir: str | Path, kind: str, similarity: Similarity | None = None
+    responses_path: str | Path,
+    amber_dir: str | Path,
+    kind: str,
+    similarity: Similarity | None = None,
+    extraction: str = "vocab-match",
+    nouns: Callable[[str], list[str]] | None = None,
 ) -> tuple[str, dict, list[dict]]:
     """Score the generative (`kind="g"`) or discriminative (`"d"`) half; returns `(stem, result, details)`.
+
+    Generative `extraction`: `reference` (inference.py exactly: `nouns` defaults to NLTK's, `similarity` to spaCy
+    `en_core_web_lg`; an error if they are not installed), `vocab-match` (offline; `similarity` defaults to none), or
+    `auto` (reference when its resources are installed, else vocab-match). The result records which one ran.
 
     Response ids of the other half are ignored and counted (`dama eval generate --bench amber` writes both halves to
     one file); ids AMBER does not have are an error; missing responses make the result partial.
@@ -252,39 +407,79 @@ def score(
         "n_ignored_other_task": len(responses) - len(ours),
     }
     if kind == "g":
-        similarity = similarity or NoSimilarity()
-        details = [
-            amber.generative_item(k, responses[k]["response"], similarity)
-            for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
-        ]
+        if extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown AMBER extraction {extraction!r}; choose from {', '.join(EXTRACTIONS)}")
+        if extraction == "auto":
+            try:
+                nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
+                extraction = "reference"
+            except RecordError:
+                extraction = "vocab-match"
+        if extraction == "reference":
+            nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
+            details = [
+                amber.reference_item(k, responses[k]["response"], nouns, similarity)
+                for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
+            ]
+            settings = {
+                "noun_extraction": "reference",
+                "tagger": getattr(nouns, "name", "custom"),
+                "similarity": similarity.name,
+                "reference_exact": getattr(nouns, "name", "").startswith("nltk")
+                and similarity.name == "spacy:en_core_web_lg>0.8",
+            }
+        else:
+            similarity = similarity or NoSimilarity()
+            details = [
+                amber.generative_item(k, responses[k]["response"], similarity)
+                for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
+            ]
+            settings = {"noun_extraction": "vocab-match", "similarity": similarity.name, "reference_exact": False}
         result = {
             "benchmark": "amber-g",
             "split": "generative",
             **common,
-            "extraction": {"noun_extraction": "vocab-match", "similarity": similarity.name},
+            "extraction": settings,
             "metrics": generative_metrics(details),
             "units": "percent (CHAIR, Cover, Hal, Cog)",
         }
         return "amber-g", result, details
-    details, by_type, fallbacks = [], {}, 0
+    details, by_type, fallbacks, not_exact = [], {}, 0, 0
     for key in present:
         item = amber.items[key]
         if item["type"] not in DISCRIMINATIVE_TYPES:
-            raise RecordError(f"{amber.dir / 'annotations.json'}: id {key} has unknown type {item['type']!r}")
-        answer, fallback = normalize_yes_no(responses[key]["response"])
+            raise RecordError(
+                f"{amber.dir / 'annotations.json'}: id {key} has unknown type {item['type']!r} "
+                f"(expected one of {', '.join(sorted(DISCRIMINATIVE_TYPES))})"
+            )
+        text = responses[key]["response"]
+        answer, fallback = normalize_yes_no(text)
         fallbacks += fallback
+        not_exact += text not in ("Yes", "No")
         truth = str(item["truth"]).lower()
         details.append({"id": key, "type": item["type"], "truth": truth, "answer": answer, "fallback": fallback})
-        for group in {DISCRIMINATIVE_TYPES[item["type"]], item["type"].removeprefix("discriminative-")}:
-            by_type.setdefault(group, []).append((truth, answer))
+        dimension, subtype = DISCRIMINATIVE_TYPES[item["type"]]
+        for group in (dimension, subtype):
+            if group is not None:
+                by_type.setdefault(group, []).append((truth, answer))
     metrics = discriminative_metrics((d["truth"], d["answer"]) for d in details)
     for group, pairs in sorted(by_type.items()):
-        metrics.update({f"{group}/{name}": value for name, value in discriminative_metrics(pairs).items()})
+        group_metrics = discriminative_metrics(
+            pairs,
+            F1_EPSILON.get(group, F1_EPSILON_DEFAULT),
+            DENOMINATOR_START.get(group, DENOMINATOR_START_DEFAULT),
+        )
+        metrics.update({f"{group}/{name}": value for name, value in group_metrics.items()})
     result = {
         "benchmark": "amber-d",
         "split": "discriminative",
         **common,
-        "extraction": {"yes_no": "first word yes/no, else POPE rule on the first sentence", "n_fallback": fallbacks},
+        "extraction": {
+            "yes_no": "first word yes/no, else POPE rule on the first sentence",
+            "n_fallback": fallbacks,
+            # inference.py compares the response with exactly "Yes" / "No"; other answers are normalised here
+            "n_not_exact_yes_no": not_exact,
+        },
         "metrics": metrics,
         "units": "percent (accuracy, precision, recall, f1); positive class = No",
     }

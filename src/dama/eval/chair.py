@@ -1,9 +1,13 @@
-"""The CHAIR engine (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018; LisaAnne/Hallucination).
+"""The CHAIR engine (Rohrbach et al., "Object Hallucination in Image Captioning", EMNLP 2018), as docs/eval.md describes.
 
-Per response (`docs/eval.md`, "The engine"):
+Per response (docs/eval.md, "CHAIR"):
 1. lower-case, tokenise Treebank-style (punctuation glued to words is split off), singularise each word;
-2. merge multi-word names left to right (every multi-word synonym, plus "home plate", "train track"; "baby X" /
-   "adult X" -> X for animals, "passenger jet/train" -> jet/train, "bow tie" -> tie, "toilet seat" -> toilet);
+2. merge two-word names left to right, one bigram at a time, as both reference implementations do (the original
+   CHAIR code and RLAIF-V's look only at `words[i:i+2]`, so a three-word synonym such as "stove top oven" never
+   merges and counts as "stove" + "oven", two mentions). The two-word names are, for the original list, the
+   original code's own `coco_double_words`; for the refined and custom lists, every two-word synonym plus "home
+   plate", "train track" (RLAIF-V). Then "baby X" / "adult X" -> X for animals, "passenger jet/train" -> jet/train,
+   "bow tie" -> tie, "toilet seat" -> toilet;
 3. if "toilet" and "seat" both occur, drop "seat" (else it counts as a chair);
 4. keep words of the synonym vocabulary and map each to its canonical class. Mentions are not de-duplicated.
 
@@ -15,6 +19,7 @@ synonym list (the demo's synthetic world has its own classes) gets its table gen
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +30,17 @@ from dama.eval.plurals import lemma_table
 ORIGINAL = "chair-original"
 REFINED = "chair-refined-v1"
 VERSIONS = (ORIGINAL, REFINED)
+
+# The original CHAIR code's `coco_double_words` (LisaAnne/Hallucination, utils/chair.py), without its duplicates and
+# without "stove top oven", which a bigram never matches: with the original list only these are merged.
+ORIGINAL_DOUBLE_WORDS: tuple[str, ...] = (
+    "motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal", "stop light",
+    "fire hydrant", "stop sign", "parking meter", "suit case", "sports ball", "baseball bat", "baseball glove",
+    "tennis racket", "wine glass", "hot dog", "cell phone", "mobile phone", "teddy bear", "hair drier",
+    "potted plant", "bow tie", "laptop computer", "home plate", "train track",
+)  # fmt: skip
+# Bumped whenever the extraction rules change, so caches keyed on ChairEngine.fingerprint are rebuilt.
+RULES_VERSION = "bigram-merge-v2"
 
 # Multi-word names that are not synonyms but must still be merged so their parts do not count ("home plate" is not
 # a plate, "train track" is not a train).
@@ -69,15 +85,16 @@ def shipped_synonym_lines(version: str = REFINED) -> list[str]:
 def parse_synonyms(lines: Iterable[str], strip: bool = True) -> dict[str, str]:
     """Map each synonym (and each canonical name) to its canonical class: the first entry of its line.
 
-    With `strip=False` entries are kept exactly as split on ", " — the original CHAIR parsing, under which an entry
-    with a stray space can never match a word. A class named on several lines (the refined additions) keeps the
+    With `strip=False` the line is stripped and then split on ", " with the entries kept as they are — the original
+    CHAIR parsing (`s.strip().split(', ')`): a stray space at the end of a line goes ("bison", "chesterfield"
+    match), one after a comma stays (" motor bike", " cheesecake" can never match a word). A class named on several lines (the refined additions) keeps the
     synonyms of all of them. Lines starting with "#" are comments.
     """
     inverse: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        entries = line.split(", ")
+        entries = line.strip().split(", ")
         if strip:
             entries = [" ".join(entry.split()) for entry in entries]
         canonical = " ".join(entries[0].split())
@@ -139,12 +156,13 @@ class ChairEngine:
             self.singular = load_table()  # the shipped, WordNet-validated table
         else:
             self.singular = lemma_table(table_words(self.inverse, extra_multiword))
-        # multi-word name (tuple of singular words) -> the word it becomes
+        # two-word name (pair of singular words) -> the word it becomes; longer names never merge (bigram merging)
         self.multiword: dict[tuple[str, ...], str] = {}
-        for name in [*self.inverse, *extra_multiword]:
+        original = synonym_lines is None and version == ORIGINAL
+        for name in ORIGINAL_DOUBLE_WORDS if original else [*self.inverse, *extra_multiword]:
             # The merged word is the clean name, so an original-list entry with a stray space (" motor bike") is
             # merged but then found in no vocabulary: no mention, and no false "bike", as in the original code.
-            if len(name.split()) > 1:
+            if len(name.split()) == 2:
                 self.multiword[tuple(name.split())] = " ".join(name.split())
         if rules:
             for animal in QUALIFIED_ANIMALS:
@@ -155,6 +173,20 @@ class ChairEngine:
             self.multiword[("bow", "tie")] = "tie"
             self.multiword[("toilet", "seat")] = "toilet"
         self.max_words = max((len(key) for key in self.multiword), default=1)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything that decides which mentions a text yields: the synonym lines, the singularisation
+        table, the merge table, whether the COCO rules are on, and `RULES_VERSION`. Caches key on it."""
+        state = [
+            RULES_VERSION,
+            self.version,
+            self.sha256,
+            self.rules,
+            sorted(self.singular.items()),
+            sorted((" ".join(k), v) for k, v in self.multiword.items()),
+        ]
+        return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
 
     @property
     def classes(self) -> list[str]:
@@ -192,28 +224,18 @@ class ChairEngine:
         """All object mentions in `text`, in order (CHAIR steps 1-4)."""
         return self.select(self.words(text))
 
-    def reduce_name(self, name: str) -> str | None:
-        """An object name listed by a judge ("two red cars", "cup of coffee") reduced to its head noun, singular.
-
-        Without a POS tagger the head is taken as the last word before a preposition, after steps 1-2, so "traffic
-        lights" -> "traffic light", "car door" -> "door" (not a car), "cup of coffee" -> "cup".
-        """
-        words = [w for w, _ in self.words(name) if is_word(w)]
-        for cut, word in enumerate(words):
-            if word in _PREPOSITIONS and cut > 0:
-                words = words[:cut]
-                break
-        return words[-1] if words else None
-
-
-_PREPOSITIONS = frozenset({"of", "with", "on", "in", "at", "near", "under", "behind", "from", "for"})
-
 
 def table_words(inverse: dict[str, str], extra: Iterable[str]) -> list[str]:
     """Words whose forms the singularisation table needs: synonyms, class names, merge-rule words (no stray spaces)."""
     words = [*inverse, *inverse.values(), *extra]
     words += ["baby", "adult", "passenger", "seat", "toilet", "tie", "bow", *QUALIFIED_ANIMALS, *QUALIFIED_VEHICLES]
     return [w for w in words if w == w.strip()]
+
+
+def reference_length(text: str) -> int:
+    """Response length as RLAIF-V's Object HalBench computes `avg_len`: `len(text.strip().split(" "))` (single
+    spaces, so "" is 1 word and a double space adds an empty word)."""
+    return len(text.strip().split(" "))
 
 
 def count_words(text: str) -> int:
@@ -252,7 +274,7 @@ def _pct(num: float, den: float) -> float | None:
 
 
 def chair_metrics(items: Sequence[ChairItem]) -> dict:
-    """CHAIR metrics over `items`, rates in percent (`docs/eval.md`, "Metrics"; Rohrbach et al. 2018, Sec. 3).
+    """CHAIR metrics over `items`, rates in percent (docs/eval.md; Rohrbach et al. 2018, Sec. 3).
 
     CHAIR_i = 100 · hallucinated mentions / mentions; CHAIR_s = 100 · responses with ≥1 hallucinated mention /
     responses; CHAIR_s_refined = the same over responses with ≥1 mention ("response-level hallucination");

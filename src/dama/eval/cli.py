@@ -48,6 +48,19 @@ def _score_parser(bench: str | None) -> argparse.ArgumentParser:
         parser.add_argument("--judge", help="llm mode: openai:MODEL[@BASE_URL], hf:/path/to/causal-lm or fake[:SEED]")
         parser.add_argument("--judge-cache", help="llm mode: judge cache folder (default: judge_cache/ next to --out)")
         parser.add_argument(
+            "--prompt",
+            choices=("rlaif-v", "dama-v1"),
+            default="rlaif-v",
+            help="llm mode: extraction prompt; rlaif-v (default, RLAIF-V's, as a system message) or dama-v1",
+        )
+        parser.add_argument(
+            "--tagger",
+            choices=("auto", "spacy", "approx"),
+            default="auto",
+            help="llm mode: POS tagger for reducing listed names; spacy (en_core_web_trf, the reference), approx "
+            "(offline approximation) or auto (spacy when installed, else approx; recorded in the results)",
+        )
+        parser.add_argument(
             "--synonyms",
             default="chair-refined-v1",
             help="chair-refined-v1 (default), chair-original, or a file of 'class, synonym, ...' lines",
@@ -57,7 +70,18 @@ def _score_parser(bench: str | None) -> argparse.ArgumentParser:
         parser.add_argument(
             "--amber-dir", required=True, help="AMBER data folder (annotations.json, relation.json, ...)"
         )
-        parser.add_argument("--similarity", choices=("none", "spacy"), default="none", help="word-similarity backend")
+        parser.add_argument(
+            "--extraction",
+            choices=("auto", "reference", "vocab-match"),
+            default="auto",
+            help="amber-g nouns: reference (AMBER's inference.py exactly; needs the eval-reference extra and its data), "
+            "vocab-match (offline approximation) or auto (reference when installed; recorded in the results)",
+        )
+        parser.add_argument(
+            "--similarity",
+            choices=("none", "spacy"),
+            help="word-similarity backend for vocab-match (default none; reference always uses spaCy)",
+        )
     elif bench == "pope":
         parser.add_argument("--questions", required=True, help="POPE question file (JSONL: question_id, text, label)")
         parser.add_argument(
@@ -91,7 +115,7 @@ def _score(argv: list[str]) -> int:
     outputs = []
     if args.bench in ("chair", "object-halbench"):
         from dama.eval.coco import CocoGroundTruth
-        from dama.eval.object_halbench import score_responses
+        from dama.eval.object_halbench import build_tagger, score_responses
 
         modes = ("rule", "llm") if args.mode == "both" else (args.mode,)
         judge = None
@@ -112,14 +136,16 @@ def _score(argv: list[str]) -> int:
                 questions_path=args.questions,
                 modes=modes,
                 judge=judge,
+                prompt=args.prompt,
+                tagger=build_tagger(args.tagger, engine) if "llm" in modes else None,
             )
         except JudgeError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
             raise RecordError(f"judge {args.judge!r}: {err}") from err
     elif args.bench in ("amber-g", "amber-d"):
         from dama.eval import amber
 
-        similarity = amber.build_similarity(args.similarity)
-        outputs = [amber.score(args.responses, args.amber_dir, args.bench[-1], similarity)]
+        similarity = amber.build_similarity(args.similarity) if args.similarity else None
+        outputs = [amber.score(args.responses, args.amber_dir, args.bench[-1], similarity, args.extraction)]
     elif args.bench == "pope":
         from dama.eval import pope
 
@@ -146,8 +172,14 @@ def _compare(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="+", help="run folders holding results files")
     parser.add_argument("--out", help="also write the markdown table to this file")
     parser.add_argument("--all-metrics", action="store_true", help="include counts (n_*, tp/fp/tn/fn)")
+    parser.add_argument(
+        "--refuse-mixed",
+        action="store_true",
+        help="error out when a row's scoring settings (extraction, judge, prompt, synonyms) differ between runs "
+        "(default: mark the row with ≠ and list the differences)",
+    )
     args = parser.parse_args(argv)
-    table = compare_table(args.runs, all_metrics=args.all_metrics)
+    table = compare_table(args.runs, all_metrics=args.all_metrics, mixed="refuse" if args.refuse_mixed else "mark")
     print(table, end="")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """Per-image ground-truth object classes from user-supplied COCO 2014 annotations, for CHAIR / Object HalBench.
 
-Ground truth of an image (`docs/eval.md`, "Ground truth") = canonical classes of its instance annotations ∪ classes the CHAIR
+Ground truth of an image (docs/eval.md, "CHAIR") = canonical classes of its instance annotations ∪ classes the CHAIR
 engine finds in its reference captions. Reading `instances_*2014.json` (~160 MB for val) is slow, so the per-image
 class sets are cached in one small JSON file keyed by image id, named after the synonym-list version and a
-fingerprint (name, size, mtime) of the annotation files, and written atomically.
+fingerprint of the annotation files (name, size, mtime) and of the CHAIR engine (synonym lines, singularisation and
+merge tables, rules: `ChairEngine.fingerprint`), and written atomically.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class CocoGroundTruth:
                 "(or the train2014 pair) from https://cocodataset.org"
             )
         stats = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in self.files]
-        self.fingerprint = hashlib.sha256(json.dumps([stats, engine.version]).encode()).hexdigest()[:16]
+        # the engine's fingerprint covers the synonym lines, singular/merge tables and rules, so a changed list or
+        # rule never reuses a cache built with the old one
+        self.fingerprint = hashlib.sha256(json.dumps([stats, engine.fingerprint]).encode()).hexdigest()[:16]
         self.cache_path = Path(cache_dir or default_cache_dir()) / f"coco_gt_{engine.version}_{self.fingerprint}.json"
         self._classes: dict[str, list[str]] | None = None
 

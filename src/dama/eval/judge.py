@@ -37,9 +37,20 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class Judge(Protocol):
+    """`complete(prompt)` sends the prompt as the user message; `role="system"` sends it as the only, system, message
+    (RLAIF-V's Object HalBench extraction does so)."""
+
     judge_id: str
 
-    def complete(self, prompt: str) -> str: ...
+    def complete(self, prompt: str, role: str = "user") -> str: ...
+
+
+ROLES = ("user", "system")
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"unknown message role {role!r}; choose from {', '.join(ROLES)}")
 
 
 class JudgeError(DamaError, RuntimeError):
@@ -66,7 +77,8 @@ class FakeJudge:
         self.seed = seed
         self.judge_id = f"fake:{seed}"
 
-    def complete(self, prompt: str) -> str:
+    def complete(self, prompt: str, role: str = "user") -> str:
+        _check_role(role)
         digest = hashlib.sha256(f"{self.seed}\n{prompt}".encode()).digest()
         lowered = prompt.lower()
         if "rating: <k>" in lowered:
@@ -136,11 +148,12 @@ class OpenAIJudge:
             raise _MalformedReply(f"reply content is {type(content).__name__}, not text")
         return content
 
-    def complete(self, prompt: str) -> str:
+    def complete(self, prompt: str, role: str = "user") -> str:
+        _check_role(role)
         body = json.dumps(
             {
                 "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
+                "messages": [{"role": role, "content": prompt}],
                 "temperature": 0,
                 "max_tokens": self.max_tokens,
             }
@@ -179,13 +192,21 @@ class HFJudge:
         self.max_new_tokens = max_new_tokens
         self.judge_id = f"hf:{Path(path).resolve()}"
 
-    def complete(self, prompt: str) -> str:
+    def complete(self, prompt: str, role: str = "user") -> str:
         import torch
 
+        _check_role(role)
         if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": role, "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+            # jinja templates raise their own error types, e.g. "conversation roles must alternate user/assistant"
+            except Exception as err:
+                raise JudgeError(
+                    f"{self.judge_id}: its chat template cannot render a lone {role} message ({err}); "
+                    "for Object HalBench use --prompt dama-v1, which is sent as a user message"
+                ) from err
         else:
             text = prompt
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=not self.tokenizer.chat_template)
@@ -220,8 +241,10 @@ class CachedJudge:
         id_hash = hashlib.sha256(self.judge_id.encode("utf-8")).hexdigest()[:12]
         return Path(self.cache_dir) / f"{_slug(self.judge_id)}-{id_hash}"
 
-    def complete(self, prompt: str) -> str:
-        digest = prompt_sha256(prompt)
+    def complete(self, prompt: str, role: str = "user") -> str:
+        _check_role(role)
+        # user prompts keep their plain digest (existing caches stay valid); other roles are part of the key
+        digest = prompt_sha256(prompt if role == "user" else f"[{role}]\n{prompt}")
         path = self.folder / f"{digest}.json"
         if path.is_file():
             try:
@@ -232,10 +255,11 @@ class CachedJudge:
                     return entry["reply"]
             except json.JSONDecodeError:
                 print(f"judge cache: ignoring unreadable entry {path}", file=sys.stderr)
-        reply = self.inner.complete(prompt)
+        reply = self.inner.complete(prompt) if role == "user" else self.inner.complete(prompt, role=role)
         with self._lock:
             self.calls += 1
-        write_json_atomic(path, {"judge_id": self.judge_id, "prompt_sha256": digest, "prompt": prompt, "reply": reply})
+        entry = {"judge_id": self.judge_id, "prompt_sha256": digest, "role": role, "prompt": prompt, "reply": reply}
+        write_json_atomic(path, entry)
         return reply
 
 

@@ -2,8 +2,9 @@
 
 Yes/no questions "Is there a <object> in the image?" over COCO val2014, in three splits (random, popular,
 adversarial). Question files are POPE's JSONL (`question_id`, `image`, `text`, `label` yes/no); responses are matched
-by `question_id`. The answer is read as POPE's own evaluation script does (RUCAIBox/POPE): keep the text before the first
-".", drop commas, split on whitespace; a token "no", "No" or "not" means no, anything else yes. That rule is
+by `question_id`. The answer is read as POPE's own evaluate.py does: keep the text before the first ".", drop commas,
+split on single spaces (`text.split(' ')`, so "not\nthere" is one token); a token "no", "No" or "not" means no,
+anything else yes. That rule is
 case-sensitive ("NO", "Not" read as yes); answers it reads as yes without any yes word are counted in `n_unclear`.
 Positive class = yes; Accuracy, Precision, Recall, F1 and yes-ratio, in percent.
 """
@@ -22,7 +23,7 @@ NO_TOKENS = frozenset({"no", "No", "not"})
 def parse_answer(text: str) -> str:
     """POPE's reading of a free-form answer: "no" if a no/not token is in the first sentence, else "yes"."""
     first = text.split(".", 1)[0].replace(",", "")
-    return "no" if NO_TOKENS & set(first.split()) else "yes"
+    return "no" if NO_TOKENS & set(first.split(" ")) else "yes"
 
 
 def is_unclear(text: str) -> bool:
