@@ -264,9 +264,9 @@ def test_import_official(tmp_path):
     assert data["logps"] == [[-1.0, -2.0], [-1.5, -2.5]] and data["chosen_clip_probs"][0] == [0.5, 0.25]
     meta = import_official(tmp_path / "official.json", tmp_path / "o2", delta_mean="computed", progress=False)
     assert meta["delta_mean"] == pytest.approx(0.1125)
-    records[1]["rejected_logits"] = []
+    records[1]["rejected_logits"] = None  # `[]` is valid: the official `sum([])` is 0
     (tmp_path / "bad.json").write_text(json.dumps(records))
-    with pytest.raises(HardnessDataError, match="row 1 field 'rejected_logits'"):
+    with pytest.raises(HardnessDataError, match="row 1: field 'rejected_logits' is null"):
         import_official(tmp_path / "bad.json", tmp_path / "o3", progress=False)
 
 

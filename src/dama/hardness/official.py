@@ -1,19 +1,32 @@
 """Importing the official DAMA data (github.com/injadlu/DAMA), whose CLIP scores are precomputed.
 
-Records carry `question`, `chosen`, `rejected`, `image_path`, `chosen_logits`, `rejected_logits` (per-sub-sentence
-CLIP scores) and `logps`. The hardness gap is δ = Σ chosen_logits − Σ rejected_logits (METHOD.md §2, "Official data
-format"), and δ̄ stays the constant the official training used, 0.0482190464911681, unless overridden. The output
-has the same layout as a computed one; the sub-sentence columns are null (the official data does not ship them) and
-the score lists are the official logits.
+Records carry `idx`, `question`, `chosen`, `rejected`, `image_path`, `origin_dataset`, `origin_split`,
+`chosen_logits`, `rejected_logits` (per-sub-sentence CLIP scores) and `logps`. The official loader
+(injadlu/DAMA `llava/train/train_dpo.py`, `RLAIFVDataset.__getitem__`) reads them as JSON *strings*:
+
+    logps = json.loads(sample['logps'])                                     # line 831
+    ... = logps            if a list, else logps['logps']                   # lines 833-838 (six items)
+    data_dict['vlm_rej_logits'] = sum(json.loads(sample['rejected_logits']))  # line 839
+    data_dict['vlm_win_logits'] = sum(json.loads(sample['chosen_logits']))    # line 840
+
+and its loss (`dpo_loss`, lines 1251-1255) uses σ(vlm_win − vlm_rej) / σ(0.0482190464911681). So the hardness gap is
+δ = Σ chosen_logits − Σ rejected_logits, an empty list `"[]"` sums to 0 as `sum([])` does, and δ̄ stays the official
+constant unless overridden. `official_delta` is the one parser of these fields: `dama hardness --official` and
+`load_preference_dataset(..., dataset_format="official")` both call it, so both accept the same encodings (a JSON
+string, or an already decoded list) and refuse the same values (null, not JSON, not numbers, NaN/Infinity — which
+`json.loads` accepts — naming the row and the field). The output of an import has the same layout as a computed one;
+the sub-sentence columns are null (the official data does not ship them) and the score lists are the official logits.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pyarrow as pa
 
+from dama.errors import DamaError, NonFiniteError
 from dama.hardness.reader import InputError
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
 
@@ -21,17 +34,60 @@ OFFICIAL_DELTA_MEAN = 0.0482190464911681
 LOGIT_FIELDS = ("chosen_logits", "rejected_logits")
 
 
-def official_delta(chosen_logits: list[float], rejected_logits: list[float]) -> float:
-    """δ = Σ chosen_logits − Σ rejected_logits (the official code's data-aware input to Eq. 6)."""
-    return math.fsum(chosen_logits) - math.fsum(rejected_logits)
+class OfficialDataError(DamaError, ValueError):
+    """A `chosen_logits`/`rejected_logits` value the official loader could not sum; names the row and the field."""
 
 
-def _scores(value: Any) -> list[float] | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-        return [float(v) for v in value]
-    return None
+def official_scores(value: Any, where: str, field: str) -> list[float]:
+    """The CLIP scores of one `chosen_logits`/`rejected_logits` field, decoded as the official loader decodes them.
+
+    `value` is the released encoding, a JSON string such as `"[0.41, 0.22]"` (`json.loads`, line 839-840 of the
+    official `train_dpo.py`), or a list already decoded; a bare number counts as a one-item list. `"[]"` gives `[]`,
+    which sums to 0. `where` names the row (e.g. `"data.json row 3 (idx 17)"`) and `field` the column, for errors.
+
+    Raises:
+        NonFiniteError: a NaN or infinite score (`json.loads` reads `NaN`, `Infinity`).
+        OfficialDataError: null, text that is not JSON, or anything but a list of numbers.
+    """
+    prefix = f"{where}: field {field!r}"
+    if value is None:
+        raise OfficialDataError(f'{prefix} is null; expected a JSON list of CLIP scores such as "[0.41, 0.22]"')
+    decoded = value
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise OfficialDataError(
+                f'{prefix}: {value[:60]!r} is not JSON ({err.msg}); expected e.g. "[0.41, 0.22]"'
+            ) from err
+    if isinstance(decoded, (int, float)) and not isinstance(decoded, bool):
+        decoded = [decoded]
+    if not isinstance(decoded, list):
+        raise OfficialDataError(
+            f"{prefix}: expected a list of CLIP scores, got {type(decoded).__name__} {decoded!r:.60}"
+        )
+    scores = []
+    for position, item in enumerate(decoded):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise OfficialDataError(f"{prefix}: item {position} is {item!r:.40}, not a number")
+        if not math.isfinite(item):
+            raise NonFiniteError(f"{prefix}: item {position} is {item}, not a finite number")
+        scores.append(float(item))
+    return scores
+
+
+def official_delta(chosen_logits: Any, rejected_logits: Any, where: str = "official data") -> float:
+    """δ = Σ chosen_logits − Σ rejected_logits (the official data-aware input to Eq. 6), from either encoding.
+
+    Sums left to right with `sum`, as the official loader does. Raises `NonFiniteError`/`OfficialDataError` (both
+    `DamaError`) naming `where` and the field; the result is always finite.
+    """
+    chosen = official_scores(chosen_logits, where, "chosen_logits")
+    rejected = official_scores(rejected_logits, where, "rejected_logits")
+    delta = sum(chosen) - sum(rejected)
+    if not math.isfinite(delta):  # finite scores whose sums overflow
+        raise NonFiniteError(f"{where}: δ = Σ chosen_logits − Σ rejected_logits is {delta}, not a finite number")
+    return delta
 
 
 class OfficialShardProcessor:
@@ -42,8 +98,11 @@ class OfficialShardProcessor:
         self.source_name = source_name
 
     def describe(self) -> dict[str, Any]:
-        return {"clip_model": "official DAMA release (precomputed)", "scorer": "official_logits_sum",
-                "splitter": {"name": "official (not released)"}}
+        return {
+            "clip_model": "official DAMA release (precomputed)",
+            "scorer": "official_logits_sum",
+            "splitter": {"name": "official (not released)"},
+        }
 
     def process(self, table: pa.Table, first_row: int) -> ShardResult:
         for column in LOGIT_FIELDS:
@@ -51,18 +110,32 @@ class OfficialShardProcessor:
                 raise InputError(f"{self.source_name}: no {column!r} column; is this the official DAMA JSON?")
         ids = row_ids(table, first_row)
         logits = {f: table.column(f).to_pylist() for f in LOGIT_FIELDS}
-        columns: dict[str, list] = {"chosen_subsentences": [], "rejected_subsentences": [], "chosen_clip_probs": [],
-                                    "rejected_clip_probs": [], "dama_delta": []}
+        columns: dict[str, list] = {
+            "chosen_subsentences": [],
+            "rejected_subsentences": [],
+            "chosen_clip_probs": [],
+            "rejected_clip_probs": [],
+            "dama_delta": [],
+        }
         kept, skipped = [], []
         for i in range(table.num_rows):
-            scores = {f: _scores(logits[f][i]) for f in LOGIT_FIELDS}
-            bad = next((f for f in LOGIT_FIELDS if scores[f] is None), None)
-            if bad is not None:
-                problem = RowProblem(i, ids[i], bad, "missing, empty or non-numeric CLIP scores")
+            where = f"{self.source_name} row {ids[i]}"
+            problem, scores = None, {}
+            for name in LOGIT_FIELDS:
+                try:
+                    scores[name] = official_scores(logits[name][i], where, name)
+                except DamaError as err:
+                    problem = RowProblem(i, ids[i], name, str(err))
+                    break
+            if problem is None:
+                try:
+                    delta = official_delta(scores["chosen_logits"], scores["rejected_logits"], where)
+                except DamaError as err:
+                    problem = RowProblem(i, ids[i], "dama_delta", str(err))
+            if problem is not None:
                 if self.on_error == "fail":
                     raise HardnessDataError(
-                        f"{self.source_name} row {problem.row_id} field {bad!r}: {problem.reason} "
-                        "(fix the data, or pass --on-error skip to leave such rows out)"
+                        f"{problem.reason} (fix the data, or pass --on-error skip to leave such rows out)"
                     )
                 skipped.append(problem.record())
                 continue
@@ -71,5 +144,5 @@ class OfficialShardProcessor:
             columns["rejected_subsentences"].append(None)
             columns["chosen_clip_probs"].append(scores["chosen_logits"])
             columns["rejected_clip_probs"].append(scores["rejected_logits"])
-            columns["dama_delta"].append(official_delta(scores["chosen_logits"], scores["rejected_logits"]))
+            columns["dama_delta"].append(delta)
         return ShardResult(kept, columns, skipped, {})
