@@ -218,6 +218,7 @@ class DAMATrainer(DPOTrainer):
             chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta_c, keep_mask
         )
         loss = losses.mean() if keep_mask is None else reduce_loss(losses, n_kept, self.accelerator.num_processes)
+        loss = loss * self.loss_weights[0]  # `loss_weights` as TRL applies it to its one sigmoid loss
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 
