@@ -27,6 +27,7 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
+from dama.conversation import TRAINING_TEXTS
 from dama.errors import DamaError
 from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
 from dama.images import ImageError, load_image, resolve_image_path
@@ -62,10 +63,20 @@ class DataArguments:
     validate_images: bool = field(
         default=True, metadata={"help": "Open every image before training to fail early on unreadable files."}
     )
+    training_text: str = field(
+        default="chat_template",
+        metadata={
+            "help": f"Text a pair is trained on, one of {TRAINING_TEXTS}: 'chat_template' (the processor's chat "
+            "template, TRL's default) or 'vicuna_v1' (LLaVA-1.5's own conversation, as the official DAMA run: "
+            "'<s>{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>' with </s> inside the summed log-prob)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.dataset_format not in FORMATS:
             raise ValueError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
+        if self.training_text not in TRAINING_TEXTS:
+            raise ValueError(f"training_text must be one of {TRAINING_TEXTS}, got {self.training_text!r}")
 
 
 def _read_raw(path: Path) -> tuple[Dataset, float | None]:

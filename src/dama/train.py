@@ -19,6 +19,7 @@ from typing import Any
 from trl import ModelConfig, TrlParser
 
 from dama.config import DAMAConfig
+from dama.conversation import render_training_text
 from dama.data import DataArguments, load_preference_dataset
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,23 @@ def build_trainer(argv: list[str] | None = None):
     eval_dataset = None
     if data_args.eval_dataset_path:
         eval_dataset, _ = load_preference_dataset(
-            data_args.eval_dataset_path, data_args.dataset_format, data_args.image_root, hardness, None,
+            data_args.eval_dataset_path,
+            data_args.dataset_format,
+            data_args.image_root,
+            hardness,
+            None,
             data_args.validate_images,
         )
     model, processor = load_model(model_args)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    image_token = getattr(processor, "image_token", None) or "<image>"
+    train_dataset = render_training_text(
+        train_dataset, tokenizer, data_args.training_text, data_args.dataset_path, image_token
+    )
+    if eval_dataset is not None:
+        eval_dataset = render_training_text(
+            eval_dataset, tokenizer, data_args.training_text, data_args.eval_dataset_path, image_token
+        )
     if options.freeze_vision_tower:
         find_vision_tower(model).requires_grad_(False)
     peft_config = get_peft_config(model_args)
