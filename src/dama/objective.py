@@ -182,3 +182,19 @@ def reduce_loss(losses: torch.Tensor, n_kept_global: int | torch.Tensor, world_s
     """
     n_kept = torch.as_tensor(n_kept_global, dtype=losses.dtype, device=losses.device).clamp_min(1.0)
     return losses.sum() * world_size / n_kept
+
+
+def reduce_loss_per_rank(losses: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+    """The official code's reduction: this rank's masked mean Σ_local m_i ℓ_i / max(Σ_local m_i, 1).
+
+    injadlu/DAMA `llava/train/train_dpo.py` lines 1343-1349 (`local_mask = global_mask[rank*B:(rank+1)*B]`,
+    `loss = masked_losses.sum() / effective_loss_count`, a count of 0 replaced by 1). DDP then averages over the W
+    ranks, so the objective is (1/W) Σ_r Σ_{i∈r} m_i ℓ_i / max(K_r, 1): a kept pair weighs 1/(W·K_r) instead of the
+    1/K of Eq. 2 (`reduce_loss`). The two agree when every rank keeps the same number of pairs.
+
+    Args:
+        losses: `(B,)` this rank's per-pair losses, already multiplied by the mask (`dama_loss`).
+        keep_mask: `(B,)` this rank's slice of the global keep-mask.
+    """
+    n_kept = keep_mask.to(losses.dtype).sum().clamp_min(1.0)
+    return losses.sum() / n_kept
