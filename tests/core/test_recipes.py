@@ -52,6 +52,15 @@ def test_llava_recipes_differ_only_in_dama_switches():
     assert dama["learning_rate"] == 5e-7 and dama["per_device_train_batch_size"] * 4 == 16
 
 
+def test_llava_recipes_keep_the_official_order_and_text_and_say_what_differs():
+    for name in ("dama", "dpo"):
+        text = (ROOT / f"recipes/llava-1.5-7b/{name}.yaml").read_text()
+        raw = yaml.safe_load(text)
+        # injadlu/DAMA train_dpo.py: SequentialSampler (line 1318), Vicuna-v1 conversation (line 864, preprocess_v1)
+        assert raw["keep_file_order"] is True and raw["training_text"] == "vicuna_v1"
+        assert "What still differs from the official run" in text
+
+
 def test_unknown_key_in_recipe_fails(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text((ROOT / "recipes/tiny/dama.yaml").read_text() + "\nkeep_ration: 0.5\n")
