@@ -57,8 +57,14 @@ def test_dama_loss_per_pair_beta_equals_scalar_calls():
 def test_no_gradient_reaches_beta_and_masked_pairs_get_none():
     pc = torch.tensor([-5.0, -6.0], requires_grad=True)
     beta = torch.tensor([0.1, 0.3], requires_grad=True)
-    losses, _, _ = dama_loss(pc, torch.tensor([-7.0, -7.0]), torch.tensor([-5.0, -6.0]), torch.tensor([-7.0, -7.0]),
-                             beta, keep_mask=torch.tensor([True, False]))
+    losses, _, _ = dama_loss(
+        pc,
+        torch.tensor([-7.0, -7.0]),
+        torch.tensor([-5.0, -6.0]),
+        torch.tensor([-7.0, -7.0]),
+        beta,
+        keep_mask=torch.tensor([True, False]),
+    )
     losses.sum().backward()
     assert beta.grad is None
     # d/dpc −log σ(β h) at h=0 = −β σ(0) = −β/2 for the kept pair, 0 for the dropped one

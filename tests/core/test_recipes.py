@@ -26,8 +26,9 @@ def test_recipes_are_shipped():
 def test_recipe_parses_and_keys_map_to_fields(recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     # bf16 needs a GPU; everything else parses as written
-    config, model_args, data_args, options = parse_args(["--config", str(recipe), "--bf16", "false",
-                                                         "--output_dir", str(tmp_path)])
+    config, model_args, data_args, options = parse_args(
+        ["--config", str(recipe), "--bf16", "false", "--output_dir", str(tmp_path)]
+    )
     assert isinstance(config, DAMAConfig)
     for key, value in raw.items():
         if key in {"bf16", "output_dir"}:
@@ -41,7 +42,9 @@ def test_recipe_parses_and_keys_map_to_fields(recipe, tmp_path):
             continue
         assert parsed == value or str(parsed) == str(value), (key, parsed, value)
     header = recipe.read_text().splitlines()[:12]
-    assert any("dama train" in line or "-m dama.train" in line for line in header), "header must give the launch command"
+    assert any("dama train" in line or "-m dama.train" in line for line in header), (
+        "header must give the launch command"
+    )
 
 
 def test_llava_recipes_differ_only_in_dama_switches():
@@ -103,8 +106,11 @@ def test_tiny_recipe_header_commands_work(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
-    header = [line.lstrip("# ").strip() for line in (ROOT / "recipes/tiny/dama.yaml").read_text().splitlines()
-              if line.lstrip("# ").startswith("dama ")]
+    header = [
+        line.lstrip("# ").strip()
+        for line in (ROOT / "recipes/tiny/dama.yaml").read_text().splitlines()
+        if line.lstrip("# ").startswith("dama ")
+    ]
     assert [h.split()[1] for h in header] == ["hardness", "train"]
     hardness = header[0].split()[1:] + ["--no-progress", "--workers", "0"]
     assert dama_main(hardness) == 0
