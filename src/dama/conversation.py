@@ -61,10 +61,12 @@ def _text(value: Any, role: str | None = None) -> str:
 
 
 def _question(prompt: Any, image_token: str) -> str:
+    """The user's text with any image placeholder removed (the template puts `<image>\\n` first); otherwise verbatim,
+    as the official loader uses `sample['question']` unchanged."""
     text = _text(prompt, role="user")
     for placeholder in (f"{image_token}\n", image_token, *IMAGE_PLACEHOLDERS):
         text = text.replace(placeholder, "")
-    return text.strip()
+    return text
 
 
 def render_training_text(
@@ -97,9 +99,7 @@ def render_training_text(
         for i in todo:
             question = _question(batch["prompt"][i], image_token)
             for key in ("chosen", "rejected"):
-                out["prompt"][i], out[key][i] = vicuna_v1_pair(
-                    question, _text(batch[key][i]).strip(), bos, eos, image_token
-                )
+                out["prompt"][i], out[key][i] = vicuna_v1_pair(question, _text(batch[key][i]), bos, eos, image_token)
         # TRL concatenates separately tokenized prompt and completion: check that gives the whole string's ids
         heads = dict(zip(todo, ids([out["prompt"][i] for i in todo])))
         for key in ("chosen", "rejected"):

@@ -71,6 +71,22 @@ def test_rendered_pair_is_the_official_string_and_eos_is_in_the_completion():
     assert completion[-1].item() == tokenizer.eos_token_id
 
 
+def test_question_and_answer_are_taken_verbatim_and_a_written_placeholder_is_not_doubled():
+    _, processor = build_llava()
+    data = Dataset.from_list(
+        [
+            {
+                "image": Image.new("RGB", (16, 16)),
+                "prompt": [{"role": "user", "content": "<image>\n" + QUESTION}],  # TRL text with its own placeholder
+                "chosen": [{"role": "assistant", "content": CHOSEN + " "}],  # train_dpo.py line 810 keeps it as is
+                "rejected": [{"role": "assistant", "content": REJECTED}],
+            }
+        ]
+    )
+    row = render_training_text(data, processor.tokenizer, "vicuna_v1")[0]
+    assert row["prompt"] + row["chosen"] == "<s>" + OFFICIAL_CHOSEN.replace("</s>", " </s>")
+
+
 def test_chat_template_leaves_the_data_alone():
     _, processor = build_llava()
     data = pair_dataset()
