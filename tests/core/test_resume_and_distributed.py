@@ -31,10 +31,22 @@ class StopAt(TrainerCallback):
 
 def make_trainer(output_dir: Path, stop_at: int | None = None) -> DAMATrainer:
     model, processor = build_llava(seed=7)
-    config = cpu_config(str(output_dir), max_steps=4, save_strategy="steps", save_steps=2,
-                        keep_ratio=0.75, per_device_train_batch_size=4)
-    return DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=make_vision_pairs(16),
-                       processing_class=processor, callbacks=[StopAt(stop_at)] if stop_at else None)
+    config = cpu_config(
+        str(output_dir),
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        keep_ratio=0.75,
+        per_device_train_batch_size=4,
+    )
+    return DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=config,
+        train_dataset=make_vision_pairs(16),
+        processing_class=processor,
+        callbacks=[StopAt(stop_at)] if stop_at else None,
+    )
 
 
 def test_resume_is_exact(tmp_path):
@@ -108,8 +120,17 @@ def run_worker(script: Path, out: Path, batch: int, world: int) -> None:
     if world == 1:
         cmd = [sys.executable, str(script), str(out), str(batch)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
-               f"--master_port={free_port()}", "--master_addr=127.0.0.1", str(script), str(out), str(batch)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={world}",
+            f"--master_port={free_port()}",
+            "--master_addr=127.0.0.1",
+            str(script),
+            str(out),
+            str(batch),
+        ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 
