@@ -91,9 +91,10 @@ def render_training_text(
     def ids(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def render(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        out: dict[str, list] = {key: list(batch[key]) for key in ("prompt", "chosen", "rejected")}
-        todo = [i for i, p in enumerate(batch["prompt"]) if not (isinstance(p, str) and p.startswith(header))]
+    def render(prompts: list, chosens: list, rejecteds: list, indices: list[int]) -> dict[str, list]:
+        batch = {"prompt": prompts, "chosen": chosens, "rejected": rejecteds}
+        out: dict[str, list] = {key: list(values) for key, values in batch.items()}
+        todo = [i for i, p in enumerate(prompts) if not (isinstance(p, str) and p.startswith(header))]
         if not todo:
             return out
         for i in todo:
@@ -119,4 +120,11 @@ def render_training_text(
                 )
         return out
 
-    return dataset.map(render, batched=True, with_indices=True, desc=f"Rendering {source} as LLaVA-1.5 (vicuna_v1)")
+    # only the three text columns are read: no image is decoded
+    return dataset.map(
+        render,
+        batched=True,
+        with_indices=True,
+        input_columns=["prompt", "chosen", "rejected"],
+        desc=f"Rendering {source} as LLaVA-1.5 (vicuna_v1)",
+    )
