@@ -25,13 +25,13 @@ def test_recipes_are_shipped():
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_recipe_parses_and_keys_map_to_fields(recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
-    # bf16 needs a GPU; everything else parses as written
+    # bf16 and tf32 need a GPU; everything else parses as written
     config, model_args, data_args, options = parse_args(
-        ["--config", str(recipe), "--bf16", "false", "--output_dir", str(tmp_path)]
+        ["--config", str(recipe), "--bf16", "false", "--tf32", "false", "--output_dir", str(tmp_path)]
     )
     assert isinstance(config, DAMAConfig)
     for key, value in raw.items():
-        if key in {"bf16", "output_dir"}:
+        if key in {"bf16", "tf32", "output_dir"}:
             continue
         owner = next(o for o in (config, model_args, data_args, options) if hasattr(o, key))
         parsed = getattr(owner, key)
