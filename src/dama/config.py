@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
-from dama.objective import EMA_INPUTS, MODEL_AWARE_FORMS, REWARD_SCALES
+from dama.objective import EMA_INPUTS, LOSS_NORMALISATIONS, MODEL_AWARE_FORMS, REWARD_SCALES
 from dama.official import OFFICIAL_DELTA_MEAN
 
 
@@ -34,6 +34,8 @@ class DAMAConfig(DPOConfig):
         ema_input: R̄ is fed the mean of all N gaps (`all`, code) or of the kept ones (`kept`, paper) (§4).
         filter_std: divide (R_i − R̄) by a running std in the filter weights (option; code: no) (§3 step 2).
         keep_file_order: iterate the training set in file order like the official code (default: shuffle) (§7).
+        loss_normalisation: mean over the kept pairs of all ranks (`global`, Eq. 2) or of each rank, then averaged
+            over ranks (`per_rank`, official code) (§1, §6).
     """
 
     # TRL turns checkpointing on by default through `gradient_checkpointing`, which transformers 5 deprecates in favour of
@@ -55,11 +57,14 @@ class DAMAConfig(DPOConfig):
         default=True, metadata={"help": "Scale β by α_D = σ(δ_i)/σ(δ̄) from the hardness column (Eq. 6)."}
     )
     model_aware: bool = field(
-        default=True, metadata={"help": "Scale β by α_M from the batch's reward gaps against the running R̄ (Eq. 8–12)."}
+        default=True,
+        metadata={"help": "Scale β by α_M from the batch's reward gaps against the running R̄ (Eq. 8–12)."},
     )
     keep_ratio: float = field(
         default=0.8,
-        metadata={"help": "ρ: fraction of the global micro-batch kept by the outlier filter (Eq. 10); 1.0 disables it."},
+        metadata={
+            "help": "ρ: fraction of the global micro-batch kept by the outlier filter (Eq. 10); 1.0 disables it."
+        },
     )
     gamma: float = field(default=0.9, metadata={"help": "γ of the running reward-gap estimate R̄ (Eq. 14)."})
     beta_min: float = field(default=1e-3, metadata={"help": "Lower clamp of the combined β_C (Eq. 16)."})
@@ -100,6 +105,15 @@ class DAMAConfig(DPOConfig):
     keep_file_order: bool = field(
         default=False, metadata={"help": "Iterate the training set in file order (official code); default shuffles."}
     )
+    loss_normalisation: str = field(
+        default="global",
+        metadata={
+            "help": "With the outlier filter on: 'global' divides by the kept count K of the whole micro-batch "
+            "across ranks (Eq. 2); 'per_rank' divides each rank's kept losses by that rank's kept count and lets DDP "
+            "average the ranks, as the official code does.",
+            "choices": list(LOSS_NORMALISATIONS),
+        },
+    )
 
     def __post_init__(self) -> None:
         # TRL defaults bf16 to True, which fails on machines without a bf16-capable GPU; decide from the hardware.
@@ -122,6 +136,7 @@ class DAMAConfig(DPOConfig):
             ("reward_scale", self.reward_scale, REWARD_SCALES),
             ("model_aware_form", self.model_aware_form, MODEL_AWARE_FORMS),
             ("ema_input", self.ema_input, EMA_INPUTS),
+            ("loss_normalisation", self.loss_normalisation, LOSS_NORMALISATIONS),
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
@@ -130,7 +145,9 @@ class DAMAConfig(DPOConfig):
                 f"DAMA rescales the sigmoid (DPO) loss; loss_type={self.loss_type} is not supported with data_aware, "
                 "model_aware or keep_ratio < 1. Set loss_type='sigmoid' or turn DAMA off."
             )
-        if self.dama_enabled and (self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"):
+        if self.dama_enabled and (
+            self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"
+        ):
             raise ValueError("DAMA is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
 
     @property

@@ -6,7 +6,8 @@ Formats (docs/paper_mapping.md §2, §7):
 - `rlaif-v`: RLAIF-V (`openbmb/RLAIF-V-Dataset`): `question`, `chosen`, `rejected`, `image` ({bytes, path} or a path),
   parquet files or a `datasets` folder.
 - `official`: the official DAMA JSON: `question`, `chosen`, `rejected`, `image_path` (under `image_root`),
-  `chosen_logits`/`rejected_logits` (per-sub-sentence CLIP scores; δ = Σ chosen − Σ rejected) and `logps`.
+  `chosen_logits`/`rejected_logits` (per-sub-sentence CLIP scores, JSON strings such as `"[0.41, 0.22]"` as released,
+  or lists; δ = Σ chosen − Σ rejected, parsed by `dama.official.official_delta`) and `logps`.
   The official `logps` come from another preprocessing, so they are not used as reference log-probs (h_i would not be
   0 at step 0); use `precompute_ref_log_probs: true`, which recomputes them with ours.
 - A `dama hardness` output folder (has `hardness.json`): its rows plus the stored δ̄.
@@ -26,6 +27,7 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
+from dama.conversation import TRAINING_TEXTS
 from dama.errors import DamaError
 from dama.hardness.output import read_hardness_output
 from dama.images import ImageError, load_image, resolve_image_path
@@ -57,17 +59,28 @@ class DataArguments:
         metadata={"help": "Input format; 'auto' detects it from the columns.", "choices": list(FORMATS)},
     )
     image_root: str | None = field(
-        default=None, metadata={"help": "Folder that relative image paths are resolved under (paths escaping it fail)."}
+        default=None,
+        metadata={"help": "Folder that relative image paths are resolved under (paths escaping it fail)."},
     )
     eval_dataset_path: str | None = field(default=None, metadata={"help": "Optional evaluation data, same formats."})
     max_samples: int | None = field(default=None, metadata={"help": "Use only the first N pairs (debugging)."})
     validate_images: bool = field(
         default=True, metadata={"help": "Open every image before training to fail early on unreadable files."}
     )
+    training_text: str = field(
+        default="chat_template",
+        metadata={
+            "help": f"Text a pair is trained on, one of {TRAINING_TEXTS}: 'chat_template' (the processor's chat "
+            "template, TRL's default) or 'vicuna_v1' (LLaVA-1.5's own conversation, as the official DAMA run: "
+            "'<s>{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>' with </s> inside the summed log-prob)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.dataset_format not in FORMATS:
             raise ValueError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
+        if self.training_text not in TRAINING_TEXTS:
+            raise ValueError(f"training_text must be one of {TRAINING_TEXTS}, got {self.training_text!r}")
 
 
 def _read_raw(path: Path) -> tuple[Dataset, float | None]:
@@ -145,7 +158,9 @@ def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
     if fmt == "trl":
         return dataset
 
-    def convert(row: dict[str, Any]) -> dict[str, Any]:
+    id_key = next((k for k in ("id", "idx") if k in dataset.column_names), None)
+
+    def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
         out: dict[str, Any] = {
             "prompt": [{"role": "user", "content": row["question"]}],
             "chosen": [{"role": "assistant", "content": row["chosen"]}],
@@ -153,14 +168,13 @@ def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
         }
         if fmt == "official":
             out["image"] = row["image_path"]
-            try:
-                out["dama_delta"] = official_delta(row["chosen_logits"], row["rejected_logits"])
-            except TypeError:
-                out["dama_delta"] = float("nan")  # reported by validation with the row number
+            # the one parser of the official encoding (JSON strings or lists); raises naming row and field
+            where = f"{source} row {index}" + (f" ({id_key} {row[id_key]})" if id_key else "")
+            out["dama_delta"] = official_delta(row["chosen_logits"], row["rejected_logits"], where)
         return out
 
     removed = [c for c in ("question", "chosen", "rejected", "image_path", "logps") if c in dataset.column_names]
-    return dataset.map(convert, remove_columns=removed, desc=f"Converting {source}")
+    return dataset.map(convert, with_indices=True, remove_columns=removed, desc=f"Converting {source}")
 
 
 def validate(
@@ -272,7 +286,9 @@ def load_preference_dataset(
     fmt = detect_format(dataset.column_names) if dataset_format == "auto" else dataset_format
     missing = [c for c in REQUIRED[fmt] if c not in dataset.column_names]
     if missing:
-        raise DataValidationError(f"{source}: format {fmt!r} needs columns {missing}; the data has {dataset.column_names}")
+        raise DataValidationError(
+            f"{source}: format {fmt!r} needs columns {missing}; the data has {dataset.column_names}"
+        )
     if fmt == "official":
         for i, row in enumerate(dataset.select_columns(["image_path"])):
             try:

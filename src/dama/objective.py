@@ -1,4 +1,4 @@
-"""The DAMA objective as pure functions of tensors (docs/paper_mapping.md §1–§5; Lu et al., ICML 2025, Eq. 2–16).
+"""The DAMA objective as pure functions of tensors (docs/paper_mapping.md §1–§6; Lu et al., ICML 2025, Eq. 2–16).
 
 Nothing here knows about trainers, accelerators or configs: inputs are `(B,)` or `(N,)` tensors, outputs are tensors.
 Shapes: B = pairs on this process, N = pairs in the global micro-batch (B × world size).
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 REWARD_SCALES = ("margin", "beta_margin")
 MODEL_AWARE_FORMS = ("mean_sigmoid", "sigmoid_mean")
 EMA_INPUTS = ("all", "kept")
+LOSS_NORMALISATIONS = ("global", "per_rank")
 
 
 def data_aware_factor(delta: torch.Tensor, delta_mean: float | torch.Tensor) -> torch.Tensor:
@@ -247,3 +248,20 @@ def reduce_loss(losses: torch.Tensor, n_kept_global: int | torch.Tensor, world_s
     """
     n_kept = torch.as_tensor(n_kept_global, dtype=losses.dtype, device=losses.device).clamp_min(1.0)
     return losses.sum() * world_size / n_kept
+
+
+def reduce_loss_per_rank(losses: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+    """The official code's reduction: this rank's masked mean Σ_local m_i ℓ_i / max(Σ_local m_i, 1).
+
+    injadlu/DAMA `llava/train/train_dpo.py` lines 1343-1349 (`local_mask = global_mask[rank*B:(rank+1)*B]`,
+    `loss = masked_losses.sum() / effective_loss_count`, a count of 0 replaced by 1). DDP then averages over the W
+    ranks, so the objective is (1/W) Σ_r Σ_{i∈r} m_i ℓ_i / max(K_r, 1): a kept pair weighs 1/(W·K_r) instead of the
+    1/K of Eq. 2 (`reduce_loss`). The two agree when every rank keeps the same number of pairs
+    (docs/paper_mapping.md §6, "Cross-GPU loss normalisation").
+
+    Args:
+        losses: `(B,)` this rank's per-pair losses, already multiplied by the mask (`dama_loss`).
+        keep_mask: `(B,)` this rank's slice of the global keep-mask.
+    """
+    n_kept = keep_mask.to(losses.dtype).sum().clamp_min(1.0)
+    return losses.sum() / n_kept

@@ -1,12 +1,19 @@
 """Facts of the official DAMA release (github.com/injadlu/DAMA) that training and `dama hardness` both need.
 
-A leaf module (standard library only): `DAMAConfig` and the data loader read these without loading the CLIP stack.
-The importer of the official JSON is `dama.hardness.official`; the format is in `docs/paper_mapping.md` §2.
+A leaf module (standard library and `dama.errors` only): `DAMAConfig` and the data loader read these without loading
+the CLIP stack. `official_delta` is the one parser of the released `chosen_logits`/`rejected_logits` fields:
+`dama hardness --official` (`dama.hardness.official`) and `load_preference_dataset(..., dataset_format="official")`
+both call it, so both accept the same encodings and refuse the same values. The format is in
+`docs/paper_mapping.md` §2.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
+
+from dama.errors import DamaError, NonFiniteError
 
 # δ̄ hard-coded in the official training code for its data (docs/paper_mapping.md §2 step 4).
 OFFICIAL_DELTA_MEAN = 0.0482190464911681
@@ -14,6 +21,57 @@ OFFICIAL_DELTA_MEAN = 0.0482190464911681
 LOGIT_FIELDS = ("chosen_logits", "rejected_logits")
 
 
-def official_delta(chosen_logits: list[float], rejected_logits: list[float]) -> float:
-    """δ = Σ chosen_logits − Σ rejected_logits (the official code's data-aware input to Eq. 6)."""
-    return math.fsum(chosen_logits) - math.fsum(rejected_logits)
+class OfficialDataError(DamaError, ValueError):
+    """A `chosen_logits`/`rejected_logits` value the official loader could not sum; names the row and the field."""
+
+
+def official_scores(value: Any, where: str, field: str) -> list[float]:
+    """The CLIP scores of one `chosen_logits`/`rejected_logits` field, decoded as the official loader decodes them.
+
+    `value` is the released encoding, a JSON string such as `"[0.41, 0.22]"` (`json.loads`, lines 839-840 of the
+    official `train_dpo.py`), or a list already decoded; a bare number counts as a one-item list. `"[]"` gives `[]`,
+    which sums to 0. `where` names the row (e.g. `"data.json row 3 (idx 17)"`) and `field` the column, for errors.
+
+    Raises:
+        NonFiniteError: a NaN or infinite score (`json.loads` reads `NaN`, `Infinity`).
+        OfficialDataError: null, text that is not JSON, or anything but a list of numbers.
+    """
+    prefix = f"{where}: field {field!r}"
+    if value is None:
+        raise OfficialDataError(f'{prefix} is null; expected a JSON list of CLIP scores such as "[0.41, 0.22]"')
+    decoded = value
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise OfficialDataError(
+                f'{prefix}: {value[:60]!r} is not JSON ({err.msg}); expected e.g. "[0.41, 0.22]"'
+            ) from err
+    if isinstance(decoded, (int, float)) and not isinstance(decoded, bool):
+        decoded = [decoded]
+    if not isinstance(decoded, list):
+        raise OfficialDataError(
+            f"{prefix}: expected a list of CLIP scores, got {type(decoded).__name__} {decoded!r:.60}"
+        )
+    scores = []
+    for position, item in enumerate(decoded):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise OfficialDataError(f"{prefix}: item {position} is {item!r:.40}, not a number")
+        if not math.isfinite(item):
+            raise NonFiniteError(f"{prefix}: item {position} is {item}, not a finite number")
+        scores.append(float(item))
+    return scores
+
+
+def official_delta(chosen_logits: Any, rejected_logits: Any, where: str = "official data") -> float:
+    """δ = Σ chosen_logits − Σ rejected_logits (the official data-aware input to Eq. 6), from either encoding.
+
+    Sums left to right with `sum`, as the official loader does. Raises `NonFiniteError`/`OfficialDataError` (both
+    `DamaError`) naming `where` and the field; the result is always finite.
+    """
+    chosen = official_scores(chosen_logits, where, "chosen_logits")
+    rejected = official_scores(rejected_logits, where, "rejected_logits")
+    delta = sum(chosen) - sum(rejected)
+    if not math.isfinite(delta):  # finite scores whose sums overflow
+        raise NonFiniteError(f"{where}: δ = Σ chosen_logits − Σ rejected_logits is {delta}, not a finite number")
+    return delta

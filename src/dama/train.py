@@ -22,6 +22,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from dama import tiny
 from dama.config import DAMAConfig
+from dama.conversation import render_training_text
 from dama.data import DataArguments, load_preference_dataset
 from dama.trainer import DAMATrainer
 
@@ -93,10 +94,23 @@ def build_trainer(argv: list[str] | None = None):
     eval_dataset = None
     if data_args.eval_dataset_path:
         eval_dataset, _ = load_preference_dataset(
-            data_args.eval_dataset_path, data_args.dataset_format, data_args.image_root, hardness, None,
+            data_args.eval_dataset_path,
+            data_args.dataset_format,
+            data_args.image_root,
+            hardness,
+            None,
             data_args.validate_images,
         )
     model, processor = load_model(model_args)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    image_token = getattr(processor, "image_token", None) or "<image>"
+    train_dataset = render_training_text(
+        train_dataset, tokenizer, data_args.training_text, data_args.dataset_path, image_token
+    )
+    if eval_dataset is not None:
+        eval_dataset = render_training_text(
+            eval_dataset, tokenizer, data_args.training_text, data_args.eval_dataset_path, image_token
+        )
     if options.freeze_vision_tower:
         find_vision_tower(model).requires_grad_(False)
     peft_config = get_peft_config(model_args)

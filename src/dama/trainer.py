@@ -27,7 +27,7 @@ from trl import DPOTrainer
 from trl.models.utils import prepare_deepspeed
 
 from dama.config import DAMAConfig
-from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss
+from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss, reduce_loss_per_rank
 from dama.state import RewardGapEMA
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,13 @@ class DAMATrainer(DPOTrainer):
         losses, chosen_rewards, rejected_rewards = dama_loss(
             chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta_c, keep_mask
         )
-        loss = losses.mean() if keep_mask is None else reduce_loss(losses, n_kept, self.accelerator.num_processes)
+        if keep_mask is None:
+            loss = losses.mean()
+        elif self.args.loss_normalisation == "per_rank":
+            loss = reduce_loss_per_rank(losses, keep_mask)
+        else:
+            loss = reduce_loss(losses, n_kept, self.accelerator.num_processes)
+        loss = loss * self.loss_weights[0]  # `loss_weights` as TRL applies it to its one sigmoid loss
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 

@@ -13,6 +13,7 @@ from dama.objective import (
     data_aware_factor,
     model_aware_factor,
     reduce_loss,
+    reduce_loss_per_rank,
     sample_keep_mask,
 )
 from dama.state import RewardGapEMA
@@ -56,8 +57,14 @@ def test_dama_loss_per_pair_beta_equals_scalar_calls():
 def test_no_gradient_reaches_beta_and_masked_pairs_get_none():
     pc = torch.tensor([-5.0, -6.0], requires_grad=True)
     beta = torch.tensor([0.1, 0.3], requires_grad=True)
-    losses, _, _ = dama_loss(pc, torch.tensor([-7.0, -7.0]), torch.tensor([-5.0, -6.0]), torch.tensor([-7.0, -7.0]),
-                             beta, keep_mask=torch.tensor([True, False]))
+    losses, _, _ = dama_loss(
+        pc,
+        torch.tensor([-7.0, -7.0]),
+        torch.tensor([-5.0, -6.0]),
+        torch.tensor([-7.0, -7.0]),
+        beta,
+        keep_mask=torch.tensor([True, False]),
+    )
     losses.sum().backward()
     assert beta.grad is None
     # d/dpc −log σ(β h) at h=0 = −β σ(0) = −β/2 for the kept pair, 0 for the dropped one
@@ -73,6 +80,29 @@ def test_reduce_loss_is_mean_over_kept_and_distributes_over_ranks():
     rank1 = reduce_loss(torch.tensor([4.0, 0.0, 5.0, 6.0]), 6, world_size=2)
     assert ((rank0 + rank1) / 2).item() == pytest.approx(21.0 / 6.0)
     assert reduce_loss(torch.zeros(3), 0).item() == 0.0  # max(K, 1): no division by zero
+
+
+def test_per_rank_normalisation_is_the_official_mean_of_rank_means():
+    # injadlu/DAMA train_dpo.py lines 1343-1349, W = 2 ranks × B = 4, worked by hand:
+    # rank 0 keeps pairs 0, 1, 3 of ℓ = [1, 2, 3, 4]: (1 + 2 + 4) / 3 = 7/3
+    # rank 1 keeps pair 1 of ℓ = [5, 6, 7, 8]:         6 / 1 = 6
+    # DDP averages the ranks: (7/3 + 6) / 2 = 25/6, where Eq. 2's global mean is (1 + 2 + 4 + 6) / 4 = 13/4
+    mask0, mask1 = torch.tensor([True, True, False, True]), torch.tensor([False, True, False, False])
+    losses0 = torch.tensor([1.0, 2.0, 3.0, 4.0]) * mask0  # `dama_loss` zeroes the dropped pairs
+    losses1 = torch.tensor([5.0, 6.0, 7.0, 8.0]) * mask1
+    rank0, rank1 = reduce_loss_per_rank(losses0, mask0), reduce_loss_per_rank(losses1, mask1)
+    assert rank0.item() == pytest.approx(7.0 / 3.0) and rank1.item() == pytest.approx(6.0)
+    assert ((rank0 + rank1) / 2).item() == pytest.approx(25.0 / 6.0)
+    glob = (reduce_loss(losses0, 4, world_size=2) + reduce_loss(losses1, 4, world_size=2)) / 2
+    assert glob.item() == pytest.approx(13.0 / 4.0)
+    # a rank that keeps nothing contributes 0 (the official count of 0 is replaced by 1)
+    assert reduce_loss_per_rank(torch.zeros(4), torch.zeros(4, dtype=torch.bool)).item() == 0.0
+    # equal kept counts on every rank: the two normalisations agree
+    even = torch.tensor([True, False, True, False])
+    raw0, raw1 = torch.tensor([1.0, 2.0, 3.0, 4.0]) * even, torch.tensor([5.0, 6.0, 7.0, 8.0]) * even
+    per_rank = (reduce_loss_per_rank(raw0, even) + reduce_loss_per_rank(raw1, even)) / 2
+    global_ = (reduce_loss(raw0, 4, world_size=2) + reduce_loss(raw1, 4, world_size=2)) / 2
+    assert per_rank.item() == pytest.approx(global_.item()) == pytest.approx((1 + 3 + 5 + 7) / 4)
 
 
 def test_data_aware_factor_closed_form():

@@ -26,16 +26,17 @@ def test_recipes_are_shipped():
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_recipe_parses_and_keys_map_to_fields(recipe, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
-    # bf16 needs a GPU; everything else parses as written
+    # bf16 and tf32 need a GPU; everything else parses as written
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        config, model_args, data_args, options = parse_args(["--config", str(recipe), "--bf16", "false",
-                                                             "--output_dir", str(tmp_path)])
+        config, model_args, data_args, options = parse_args(
+            ["--config", str(recipe), "--bf16", "false", "--tf32", "false", "--output_dir", str(tmp_path)]
+        )
     deprecated = [str(w.message) for w in caught if "deprecated" in str(w.message).lower()]
     assert not deprecated, f"{recipe.name} uses deprecated arguments: {deprecated}"
     assert isinstance(config, DAMAConfig)
     for key, value in raw.items():
-        if key in {"bf16", "output_dir"}:
+        if key in {"bf16", "tf32", "output_dir"}:
             continue
         owner = next(o for o in (config, model_args, data_args, options) if hasattr(o, key))
         parsed = getattr(owner, key)
@@ -46,7 +47,9 @@ def test_recipe_parses_and_keys_map_to_fields(recipe, tmp_path):
             continue
         assert parsed == value or str(parsed) == str(value), (key, parsed, value)
     header = recipe.read_text().splitlines()[:12]
-    assert any("dama train" in line or "-m dama.train" in line for line in header), "header must give the launch command"
+    assert any("dama train" in line or "-m dama.train" in line for line in header), (
+        "header must give the launch command"
+    )
 
 
 def test_llava_recipes_differ_only_in_dama_switches():
@@ -55,6 +58,15 @@ def test_llava_recipes_differ_only_in_dama_switches():
     differing = {k for k in dama.keys() | dpo.keys() if dama.get(k) != dpo.get(k)}
     assert differing == {"data_aware", "model_aware", "keep_ratio", "output_dir"}
     assert dama["learning_rate"] == 5e-7 and dama["per_device_train_batch_size"] * 4 == 16
+
+
+def test_llava_recipes_keep_the_official_order_and_text_and_say_what_differs():
+    for name in ("dama", "dpo"):
+        text = (ROOT / f"recipes/llava-1.5-7b/{name}.yaml").read_text()
+        raw = yaml.safe_load(text)
+        # injadlu/DAMA train_dpo.py: SequentialSampler (line 1318), Vicuna-v1 conversation (line 864, preprocess_v1)
+        assert raw["keep_file_order"] is True and raw["training_text"] == "vicuna_v1"
+        assert "What still differs from the official run" in text
 
 
 def test_unknown_key_in_recipe_fails(tmp_path):
@@ -112,8 +124,11 @@ def test_tiny_recipe_header_commands_work(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
-    header = [line.lstrip("# ").strip() for line in (ROOT / "recipes/tiny/dama.yaml").read_text().splitlines()
-              if line.lstrip("# ").startswith("dama ")]
+    header = [
+        line.lstrip("# ").strip()
+        for line in (ROOT / "recipes/tiny/dama.yaml").read_text().splitlines()
+        if line.lstrip("# ").startswith("dama ")
+    ]
     assert [h.split()[1] for h in header] == ["hardness", "train"]
     hardness = header[0].split()[1:] + ["--no-progress", "--workers", "0"]
     assert dama_main(hardness) == 0

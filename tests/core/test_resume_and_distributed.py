@@ -31,10 +31,22 @@ class StopAt(TrainerCallback):
 
 def make_trainer(output_dir: Path, stop_at: int | None = None) -> DAMATrainer:
     model, processor = build_llava(seed=7)
-    config = cpu_config(str(output_dir), max_steps=4, save_strategy="steps", save_steps=2,
-                        keep_ratio=0.75, per_device_train_batch_size=4)
-    return DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=make_vision_pairs(16),
-                       processing_class=processor, callbacks=[StopAt(stop_at)] if stop_at else None)
+    config = cpu_config(
+        str(output_dir),
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        keep_ratio=0.75,
+        per_device_train_batch_size=4,
+    )
+    return DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=config,
+        train_dataset=make_vision_pairs(16),
+        processing_class=processor,
+        callbacks=[StopAt(stop_at)] if stop_at else None,
+    )
 
 
 def test_resume_is_exact(tmp_path):
@@ -108,8 +120,17 @@ def run_worker(script: Path, out: Path, batch: int, world: int) -> None:
     if world == 1:
         cmd = [sys.executable, str(script), str(out), str(batch)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
-               f"--master_port={free_port()}", "--master_addr=127.0.0.1", str(script), str(out), str(batch)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={world}",
+            f"--master_port={free_port()}",
+            "--master_addr=127.0.0.1",
+            str(script),
+            str(out),
+            str(batch),
+        ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -132,3 +153,57 @@ def test_two_gloo_processes_agree_with_one_process_of_double_batch(tmp_path):
         assert r0["n_kept"] == r1["n_kept"] == s["n_kept"] == 2  # ⌊0.5 · 4⌋ of the global batch
         # the global mask is the single process's mask, split rank-major
         assert r0["kept"] + r1["kept"] == s["kept"]
+
+
+PER_RANK_WORKER = """
+import json, os, sys
+sys.path.insert(0, {helpers!r})
+import torch
+import dama.trainer as trainer_module
+from helpers import cpu_config, make_vision_pairs
+from dama import DAMATrainer
+from dama.tiny import build_llava, clone
+
+out = sys.argv[1]
+model, processor = build_llava(seed=8)
+config = cpu_config(out, per_device_train_batch_size=4, max_steps=3, keep_ratio=0.5, learning_rate=5e-2,
+                    keep_file_order=True, loss_normalisation="per_rank")
+trainer = DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=make_vision_pairs(24),
+                      processing_class=processor)
+records = []
+original_loss = trainer_module.dama_loss
+def loss_spy(*args, **kwargs):
+    losses, chosen, rejected = original_loss(*args, **kwargs)
+    records.append({{"losses": losses.tolist(), "kept": args[5].tolist()}})
+    return losses, chosen, rejected
+trainer_module.dama_loss = loss_spy
+original_step = trainer._compute_loss
+def step_spy(model, inputs, return_outputs):
+    loss = original_step(model, inputs, return_outputs)
+    records[-1]["loss"] = float(loss)
+    return loss
+trainer._compute_loss = step_spy
+trainer.train()
+with open(os.path.join(out, f"records-{{trainer.accelerator.process_index}}.json"), "w") as f:
+    json.dump(records, f)
+"""
+
+
+def test_per_rank_normalisation_returns_each_ranks_masked_mean(tmp_path):
+    """With `loss_normalisation: per_rank` each of two gloo ranks returns Σ_local m_i ℓ_i / max(K_r, 1) (the official
+    train_dpo.py lines 1343-1349), not the global W·Σ_local / K of Eq. 2."""
+    script = tmp_path / "worker.py"
+    script.write_text(PER_RANK_WORKER.format(helpers=str(Path(__file__).parent)))
+    run_worker(script, tmp_path / "two", batch=4, world=2)
+    ranks = [json.loads((tmp_path / "two" / f"records-{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 3
+    unequal = 0
+    for step in zip(*ranks):
+        kept = [sum(r["kept"]) for r in step]
+        assert sum(kept) == 4  # ⌊0.5 · 8⌋ over both ranks
+        for r, k in zip(step, kept):
+            assert r["loss"] == pytest.approx(sum(r["losses"]) / max(k, 1), rel=1e-6)
+            if k != 2:
+                unequal += 1
+                assert r["loss"] != pytest.approx(2 * sum(r["losses"]) / 4, rel=1e-6)  # the global form differs
+    assert unequal > 0, "no step kept unequal counts: the test would not tell the two normalisations apart"

@@ -20,18 +20,20 @@ def train_logs(trainer) -> list[dict]:
     return [h for h in trainer.state.log_history if "loss" in h]
 
 
-def test_parity_with_trl_dpo_when_dama_is_off(tmp_path):
+@pytest.mark.parametrize("loss_weights", [None, [0.5]])
+def test_parity_with_trl_dpo_when_dama_is_off(tmp_path, loss_weights):
     data = make_vision_pairs(12, with_delta=False)
     common = dict(per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, use_cpu=True, report_to=[],
                   logging_steps=1, save_strategy="no", seed=0, activation_checkpointing=False, max_length=None,
-                  bf16=False)
+                  bf16=False, loss_weights=loss_weights)
     model, processor = build_llava(seed=1)
     trl_trainer = DPOTrainer(model=model, ref_model=clone(model), args=DPOConfig(str(tmp_path / "trl"), **common),
                              train_dataset=data, processing_class=processor)
     trl_logs = train_logs(trl_trainer)
 
     model, processor = build_llava(seed=1)
-    config = cpu_config(str(tmp_path / "dama"), max_steps=4, data_aware=False, model_aware=False, keep_ratio=1.0)
+    config = cpu_config(str(tmp_path / "dama"), max_steps=4, data_aware=False, model_aware=False, keep_ratio=1.0,
+                        loss_weights=loss_weights)
     ours = DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=data, processing_class=processor)
     our_logs = train_logs(ours)
 

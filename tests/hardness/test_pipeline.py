@@ -48,7 +48,8 @@ def test_output_layout_and_delta_mean(pairs_parquet, tmp_path, scorer, splitter)
     assert row["chosen_subsentences"] == ["A red cat sits on a table.", "There are 3 dogs in the park."]
     total = sum(row["chosen_clip_probs"]) + sum(row["rejected_clip_probs"])
     assert total == pytest.approx(1.0) and row["dama_delta"] == pytest.approx(
-        sum(row["chosen_clip_probs"]) - sum(row["rejected_clip_probs"]))
+        sum(row["chosen_clip_probs"]) - sum(row["rejected_clip_probs"])
+    )
     # rows sharing an image (every 4th) got the same image embedding: identical texts → identical scores
     assert data[0]["chosen_clip_probs"] != data[5]["chosen_clip_probs"]
     assert meta["truncation"]["n_texts"] == 23 * 4 and meta["truncation"]["chosen"] == 0
@@ -153,13 +154,17 @@ def test_input_formats_agree(tmp_path, scorer, splitter):
     for i, row in enumerate(make_rows(7)):
         name = f"img{i}.png"
         (images / name).write_bytes(row["image"]["bytes"])
-        rows.append({
-            "id": f"p{i}",
-            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["question"]}]}],
-            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": row["chosen"]}]}],
-            "rejected": row["rejected"],
-            "image_path": name,
-        })
+        rows.append(
+            {
+                "id": f"p{i}",
+                "prompt": [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["question"]}]}
+                ],
+                "chosen": [{"role": "assistant", "content": [{"type": "text", "text": row["chosen"]}]}],
+                "rejected": row["rejected"],
+                "image_path": name,
+            }
+        )
     write_parquet(tmp_path / "d.parquet", rows)
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "d.json").write_text(json.dumps(rows, indent=1))
@@ -203,8 +208,13 @@ def bad_rows(tmp_path: Path) -> tuple[list[dict], dict[int, tuple[str, str]]]:
     rows[5]["rejected"] = "1.\n2.\n..."
     rows[6]["image"] = None
     rows[6]["image_path"] = "../../etc/passwd"
-    expected = {2: ("image", "not a readable image"), 3: ("image_path", "not found"), 4: ("chosen", "empty"),
-                5: ("rejected", "no sentence"), 6: ("image_path", "escapes")}
+    expected = {
+        2: ("image", "not a readable image"),
+        3: ("image_path", "not found"),
+        4: ("chosen", "empty"),
+        5: ("rejected", "no sentence"),
+        6: ("image_path", "escapes"),
+    }
     return rows, expected
 
 
@@ -250,10 +260,24 @@ def test_workers_give_identical_output(pairs_parquet, tmp_path, scorer, splitter
 
 def test_import_official(tmp_path):
     records = [
-        {"question": "q", "chosen": "c", "rejected": "r", "image_path": "a.jpg", "chosen_logits": [0.5, 0.25],
-         "rejected_logits": [0.125], "logps": [-1.0, -2.0]},
-        {"question": "q", "chosen": "c", "rejected": "r", "image_path": "b.jpg", "chosen_logits": [0.1],
-         "rejected_logits": [0.2, 0.3], "logps": [-1.5, -2.5]},
+        {
+            "question": "q",
+            "chosen": "c",
+            "rejected": "r",
+            "image_path": "a.jpg",
+            "chosen_logits": [0.5, 0.25],
+            "rejected_logits": [0.125],
+            "logps": [-1.0, -2.0],
+        },
+        {
+            "question": "q",
+            "chosen": "c",
+            "rejected": "r",
+            "image_path": "b.jpg",
+            "chosen_logits": [0.1],
+            "rejected_logits": [0.2, 0.3],
+            "logps": [-1.5, -2.5],
+        },
     ]
     (tmp_path / "official.json").write_text(json.dumps(records))
     meta = import_official(tmp_path / "official.json", tmp_path / "o", progress=False)
@@ -264,9 +288,9 @@ def test_import_official(tmp_path):
     assert data["logps"] == [[-1.0, -2.0], [-1.5, -2.5]] and data["chosen_clip_probs"][0] == [0.5, 0.25]
     meta = import_official(tmp_path / "official.json", tmp_path / "o2", delta_mean="computed", progress=False)
     assert meta["delta_mean"] == pytest.approx(0.1125)
-    records[1]["rejected_logits"] = []
+    records[1]["rejected_logits"] = None  # `[]` is valid: the official `sum([])` is 0
     (tmp_path / "bad.json").write_text(json.dumps(records))
-    with pytest.raises(HardnessDataError, match="row 1 field 'rejected_logits'"):
+    with pytest.raises(HardnessDataError, match="row 1: field 'rejected_logits' is null"):
         import_official(tmp_path / "bad.json", tmp_path / "o3", progress=False)
 
 
@@ -279,8 +303,14 @@ def test_reading_parquet_does_not_accumulate_memory(tmp_path):
     path = tmp_path / "big.parquet"
     with pq.ParquetWriter(path, pa.schema([("idx", pa.int64()), ("blob", pa.binary())])) as writer:
         for group in range(24):
-            writer.write_table(pa.table({"idx": list(range(group * 200, group * 200 + 200)),
-                                         "blob": [os.urandom(10_000) for _ in range(200)]}))
+            writer.write_table(
+                pa.table(
+                    {
+                        "idx": list(range(group * 200, group * 200 + 200)),
+                        "blob": [os.urandom(10_000) for _ in range(200)],
+                    }
+                )
+            )
     peaks = []
     for table in open_input(path).iter_tables(240):
         assert table.num_rows == 240

@@ -1,10 +1,22 @@
 """Importing the official DAMA data (github.com/injadlu/DAMA), whose CLIP scores are precomputed.
 
-Records carry `question`, `chosen`, `rejected`, `image_path`, `chosen_logits`, `rejected_logits` (per-sub-sentence
-CLIP scores) and `logps`. The hardness gap is δ = Σ chosen_logits − Σ rejected_logits (docs/paper_mapping.md §2, "Official data
-format"), and δ̄ stays the constant the official training used, 0.0482190464911681, unless overridden. The output
-has the same layout as a computed one; the sub-sentence columns are null (the official data does not ship them) and
-the score lists are the official logits.
+Records carry `idx`, `question`, `chosen`, `rejected`, `image_path`, `origin_dataset`, `origin_split`,
+`chosen_logits`, `rejected_logits` (per-sub-sentence CLIP scores) and `logps`. The official loader
+(injadlu/DAMA `llava/train/train_dpo.py`, `RLAIFVDataset.__getitem__`) reads them as JSON *strings*:
+
+    logps = json.loads(sample['logps'])                                     # line 831
+    ... = logps            if a list, else logps['logps']                   # lines 833-838 (six items)
+    data_dict['vlm_rej_logits'] = sum(json.loads(sample['rejected_logits']))  # line 839
+    data_dict['vlm_win_logits'] = sum(json.loads(sample['chosen_logits']))    # line 840
+
+and its loss (`dpo_loss`, lines 1251-1255) uses σ(vlm_win − vlm_rej) / σ(0.0482190464911681). So the hardness gap is
+δ = Σ chosen_logits − Σ rejected_logits, an empty list `"[]"` sums to 0 as `sum([])` does, and δ̄ stays the official
+constant unless overridden. `dama.official.official_delta` is the one parser of these fields: `dama hardness
+--official` (this module) and `load_preference_dataset(..., dataset_format="official")` both call it, so both
+accept the same encodings (a JSON string, or an already decoded list) and refuse the same values (null, not JSON, not
+numbers, NaN/Infinity — which `json.loads` accepts — naming the row and the field). The output of an import has the
+same layout as a computed one; the sub-sentence columns are null (the official data does not ship them) and the score
+lists are the official logits. The format is in docs/paper_mapping.md §2, "Official data format".
 """
 
 from __future__ import annotations
@@ -13,17 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from dama.errors import DamaError
 from dama.hardness.reader import InputError
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
-from dama.official import LOGIT_FIELDS, official_delta
-
-
-def _scores(value: Any) -> list[float] | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-        return [float(v) for v in value]
-    return None
+from dama.official import LOGIT_FIELDS, official_delta, official_scores
 
 
 class OfficialShardProcessor:
@@ -34,8 +39,11 @@ class OfficialShardProcessor:
         self.source_name = source_name
 
     def describe(self) -> dict[str, Any]:
-        return {"clip_model": "official DAMA release (precomputed)", "scorer": "official_logits_sum",
-                "splitter": {"name": "official (not released)"}}
+        return {
+            "clip_model": "official DAMA release (precomputed)",
+            "scorer": "official_logits_sum",
+            "splitter": {"name": "official (not released)"},
+        }
 
     def process(self, table: pa.Table, first_row: int) -> ShardResult:
         for column in LOGIT_FIELDS:
@@ -43,18 +51,32 @@ class OfficialShardProcessor:
                 raise InputError(f"{self.source_name}: no {column!r} column; is this the official DAMA JSON?")
         ids = row_ids(table, first_row)
         logits = {f: table.column(f).to_pylist() for f in LOGIT_FIELDS}
-        columns: dict[str, list] = {"chosen_subsentences": [], "rejected_subsentences": [], "chosen_clip_probs": [],
-                                    "rejected_clip_probs": [], "dama_delta": []}
+        columns: dict[str, list] = {
+            "chosen_subsentences": [],
+            "rejected_subsentences": [],
+            "chosen_clip_probs": [],
+            "rejected_clip_probs": [],
+            "dama_delta": [],
+        }
         kept, skipped = [], []
         for i in range(table.num_rows):
-            scores = {f: _scores(logits[f][i]) for f in LOGIT_FIELDS}
-            bad = next((f for f in LOGIT_FIELDS if scores[f] is None), None)
-            if bad is not None:
-                problem = RowProblem(i, ids[i], bad, "missing, empty or non-numeric CLIP scores")
+            where = f"{self.source_name} row {ids[i]}"
+            problem, scores = None, {}
+            for name in LOGIT_FIELDS:
+                try:
+                    scores[name] = official_scores(logits[name][i], where, name)
+                except DamaError as err:
+                    problem = RowProblem(i, ids[i], name, str(err))
+                    break
+            if problem is None:
+                try:
+                    delta = official_delta(scores["chosen_logits"], scores["rejected_logits"], where)
+                except DamaError as err:
+                    problem = RowProblem(i, ids[i], "dama_delta", str(err))
+            if problem is not None:
                 if self.on_error == "fail":
                     raise HardnessDataError(
-                        f"{self.source_name} row {problem.row_id} field {bad!r}: {problem.reason} "
-                        "(fix the data, or pass --on-error skip to leave such rows out)"
+                        f"{problem.reason} (fix the data, or pass --on-error skip to leave such rows out)"
                     )
                 skipped.append(problem.record())
                 continue
@@ -63,5 +85,5 @@ class OfficialShardProcessor:
             columns["rejected_subsentences"].append(None)
             columns["chosen_clip_probs"].append(scores["chosen_logits"])
             columns["rejected_clip_probs"].append(scores["rejected_logits"])
-            columns["dama_delta"].append(official_delta(scores["chosen_logits"], scores["rejected_logits"]))
+            columns["dama_delta"].append(delta)
         return ShardResult(kept, columns, skipped, {})
