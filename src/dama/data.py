@@ -72,7 +72,8 @@ class DataArguments:
         metadata={
             "help": f"Text a pair is trained on, one of {TRAINING_TEXTS}: 'chat_template' (the processor's chat "
             "template, TRL's default) or 'vicuna_v1' (LLaVA-1.5's own conversation, as the official DAMA run: "
-            "'<s>{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>' with </s> inside the summed log-prob)."
+            "'<s>{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>' with </s> inside the summed log-prob).",
+            "choices": list(TRAINING_TEXTS),
         },
     )
 

@@ -92,7 +92,16 @@ def test_out_of_range_values_fail():
 
 
 
-@pytest.mark.parametrize(("key", "bad"), [("reward_scale", "beta"), ("model_aware_form", "mean"), ("ema_input", "kep")])
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("reward_scale", "beta"),
+        ("model_aware_form", "mean"),
+        ("ema_input", "kep"),
+        ("loss_normalisation", "rank"),
+        ("training_text", "vicuna"),
+    ],
+)
 def test_fields_with_fixed_values_list_their_choices(key, bad, tmp_path, capsys):
     # on the command line argparse rejects the value and names the choices (exit 2, like every user error)
     with pytest.raises(SystemExit) as exit_info:
