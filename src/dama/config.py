@@ -36,17 +36,22 @@ class DAMAConfig(DPOConfig):
         ema_input: R̄ is fed the mean of all N gaps (`all`, code) or of the kept ones (`kept`, paper) (§4).
         filter_std: divide (R_i − R̄) by a running std in the filter weights (option; code: no) (§3.2).
         keep_file_order: iterate the training set in file order like the official code (default: shuffle) (§7).
+        prefix_sharing: one forward of each pair's image and prompt for both answers (`dama.prefix`,
+            docs/performance.md); falls back, with a logged reason, where the model or batch is not supported.
     """
 
     data_aware: bool = field(
         default=True, metadata={"help": "Scale β by α_D = σ(δ_i)/σ(δ̄) from the hardness column (Eq. 6)."}
     )
     model_aware: bool = field(
-        default=True, metadata={"help": "Scale β by α_M from the batch's reward gaps against the running R̄ (Eq. 8–12)."}
+        default=True,
+        metadata={"help": "Scale β by α_M from the batch's reward gaps against the running R̄ (Eq. 8–12)."},
     )
     keep_ratio: float = field(
         default=0.8,
-        metadata={"help": "ρ: fraction of the global micro-batch kept by the outlier filter (Eq. 10); 1.0 disables it."},
+        metadata={
+            "help": "ρ: fraction of the global micro-batch kept by the outlier filter (Eq. 10); 1.0 disables it."
+        },
     )
     gamma: float = field(default=0.9, metadata={"help": "γ of the running reward-gap estimate R̄ (Eq. 14)."})
     beta_min: float = field(default=1e-3, metadata={"help": "Lower clamp of the combined β_C (Eq. 16)."})
@@ -62,7 +67,9 @@ class DAMAConfig(DPOConfig):
     )
     reward_scale: str = field(
         default="margin",
-        metadata={"help": "R_i fed to the model-aware strategy: 'margin' (h_i, official code) or 'beta_margin' (β·h_i)."},
+        metadata={
+            "help": "R_i fed to the model-aware strategy: 'margin' (h_i, official code) or 'beta_margin' (β·h_i)."
+        },
     )
     model_aware_form: str = field(
         default="mean_sigmoid",
@@ -76,6 +83,14 @@ class DAMAConfig(DPOConfig):
     )
     keep_file_order: bool = field(
         default=False, metadata={"help": "Iterate the training set in file order (official code); default shuffles."}
+    )
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={
+            "help": "Encode each pair's image and prompt once for both answers (one packed row with a block mask; "
+            "LLaVA and Qwen2-VL with SDPA or eager attention). Elsewhere the trainer logs why and runs the unshared "
+            "forward. Log-probs, losses and gradients equal the unshared ones up to float summation order."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -105,7 +120,9 @@ class DAMAConfig(DPOConfig):
                 f"DAMA rescales the sigmoid (DPO) loss; loss_type={self.loss_type} is not supported with data_aware, "
                 "model_aware or keep_ratio < 1. Set loss_type='sigmoid' or turn DAMA off."
             )
-        if self.dama_enabled and (self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"):
+        if self.dama_enabled and (
+            self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"
+        ):
             raise ValueError("DAMA is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
 
     @property
