@@ -163,16 +163,18 @@ def pack_pairs(model: Any, inputs: dict[str, torch.Tensor]) -> PackedPairs:
         torch.where(prompt[:half], ids[:half], -1) == torch.where(prompt[half:], ids[half:], -1)
     ).all()
     last_prompt = ids.gather(1, (prompt_len - 1).clamp(min=0)[:, None]).squeeze(1)
-    # one host sync for all the checks and lengths
-    checks = torch.stack([layout_ok, same_prompt, (prompt_len >= 1).all()]).tolist()
-    lengths = torch.stack([prompt_len, answer_len]).tolist()
+    # one host sync for all the checks, lengths and the prompts' last tokens
+    checks = torch.stack([layout_ok, same_prompt, (prompt_len >= 1).all()]).long()
+    synced = torch.cat([checks, prompt_len, answer_len, last_prompt[:half]]).tolist()
+    checks, lengths = synced[:3], [synced[3 : 3 + n_rows], synced[3 + n_rows : 3 + 2 * n_rows]]
+    last_tokens = synced[3 + 2 * n_rows :]
     if not checks[0]:
         raise PrefixSharingUnavailable("rows are not right-padded `prompt + answer`")
     if not checks[1]:
         raise PrefixSharingUnavailable("a pair's chosen and rejected rows have different prompt tokens")
     if not checks[2]:
         raise PrefixSharingUnavailable("a row has an empty prompt")
-    if set(last_prompt[:half].tolist()) & _image_token_ids(base.config):
+    if set(last_tokens) & _image_token_ids(base.config):
         raise PrefixSharingUnavailable("a prompt ends in an image token")
 
     # per pair: (source row, source column, segment) of every packed token

@@ -238,6 +238,7 @@ class DAMATrainer(DPOTrainer):
     # ------------------------------------------------------------------------- prefix sharing (`dama.prefix`)
     def _resolve_prefix_sharing(self, config: DAMAConfig) -> bool:
         """Whether the policy and reference forwards encode each pair's image and prompt once (logged either way)."""
+        self._prefix_fallbacks: set[str] = set()
         if not config.prefix_sharing:
             return False
         reason = None
@@ -263,7 +264,9 @@ class DAMATrainer(DPOTrainer):
         try:
             return shared_prefix_forward(model, batch, **kwargs)[0]
         except PrefixSharingUnavailable as err:
-            logger.warning("prefix sharing skipped for one batch (%s); unshared forward used.", err)
+            if str(err) not in self._prefix_fallbacks:  # once per reason: a data set may hit it on every batch
+                self._prefix_fallbacks.add(str(err))
+                logger.warning("prefix sharing skipped for a batch (%s); that batch runs unshared.", err)
             return None
 
     def _policy_forward(self, model: Any, inputs: dict[str, torch.Tensor], model_kwargs: dict[str, Any], labels):

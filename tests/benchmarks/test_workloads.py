@@ -23,6 +23,7 @@ from benchmarks._common import (
     make_llava_pairs,
     token_accounting,
 )
+from benchmarks.train_step import computed_units
 from dama.prefix import pack_pairs
 from dama.tiny import build_tokenizer
 
@@ -82,3 +83,13 @@ def test_token_accounting_worked_by_hand():
     counts = token_accounting({"attention_mask": attention, "completion_mask": completion}).tolist()
     # real 5 + 5 + 6 + 3; padded 4 × 6; packed 3 + 2 + 3 + 1 = 9 and 2 + 3 + 1 + 1 = 7; padded 2 × 9
     assert counts == [19, 24, 16, 18]
+
+
+def test_step_cost_in_token_units():
+    # accounting = [real, padded, packed real, packed padded]; policy tokens cost 3 (forward + backward), reference 1
+    accounting = [90.0, 100.0, 50.0, 60.0]
+    assert computed_units("trl", accounting) == 4 * 100
+    assert computed_units("dama", accounting) == 4 * 100
+    assert computed_units("dama_precomputed", accounting) == 3 * 100
+    assert computed_units("dama_prefix", accounting) == 4 * 60
+    assert computed_units("dama_precomputed_prefix", accounting) == 3 * 60

@@ -166,11 +166,18 @@ def test_shared_prefix_step_equals_unshared(builder, mode, tmp_path):
     assert_same_step(on, off)
 
 
-def test_shared_prefix_step_equals_unshared_with_lora(tmp_path):
-    on = step(build_llava, tmp_path, "on", True, DAMA, lora=True)
-    off = step(build_llava, tmp_path, "off", False, DAMA, lora=True)
+@pytest.mark.parametrize("builder", [build_llava, build_qwen2_vl], ids=["llava", "qwen2_vl"])
+def test_shared_prefix_step_equals_unshared_with_lora(builder, tmp_path):
+    on = step(builder, tmp_path, "on", True, DAMA, lora=True)
+    off = step(builder, tmp_path, "off", False, DAMA, lora=True)
     assert all("lora_" in name for name in on[2])
     assert on[1].abs().max() > 1e-3
+    assert_same_step(on, off)
+
+
+def test_shared_prefix_step_equals_unshared_with_gradient_checkpointing(tmp_path):
+    on = step(build_llava, tmp_path, "on", True, DAMA, gradient_checkpointing=True)
+    off = step(build_llava, tmp_path, "off", False, DAMA, gradient_checkpointing=True)
     assert_same_step(on, off)
 
 
@@ -209,3 +216,24 @@ def test_fallback_is_logged_for_an_unsupported_attention(tmp_path, caplog):
     assert (
         "prefix_sharing is on but not used (policy model: attention implementation 'flash_attention_2'" in caplog.text
     )
+
+
+def test_a_batch_that_cannot_be_packed_runs_unshared_and_is_logged_once(tmp_path, caplog):
+    model, processor = build_llava()
+    data = make_vision_pairs(4)
+    trainer = DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=cpu_config(str(tmp_path)),
+        train_dataset=data,
+        processing_class=processor,
+    )
+    assert trainer._prefix_sharing is True
+    batch = trainer.data_collator([data[i] for i in range(4)])
+    assert trainer._shared_forward(trainer.model, batch) is not None
+    last_prompt = int(batch["attention_mask"][4].sum() - batch["completion_mask"][4].sum()) - 1
+    batch["input_ids"][4, last_prompt] += 1  # rejected 0's last prompt token no longer matches chosen 0's
+    with caplog.at_level(logging.WARNING, logger="dama.trainer"):
+        assert trainer._shared_forward(trainer.model, batch) is None
+        assert trainer._shared_forward(trainer.model, batch) is None
+    assert caplog.text.count("prefix sharing skipped for a batch (a pair's chosen and rejected rows have") == 1
