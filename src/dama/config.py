@@ -88,8 +88,9 @@ class DAMAConfig(DPOConfig):
         default=True,
         metadata={
             "help": "Encode each pair's image and prompt once for both answers (one packed row with a block mask; "
-            "LLaVA and Qwen2-VL with SDPA or eager attention). Elsewhere the trainer logs why and runs the unshared "
-            "forward. Log-probs, losses and gradients equal the unshared ones up to float summation order."
+            "LLaVA, Qwen2-VL and Qwen2.5-VL with SDPA or eager attention). Elsewhere the trainer logs why and runs "
+            "the unshared forward. Log-probs, losses and gradients equal the unshared ones up to float summation "
+            "order."
         },
     )
 

@@ -15,8 +15,8 @@ floating-point summation order, and gradients flow back through the shared prefi
 of Wang & Hegde, "Accelerating Direct Preference Optimization with Prefix Sharing", arXiv 2410.20305).
 
 The per-token outputs are then gathered back into the unshared `(2B, T - 1)` layout, so everything downstream (sums,
-metrics) is unchanged. Supported: LLaVA and Qwen2-VL (multimodal RoPE positions are taken from the model's own
-`get_rope_index` on the unshared rows) with SDPA or eager attention; anything else is reported by
+metrics) is unchanged. Supported: LLaVA, Qwen2-VL and Qwen2.5-VL (multimodal RoPE positions are taken from the
+model's own `get_rope_index` on the unshared rows) with SDPA or eager attention; anything else is reported by
 `unsupported_reason` and the caller falls back to the unshared forward.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 
-SUPPORTED_MODEL_TYPES = ("llava", "qwen2_vl")
+SUPPORTED_MODEL_TYPES = ("llava", "qwen2_vl", "qwen2_5_vl")
 # backends that take an arbitrary 4-D mask (flash-attention kernels only take padding masks)
 MASKABLE_ATTENTION = ("sdpa", "eager")
 # batch keys the packing knows how to carry; any other key makes the batch fall back to the unshared forward
@@ -93,7 +93,7 @@ def _image_token_ids(config: Any) -> set[int]:
 def _unshared_position_ids(base: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """The position ids the model itself uses on the collated rows: `(2B, T)`, or `(3, 2B, T)` for M-RoPE."""
     ids = inputs["input_ids"]
-    if base.config.model_type == "qwen2_vl":
+    if base.config.model_type in ("qwen2_vl", "qwen2_5_vl"):
         positions, _ = base.model.get_rope_index(
             ids,
             image_grid_thw=inputs.get("image_grid_thw"),

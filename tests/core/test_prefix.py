@@ -2,7 +2,7 @@
 
 Exactness is checked where it matters for training: per-pair log-probs, the loss and every parameter gradient of one
 step, with padding in the batch (answers and prompts of different lengths), in DPO and DAMA modes, with LoRA, on the
-tiny LLaVA and Qwen2-VL; and the precomputed reference columns.
+tiny LLaVA, Qwen2-VL and Qwen2.5-VL; and the precomputed reference columns.
 """
 
 from __future__ import annotations
@@ -21,6 +21,51 @@ from dama.tiny import build_llava, build_qwen2_vl, clone
 NEG = torch.finfo(torch.float32).min
 DPO = dict(data_aware=False, model_aware=False, keep_ratio=1.0)
 DAMA = dict(data_aware=True, model_aware=True, keep_ratio=0.75)
+
+
+def build_qwen2_5_vl(seed: int = 0):
+    """A tiny Qwen2.5-VL (windowed vision attention, one full-attention block) sharing the tiny Qwen2-VL processor."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    qwen2, processor = build_qwen2_vl(seed=seed)
+    text = qwen2.config.text_config.to_dict()
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "rope_parameters",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 4,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+        "out_hidden_size": 32,
+        "window_size": 16,
+        "fullatt_block_indexes": [1],
+    }
+    tokens = {
+        name: getattr(qwen2.config, name)
+        for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    }
+    config = Qwen2_5_VLConfig(text_config={k: text[k] for k in keys}, vision_config=vision, **tokens)
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(config), processor
+
+
+MODELS = [build_llava, build_qwen2_vl, build_qwen2_5_vl]
+MODEL_IDS = ["llava", "qwen2_vl", "qwen2_5_vl"]
 
 
 def hand_batch() -> dict[str, torch.Tensor]:
@@ -156,7 +201,7 @@ def assert_same_step(on, off):
         assert metrics_on[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
-@pytest.mark.parametrize("builder", [build_llava, build_qwen2_vl], ids=["llava", "qwen2_vl"])
+@pytest.mark.parametrize("builder", MODELS, ids=MODEL_IDS)
 @pytest.mark.parametrize("mode", ["dpo", "dama"])
 def test_shared_prefix_step_equals_unshared(builder, mode, tmp_path):
     switches = DPO if mode == "dpo" else DAMA
@@ -166,7 +211,7 @@ def test_shared_prefix_step_equals_unshared(builder, mode, tmp_path):
     assert_same_step(on, off)
 
 
-@pytest.mark.parametrize("builder", [build_llava, build_qwen2_vl], ids=["llava", "qwen2_vl"])
+@pytest.mark.parametrize("builder", MODELS, ids=MODEL_IDS)
 def test_shared_prefix_step_equals_unshared_with_lora(builder, tmp_path):
     on = step(builder, tmp_path, "on", True, DAMA, lora=True)
     off = step(builder, tmp_path, "off", False, DAMA, lora=True)
@@ -181,7 +226,7 @@ def test_shared_prefix_step_equals_unshared_with_gradient_checkpointing(tmp_path
     assert_same_step(on, off)
 
 
-@pytest.mark.parametrize("builder", [build_llava, build_qwen2_vl], ids=["llava", "qwen2_vl"])
+@pytest.mark.parametrize("builder", MODELS, ids=MODEL_IDS)
 def test_precomputed_reference_columns_equal_unshared(builder, tmp_path):
     columns = []
     for prefix in (True, False):
