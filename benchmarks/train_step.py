@@ -112,12 +112,14 @@ def time_variants(model_name: str, device: str, steps: int, reps: int, variants:
         "batch_pairs": BATCH_PAIRS,
         "steps_per_rep": steps,
         "reps": reps,
-        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "accounting": [], "build_s": []} for v in variants},
+        "variants": {
+            v: {"step_s": [], "iteration_s": [], "tokens": [], "accounting": [], "build_s": []} for v in variants
+        },
     }
     del model
     names = list(variants)
     for rep in range(reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for variant in order:
             timer = StepTimer()
             started = time.perf_counter()
@@ -151,16 +153,22 @@ def time_variants(model_name: str, device: str, steps: int, reps: int, variants:
     for name, num, den, target in RATIOS:
         if num not in variants or den not in variants:
             continue
-        per_rep = [a / b for a, b in zip(result["variants"][num]["per_rep_step_s"],
-                                         result["variants"][den]["per_rep_step_s"])]
+        per_rep = [
+            a / b for a, b in zip(result["variants"][num]["per_rep_step_s"], result["variants"][den]["per_rep_step_s"])
+        ]
         spread = Spread.of(per_rep)
         of_medians = result["variants"][num]["summary"]["median"] / result["variants"][den]["summary"]["median"]
         # the same batches in the same order for every variant: the bound is a ratio of summed step costs
         batches = [a for rep_acc in result["variants"][den]["accounting"] for a in rep_acc]
         bound = sum(computed_units(num, a) for a in batches) / sum(computed_units(den, a) for a in batches)
-        result["ratios"][name] = {"per_rep": per_rep, "summary": vars(spread), "of_medians": of_medians,
-                                  "target": target, "met": None if target is None else spread.median <= target,
-                                  "token_bound": bound}
+        result["ratios"][name] = {
+            "per_rep": per_rep,
+            "summary": vars(spread),
+            "of_medians": of_medians,
+            "target": target,
+            "met": None if target is None else spread.median <= target,
+            "token_bound": bound,
+        }
     return result
 
 
@@ -193,19 +201,34 @@ def measure_memory(model_name: str, device: str, steps: int, variants: list[str]
     """
     reports = {}
     for variant in variants:
-        cmd = [sys.executable, "-m", "benchmarks.train_step", "--_memory-child", variant, "--model", model_name,
-               "--device", device, "--steps", str(steps)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.train_step",
+            "--_memory-child",
+            variant,
+            "--model",
+            model_name,
+            "--device",
+            device,
+            "--steps",
+            str(steps),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_MARK)]
         if done.returncode != 0 or not lines:
             raise RuntimeError(f"memory run of {variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        reports[variant] = json.loads(lines[-1][len(MEMORY_MARK):])
+        reports[variant] = json.loads(lines[-1][len(MEMORY_MARK) :])
     key = "peak_gpu_bytes" if device == "cuda" else "peak_rss_bytes"
     memory: dict[str, Any] = {"metric": key, "reports": reports}
     if "dama" in reports and "dama_precomputed" in reports:
         live, stored = reports["dama"], reports["dama_precomputed"]
-        memory.update(resident_ref=live[key], precomputed_ref=stored[key], drop=live[key] - stored[key],
-                      ref_model_param_bytes=live["model_param_bytes"])
+        memory.update(
+            resident_ref=live[key],
+            precomputed_ref=stored[key],
+            drop=live[key] - stored[key],
+            ref_model_param_bytes=live["model_param_bytes"],
+        )
     return memory
 
 
@@ -240,8 +263,15 @@ class _ProfileIterations(TrainerCallback):
 def profile_dama_step(model_name: str, device: str, top: int = 25, variant: str = "dama") -> None:
     """Top costs of one training iteration of `variant`: torch ops by self time, then Python functions by cumulative
     time."""
-    trainer = build_trainer(variant, model_name, device, make_data(model_name, N_PAIRS), BATCH_PAIRS, 3,
-                            callbacks=[_ProfileIterations(top)])
+    trainer = build_trainer(
+        variant,
+        model_name,
+        device,
+        make_data(model_name, N_PAIRS),
+        BATCH_PAIRS,
+        3,
+        callbacks=[_ProfileIterations(top)],
+    )
     trainer.train()
 
 
@@ -250,12 +280,16 @@ def mib(n: float) -> str:
 
 
 def print_result(result: dict[str, Any], device: str) -> None:
-    print(f"\n### {result['model']}: {result['params'] / 1e6:.2f} M parameters ({mib(result['param_bytes'])}), "
-          f"batch {result['batch_pairs']} pairs, {result['reps']} reps × {result['steps_per_rep']} timed steps\n")
+    print(
+        f"\n### {result['model']}: {result['params'] / 1e6:.2f} M parameters ({mib(result['param_bytes'])}), "
+        f"batch {result['batch_pairs']} pairs, {result['reps']} reps × {result['steps_per_rep']} timed steps\n"
+    )
     memory = result.get("memory") or {"reports": {}}
     what = "peak GPU memory allocated" if memory.get("metric") == "peak_gpu_bytes" else "peak RSS (VmHWM)"
-    print(f"| variant | step time, ms: median [IQR, min–max] | iteration incl. collation+logging, ms (median) "
-          f"| tokens/s (median) | tokens computed per step | {what} |")
+    print(
+        f"| variant | step time, ms: median [IQR, min–max] | iteration incl. collation+logging, ms (median) "
+        f"| tokens/s (median) | tokens computed per step | {what} |"
+    )
     print("|---|---|---|---|---|---|")
     for variant, record in result["variants"].items():
         iterations = [t for times in record["iteration_s"] for t in times]
@@ -264,23 +298,33 @@ def print_result(result: dict[str, Any], device: str) -> None:
         computed = per_step["packed_padded"] if VARIANTS[variant][1].get("prefix_sharing") else per_step["padded"]
         report = memory["reports"].get(variant)
         peak = mib(report[memory["metric"]]) if report else "—"
-        print(f"| {variant} | {Spread(**record['summary']).fmt(1e3)} | {iteration:.1f} "
-              f"| {record['tokens_per_s']['median']:.0f} | {computed:.0f} | {peak} |")
+        print(
+            f"| {variant} | {Spread(**record['summary']).fmt(1e3)} | {iteration:.1f} "
+            f"| {record['tokens_per_s']['median']:.0f} | {computed:.0f} | {peak} |"
+        )
     per_step = next(iter(result["variants"].values()))["tokens_per_step"]
-    print(f"\nper step (mean over timed steps): {per_step['real']:.0f} real tokens in the collated rows, "
-          f"{per_step['padded']:.0f} with padding; packed with prefix sharing {per_step['packed_real']:.0f} real, "
-          f"{per_step['packed_padded']:.0f} with padding")
-    print("\n| ratio of step times | median of per-rep ratios [IQR, min–max] | ratio of medians "
-          "| arithmetic lower bound (token units) | target | met |")
+    print(
+        f"\nper step (mean over timed steps): {per_step['real']:.0f} real tokens in the collated rows, "
+        f"{per_step['padded']:.0f} with padding; packed with prefix sharing {per_step['packed_real']:.0f} real, "
+        f"{per_step['packed_padded']:.0f} with padding"
+    )
+    print(
+        "\n| ratio of step times | median of per-rep ratios [IQR, min–max] | ratio of medians "
+        "| arithmetic lower bound (token units) | target | met |"
+    )
     print("|---|---|---|---|---|---|")
     for name, ratio in result["ratios"].items():
         target = "—" if ratio["target"] is None else f"≤ {ratio['target']:.2f}"
         met = "—" if ratio["met"] is None else ("yes" if ratio["met"] else "**no**")
-        print(f"| {name} | {Spread(**ratio['summary']).fmt(digits=3)} | {ratio['of_medians']:.3f} "
-              f"| {ratio['token_bound']:.3f} | {target} | {met} |")
+        print(
+            f"| {name} | {Spread(**ratio['summary']).fmt(digits=3)} | {ratio['of_medians']:.3f} "
+            f"| {ratio['token_bound']:.3f} | {target} | {met} |"
+        )
     if "drop" in memory:
-        print(f"\n{what}: resident reference {mib(memory['resident_ref'])}, precomputed {mib(memory['precomputed_ref'])}"
-              f", drop {mib(memory['drop'])}; reference model parameters {mib(memory['ref_model_param_bytes'])}")
+        print(
+            f"\n{what}: resident reference {mib(memory['resident_ref'])}, precomputed {mib(memory['precomputed_ref'])}"
+            f", drop {mib(memory['drop'])}; reference model parameters {mib(memory['ref_model_param_bytes'])}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,16 +333,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help=f"timed optimizer steps per repetition and variant {DEFAULT_STEPS}")
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--variants", type=lambda text: text.split(","),
-                        help=f"comma-separated subset of {','.join(VARIANTS)} (default per model: {DEFAULT_VARIANTS})")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: text.split(","),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default per model: {DEFAULT_VARIANTS})",
+    )
     parser.add_argument("--json", metavar="OUT", help="write all raw times and summaries to this JSON file")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-steps", type=int, default=3, help="optimizer steps of each memory subprocess")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of timing: profile one iteration (torch.profiler, then cProfile)")
-    parser.add_argument("--profile-variant", default="dama", choices=list(VARIANTS),
-                        help="the variant --profile profiles (default dama)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: profile one iteration (torch.profiler, then cProfile)",
+    )
+    parser.add_argument(
+        "--profile-variant",
+        default="dama",
+        choices=list(VARIANTS),
+        help="the variant --profile profiles (default dama)",
+    )
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.variants or []) - set(VARIANTS))
@@ -315,12 +369,12 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print_machine(info)
     if args.profile:
-        for model_name in (list(MODELS) if args.model == "all" else [args.model]):
+        for model_name in list(MODELS) if args.model == "all" else [args.model]:
             print(f"\n== profile of one {args.profile_variant} iteration: {model_name} ({device}) ==", flush=True)
             profile_dama_step(model_name, device, variant=args.profile_variant)
         return
     results = []
-    for model_name in (list(MODELS) if args.model == "all" else [args.model]):
+    for model_name in list(MODELS) if args.model == "all" else [args.model]:
         print(f"\n== {model_name} ({device}) ==", flush=True)
         variants = args.variants or DEFAULT_VARIANTS[model_name]
         result = time_variants(model_name, device, args.steps or DEFAULT_STEPS[model_name], args.reps, variants)
