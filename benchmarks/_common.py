@@ -7,6 +7,7 @@ variant is about (DAMA on/off, our trainer or TRL's, reference model resident or
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import random
@@ -27,18 +28,41 @@ from transformers import TrainerCallback
 MODELS: dict[str, dict[str, int]] = {
     "tiny": {},  # the tiny recipe model: build_llava() defaults
     "50m": {"hidden_size": 768, "num_layers": 8, "vision_hidden_size": 256, "image_size": 64, "patch_size": 16},
+    # LLaVA-1.5-shaped sequences: a CLIP ViT at 336 px with 14-px patches gives 24 × 24 = 576 image tokens (LLaVA-1.5's
+    # count); a 2-layer, 64-wide ViT and a 4-layer, 128-wide Llama decoder keep a step to seconds on 2 CPU cores
+    "llava576": {"hidden_size": 128, "num_layers": 4, "vision_hidden_size": 64, "image_size": 336, "patch_size": 14},
 }
 
 # timed optimizer steps per repetition and variant when --steps is not given
-DEFAULT_STEPS = {"tiny": 20, "50m": 3}
+DEFAULT_STEPS = {"tiny": 20, "50m": 3, "llava576": 2}
 
-# name -> (trainer class, DAMA switches, precompute_ref_log_probs)
+DAMA_ON = {"data_aware": True, "model_aware": True, "keep_ratio": 0.8}
+# name -> (trainer class, DAMA switches, precompute_ref_log_probs). The first four are the trainer-overhead comparisons
+# and keep every pair's prompt twice in the batch like TRL (prefix_sharing off); the `_prefix` variants share it.
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "dama": ("dama", {"data_aware": True, "model_aware": True, "keep_ratio": 0.8}, False),
-    "dpo": ("dama", {"data_aware": False, "model_aware": False, "keep_ratio": 1.0}, False),
+    "dama": ("dama", {**DAMA_ON, "prefix_sharing": False}, False),
+    "dpo": ("dama", {"data_aware": False, "model_aware": False, "keep_ratio": 1.0, "prefix_sharing": False}, False),
     "trl": ("trl", {}, False),
-    "dama_precomputed": ("dama", {"data_aware": True, "model_aware": True, "keep_ratio": 0.8}, True),
+    "dama_precomputed": ("dama", {**DAMA_ON, "prefix_sharing": False}, True),
+    "dama_prefix": ("dama", {**DAMA_ON, "prefix_sharing": True}, False),
+    "dama_precomputed_prefix": ("dama", {**DAMA_ON, "prefix_sharing": True}, True),
 }
+# variants a run times when --variants is not given
+DEFAULT_VARIANTS = {
+    "tiny": ["dama", "dpo", "trl", "dama_precomputed"],
+    "50m": ["dama", "dpo", "trl", "dama_precomputed"],
+    "llava576": ["trl", "dama_precomputed", "dama_precomputed_prefix"],
+}
+
+# The LLaVA-shaped workload's text: a ~50-token question and answers whose lengths follow a log-normal with median
+# 100 tokens and σ 0.6 (mean e^0.18 · 100 ≈ 120, 95th percentile ≈ 270: RLAIF-V-like long answers with a long tail),
+# clipped to [16, 512]. Chosen and rejected lengths are drawn independently.
+QUESTION_WORDS = 48
+ANSWER_MEDIAN_TOKENS = 100
+ANSWER_SIGMA = 0.6
+ANSWER_TOKENS_RANGE = (16, 512)
+# completion tokens that are not answer words: the template's `</s>` (TRL keeps the newline after it out)
+ANSWER_TEMPLATE_TOKENS = 1
 
 WORDS = (
     "a red cat sits on a wooden table next to a blue cup two dogs are playing with a ball in the green park "
@@ -54,8 +78,8 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def _sentence(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+def _sentence(rng: random.Random, n_words: int, words: list[str] = WORDS) -> str:
+    return " ".join(rng.choice(words) for _ in range(n_words))
 
 
 def make_pairs(n: int, seed: int = 0, prompt_words: int = 34, answer_words: int = 50) -> Dataset:
@@ -77,6 +101,75 @@ def make_pairs(n: int, seed: int = 0, prompt_words: int = 34, answer_words: int 
         rows["rejected"].append([{"role": "assistant", "content": [{"type": "text", "text": rejected}]}])
         rows["dama_delta"].append(round(rng.uniform(-0.5, 0.9), 3))
     return Dataset.from_dict(rows)
+
+
+# the words of `WORDS` that the tiny tokenizer encodes as one token after a space: texts of k of them are k tokens
+ONE_TOKEN_WORDS = (
+    "a are ball bird blue branch bus cat cup dogs green image in is large near next on park parked red shows sits "
+    "small table the there to tree with yellow"
+).split()
+
+
+def answer_lengths(n: int, seed: int) -> list[int]:
+    """n answer lengths in tokens (template tokens included): the workload's log-normal at the n mid-quantiles
+    (k + ½)/n, clipped, in a seeded random order. Stratified, so even the 32 answers of a 16-pair benchmark have the
+    distribution's median, mean and tail rather than one random draw's.
+    """
+    normal = statistics.NormalDist()
+    low, high = ANSWER_TOKENS_RANGE
+    lengths = [
+        min(max(round(ANSWER_MEDIAN_TOKENS * math.exp(ANSWER_SIGMA * normal.inv_cdf((k + 0.5) / n))), low), high)
+        for k in range(n)
+    ]
+    random.Random(seed).shuffle(lengths)
+    return lengths
+
+
+def make_llava_pairs(n: int, seed: int = 0) -> Dataset:
+    """n LLaVA-1.5-shaped pairs: a 336 × 336 image (576 image tokens with the `llava576` model), a 48-word question
+    (48–50 tokens; 56–58 text tokens in the prompt with the template) and chosen/rejected answers of `answer_lengths`
+    tokens.
+
+    Every word of `ONE_TOKEN_WORDS` is one token of the tiny tokenizer after a space, and so is "a" (each answer's
+    first word, after the prompt's closing space), so an answer of k words is k tokens plus the template's `</s>`;
+    `tests/benchmarks/test_workloads.py` checks the counts on the collated batch.
+    """
+    rng = random.Random(seed)
+    lengths = answer_lengths(2 * n, seed + 1)
+    chosen_len, rejected_len = lengths[:n], lengths[n:]
+    rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": [], "dama_delta": []}
+    for i in range(n):
+        image = Image.new("RGB", (336, 336), (37 * i % 256, 90 + i % 50, 200 - 13 * i % 200))
+        image.paste((255 - 37 * i % 256, 40, 90), (84, 84, 252, 252))
+        rows["image"].append(image)
+        question = _sentence(rng, QUESTION_WORDS, ONE_TOKEN_WORDS)
+        rows["prompt"].append([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}])
+        for key, length in (("chosen", chosen_len[i]), ("rejected", rejected_len[i])):
+            # "a" first: it is one token without a leading space too (the prompt ends in the space)
+            text = " ".join(["a", _sentence(rng, length - 1 - ANSWER_TEMPLATE_TOKENS, ONE_TOKEN_WORDS)])
+            rows[key].append([{"role": "assistant", "content": [{"type": "text", "text": text}]}])
+        rows["dama_delta"].append(round(rng.uniform(-0.5, 0.9), 3))
+    return Dataset.from_dict(rows)
+
+
+def make_data(model_name: str, n: int, seed: int = 0) -> Dataset:
+    """The benchmark data of a model: LLaVA-shaped pairs for `llava576`, the short synthetic pairs otherwise."""
+    return make_llava_pairs(n, seed) if model_name == "llava576" else make_pairs(n, seed)
+
+
+def token_accounting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Tokens of one collated batch `[chosen, rejected]`: real, padded (what an unshared forward computes), and the
+    same two for the prefix-shared packing of `dama.prefix` (per pair: prompt + chosen + 1 + rejected, padded to the
+    longest pair). Kept on the batch's device: recording it costs no host sync inside the timed step.
+    """
+    attention = batch["attention_mask"].bool()
+    completion = batch["completion_mask"].bool()
+    n_rows, width = attention.shape
+    half = n_rows // 2
+    answers = completion.sum(dim=1)
+    packed = (attention & ~completion).sum(dim=1)[:half] + answers[:half] + answers[half:] + 1
+    padded = torch.full((), n_rows * width, dtype=packed.dtype, device=packed.device)
+    return torch.stack([attention.sum(), padded, packed.sum(), packed.max() * half]).detach()
 
 
 def build_model(name: str, device: str, seed: int = 0) -> tuple[Any, Any]:
@@ -210,12 +303,13 @@ class StepTimer(TrainerCallback):
 
 
 def count_tokens(trainer: Any) -> list[torch.Tensor]:
-    """Wrap `trainer.training_step` to record each batch's non-padding token count (as tensors: no host sync)."""
+    """Wrap `trainer.training_step` to record each batch's `token_accounting` (real, padded, packed real, packed
+    padded tokens)."""
     counts: list[torch.Tensor] = []
     inner = trainer.training_step
 
     def training_step(model, inputs, *args, **kwargs):
-        counts.append(inputs["attention_mask"].sum().detach())
+        counts.append(token_accounting(inputs))
         return inner(model, inputs, *args, **kwargs)
 
     trainer.training_step = training_step

@@ -1,8 +1,8 @@
 """Step time of DAMA vs DPO vs TRL's DPOTrainer, and a precomputed vs resident reference model, side by side.
 
-    python -m benchmarks.train_step [--model {tiny,50m,all}] [--steps N] [--reps 7] [--device {auto,cpu,cuda}]
+    python -m benchmarks.train_step [--model {tiny,50m,llava576,all}] [--steps N] [--reps 7] [--device {auto,cpu,cuda}]
                                     [--variants A,B] [--json OUT] [--skip-memory] [--threads N]
-                                    [--profile]
+                                    [--profile [--profile-variant V]]
 
 Variants (same model built from seed 0, same data, batch, seed and batch order):
     dama               DAMATrainer, data_aware + model_aware + keep_ratio 0.8, reference model resident
@@ -10,6 +10,15 @@ Variants (same model built from seed 0, same data, batch, seed and batch order):
     trl                TRL's own DPOTrainer
     dama_precomputed   as `dama`, with precompute_ref_log_probs=True: the policy at init gives the reference log-probs
                        in one pass over the data, and training runs without any reference model
+    dama_prefix, dama_precomputed_prefix
+                       as `dama` / `dama_precomputed` with prefix_sharing: each pair's image and prompt go through the
+                       model once for both answers (`dama.prefix`); the first four keep it off
+
+Models: `tiny` and `50m` (short synthetic pairs; default variants dama, dpo, trl, dama_precomputed) and `llava576`, the
+LLaVA-1.5-shaped workload (576 image tokens, ~50-token question, answers of ~120 tokens with a long tail; default
+variants trl, dama_precomputed, dama_precomputed_prefix). Every variant is also costed by the tokens it computes
+(padded rows, or packed rows with prefix sharing; forward = 1, backward = 2 units per token): the ratio of those costs
+is the arithmetic lower bound printed next to each measured ratio.
 
 Each repetition builds every variant afresh and runs `trainer.train()` for 1 + --steps optimizer steps, in an order
 that rotates from one repetition to the next, so machine noise hits all variants alike. The first step of every call is discarded
@@ -18,12 +27,12 @@ clipping, optimizer and scheduler (collation and logging are timed separately as
 a variant is the median over repetitions of its per-repetition mean step time, with the IQR and min–max; ratios are
 taken per repetition (variants of one repetition ran back to back) and summarised the same way.
 
-Peak memory of `dama` vs `dama_precomputed` is measured in two fresh subprocesses (peak RSS on CPU: VmHWM, because
-Linux hands a child the parent's `ru_maxrss`; `torch.cuda.max_memory_allocated` on CUDA) so one variant's peak cannot
-hide the other's.
+Peak memory of every variant of the run is measured in its own fresh subprocess (peak RSS on CPU: VmHWM, because
+Linux hands a child the parent's `ru_maxrss`; `torch.cuda.max_memory_allocated` of training on CUDA) so one variant's
+peak cannot hide another's.
 
-On CUDA the same command runs in bf16 with gradient checkpointing and SDPA attention; tokens/s are reported for every
-variant, and the peak GPU memory of training (`max_memory_allocated`) for every variant, each in its own subprocess.
+On CUDA the same command runs in bf16 with gradient checkpointing and SDPA attention; tokens/s and peak memory are
+reported for every variant.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from transformers import TrainerCallback
 
 from benchmarks._common import (
     DEFAULT_STEPS,
+    DEFAULT_VARIANTS,
     MODELS,
     VARIANTS,
     Spread,
@@ -51,7 +61,7 @@ from benchmarks._common import (
     count_tokens,
     current_rss_bytes,
     machine,
-    make_pairs,
+    make_data,
     param_bytes,
     param_count,
     peak_rss_bytes,
@@ -63,11 +73,27 @@ BATCH_PAIRS = 4
 N_PAIRS = 16
 MEMORY_MARK = "MEMORY-JSON "
 # (name, numerator variant, denominator variant, target, "le" when the ratio must not exceed the target)
-RATIOS = (
+RATIOS: tuple[tuple[str, str, str, float | None], ...] = (
     ("DAMA / DPO (our trainer)", "dama", "dpo", 1.03),
     ("DPO ours / TRL DPOTrainer", "dpo", "trl", 1.02),
     ("DAMA precomputed ref / resident ref", "dama_precomputed", "dama", 0.80),
+    ("DAMA precomputed ref + prefix sharing / TRL DPOTrainer", "dama_precomputed_prefix", "trl", 0.50),
+    ("DAMA precomputed ref / TRL DPOTrainer", "dama_precomputed", "trl", None),
+    ("prefix sharing / unshared (both precomputed)", "dama_precomputed_prefix", "dama_precomputed", None),
+    ("prefix sharing / unshared (both resident)", "dama_prefix", "dama", None),
 )
+# entries of `token_accounting`
+REAL, PADDED, PACKED_REAL, PACKED_PADDED = range(4)
+
+
+def computed_units(variant: str, accounting: list[float]) -> float:
+    """Cost of one step in token units: 3 per policy token (forward + backward), 1 per reference-forward token.
+
+    The tokens are those the forward computes: padded unshared rows, or the padded packed rows with prefix sharing.
+    """
+    _, switches, precompute = VARIANTS[variant]
+    tokens = accounting[PACKED_PADDED] if switches.get("prefix_sharing") else accounting[PADDED]
+    return 3 * tokens + (0 if precompute else tokens)
 
 
 def time_variants(model_name: str, device: str, steps: int, reps: int, variants: list[str]) -> dict[str, Any]:
@@ -77,7 +103,7 @@ def time_variants(model_name: str, device: str, steps: int, reps: int, variants:
     variant is not tied to one memory layout for the whole run, which on the tiny model shifted one instance's step
     time by ~10% against another's of the same variant.
     """
-    data = make_pairs(N_PAIRS)
+    data = make_data(model_name, N_PAIRS)
     model = build_model(model_name, device)[0]
     result: dict[str, Any] = {
         "model": model_name,
@@ -86,12 +112,14 @@ def time_variants(model_name: str, device: str, steps: int, reps: int, variants:
         "batch_pairs": BATCH_PAIRS,
         "steps_per_rep": steps,
         "reps": reps,
-        "variants": {v: {"step_s": [], "iteration_s": [], "tokens": [], "build_s": []} for v in variants},
+        "variants": {
+            v: {"step_s": [], "iteration_s": [], "tokens": [], "accounting": [], "build_s": []} for v in variants
+        },
     }
     del model
     names = list(variants)
     for rep in range(reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for variant in order:
             timer = StepTimer()
             started = time.perf_counter()
@@ -103,7 +131,9 @@ def time_variants(model_name: str, device: str, steps: int, reps: int, variants:
             record["build_s"].append(built)
             record["step_s"].append(timer.steps[1:])  # the first step allocates the optimizer state: warm-up
             record["iteration_s"].append(timer.iterations[1:])
-            record["tokens"].append([int(c) for c in counts[1:]])
+            accounting = [c.tolist() for c in counts[1:]]
+            record["tokens"].append([a[REAL] for a in accounting])
+            record["accounting"].append(accounting)
             del trainer
             gc.collect()
         line = "  ".join(f"{v} {sum(result['variants'][v]['step_s'][-1]) / steps:.3f}" for v in names)
@@ -114,22 +144,37 @@ def time_variants(model_name: str, device: str, steps: int, reps: int, variants:
         record["summary"] = vars(Spread.of(per_rep))
         tokens_per_s = [sum(t) / sum(s) for t, s in zip(record["tokens"], record["step_s"])]
         record["tokens_per_s"] = vars(Spread.of(tokens_per_s))
+        steps_acc = [a for rep_acc in record["accounting"] for a in rep_acc]
+        record["tokens_per_step"] = {
+            name: sum(a[i] for a in steps_acc) / len(steps_acc)
+            for i, name in enumerate(("real", "padded", "packed_real", "packed_padded"))
+        }
     result["ratios"] = {}
     for name, num, den, target in RATIOS:
         if num not in variants or den not in variants:
             continue
-        per_rep = [a / b for a, b in zip(result["variants"][num]["per_rep_step_s"],
-                                         result["variants"][den]["per_rep_step_s"])]
+        per_rep = [
+            a / b for a, b in zip(result["variants"][num]["per_rep_step_s"], result["variants"][den]["per_rep_step_s"])
+        ]
         spread = Spread.of(per_rep)
         of_medians = result["variants"][num]["summary"]["median"] / result["variants"][den]["summary"]["median"]
-        result["ratios"][name] = {"per_rep": per_rep, "summary": vars(spread), "of_medians": of_medians,
-                                  "target": target, "met": spread.median <= target}
+        # the same batches in the same order for every variant: the bound is a ratio of summed step costs
+        batches = [a for rep_acc in result["variants"][den]["accounting"] for a in rep_acc]
+        bound = sum(computed_units(num, a) for a in batches) / sum(computed_units(den, a) for a in batches)
+        result["ratios"][name] = {
+            "per_rep": per_rep,
+            "summary": vars(spread),
+            "of_medians": of_medians,
+            "target": target,
+            "met": None if target is None else spread.median <= target,
+            "token_bound": bound,
+        }
     return result
 
 
 def memory_child(variant: str, model_name: str, device: str, steps: int) -> None:
     """Run one variant for a few steps in this (fresh) process and print its peak memory as one JSON line."""
-    data = make_pairs(N_PAIRS)
+    data = make_data(model_name, N_PAIRS)
     trainer = build_trainer(variant, model_name, device, data, BATCH_PAIRS, steps)
     rss_after_init = current_rss_bytes()
     if device == "cuda":
@@ -148,30 +193,43 @@ def memory_child(variant: str, model_name: str, device: str, steps: int) -> None
     print(MEMORY_MARK + json.dumps(report), flush=True)
 
 
-def measure_memory(model_name: str, device: str, steps: int) -> dict[str, Any]:
-    """Peak memory of `dama` and `dama_precomputed` (on CUDA: of every variant), each in its own fresh subprocess.
+def measure_memory(model_name: str, device: str, steps: int, variants: list[str]) -> dict[str, Any]:
+    """Peak memory of every variant of the run, each in its own fresh subprocess.
 
-    On CUDA the peak is that of training (reset after init): resident weights, optimizer state and activations.
+    On CUDA the peak is that of training (reset after init): resident weights, optimizer state and activations. On
+    CPU it is the process's peak RSS, init (and the reference pass of precomputed variants) included.
     """
     reports = {}
-    for variant in VARIANTS if device == "cuda" else ("dama", "dama_precomputed"):
-        cmd = [sys.executable, "-m", "benchmarks.train_step", "--_memory-child", variant, "--model", model_name,
-               "--device", device, "--steps", str(steps)]
+    for variant in variants:
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.train_step",
+            "--_memory-child",
+            variant,
+            "--model",
+            model_name,
+            "--device",
+            device,
+            "--steps",
+            str(steps),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_MARK)]
         if done.returncode != 0 or not lines:
             raise RuntimeError(f"memory run of {variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        reports[variant] = json.loads(lines[-1][len(MEMORY_MARK):])
+        reports[variant] = json.loads(lines[-1][len(MEMORY_MARK) :])
     key = "peak_gpu_bytes" if device == "cuda" else "peak_rss_bytes"
-    live, stored = reports["dama"], reports["dama_precomputed"]
-    return {
-        "metric": key,
-        "resident_ref": live[key],
-        "precomputed_ref": stored[key],
-        "drop": live[key] - stored[key],
-        "ref_model_param_bytes": live["model_param_bytes"],
-        "reports": reports,
-    }
+    memory: dict[str, Any] = {"metric": key, "reports": reports}
+    if "dama" in reports and "dama_precomputed" in reports:
+        live, stored = reports["dama"], reports["dama_precomputed"]
+        memory.update(
+            resident_ref=live[key],
+            precomputed_ref=stored[key],
+            drop=live[key] - stored[key],
+            ref_model_param_bytes=live["model_param_bytes"],
+        )
+    return memory
 
 
 class _ProfileIterations(TrainerCallback):
@@ -202,10 +260,18 @@ class _ProfileIterations(TrainerCallback):
             pstats.Stats(self.python_profile).sort_stats("cumulative").print_stats(self.top)
 
 
-def profile_dama_step(model_name: str, device: str, top: int = 25) -> None:
-    """Top costs of one DAMA training iteration: torch ops by self time, then Python functions by cumulative time."""
-    trainer = build_trainer("dama", model_name, device, make_pairs(N_PAIRS), BATCH_PAIRS, 3,
-                            callbacks=[_ProfileIterations(top)])
+def profile_dama_step(model_name: str, device: str, top: int = 25, variant: str = "dama") -> None:
+    """Top costs of one training iteration of `variant`: torch ops by self time, then Python functions by cumulative
+    time."""
+    trainer = build_trainer(
+        variant,
+        model_name,
+        device,
+        make_data(model_name, N_PAIRS),
+        BATCH_PAIRS,
+        3,
+        callbacks=[_ProfileIterations(top)],
+    )
     trainer.train()
 
 
@@ -214,30 +280,51 @@ def mib(n: float) -> str:
 
 
 def print_result(result: dict[str, Any], device: str) -> None:
-    print(f"\n### {result['model']}: {result['params'] / 1e6:.2f} M parameters ({mib(result['param_bytes'])}), "
-          f"batch {result['batch_pairs']} pairs, {result['reps']} reps × {result['steps_per_rep']} timed steps\n")
-    print("| variant | step time, ms: median [IQR, min–max] | iteration incl. collation+logging, ms (median) "
-          "| tokens/s (median) |")
-    print("|---|---|---|---|")
+    print(
+        f"\n### {result['model']}: {result['params'] / 1e6:.2f} M parameters ({mib(result['param_bytes'])}), "
+        f"batch {result['batch_pairs']} pairs, {result['reps']} reps × {result['steps_per_rep']} timed steps\n"
+    )
+    memory = result.get("memory") or {"reports": {}}
+    what = "peak GPU memory allocated" if memory.get("metric") == "peak_gpu_bytes" else "peak RSS (VmHWM)"
+    print(
+        f"| variant | step time, ms: median [IQR, min–max] | iteration incl. collation+logging, ms (median) "
+        f"| tokens/s (median) | tokens computed per step | {what} |"
+    )
+    print("|---|---|---|---|---|---|")
     for variant, record in result["variants"].items():
         iterations = [t for times in record["iteration_s"] for t in times]
         iteration = Spread.of(iterations).median * 1e3 if iterations else float("nan")
-        row = (f"| {variant} | {Spread(**record['summary']).fmt(1e3)} | {iteration:.1f} "
-               f"| {record['tokens_per_s']['median']:.0f} |")
-        print(row)
-    print("\n| ratio of step times | median of per-rep ratios [IQR, min–max] | ratio of medians | target | met |")
-    print("|---|---|---|---|---|")
+        per_step = record["tokens_per_step"]
+        computed = per_step["packed_padded"] if VARIANTS[variant][1].get("prefix_sharing") else per_step["padded"]
+        report = memory["reports"].get(variant)
+        peak = mib(report[memory["metric"]]) if report else "—"
+        print(
+            f"| {variant} | {Spread(**record['summary']).fmt(1e3)} | {iteration:.1f} "
+            f"| {record['tokens_per_s']['median']:.0f} | {computed:.0f} | {peak} |"
+        )
+    per_step = next(iter(result["variants"].values()))["tokens_per_step"]
+    print(
+        f"\nper step (mean over timed steps): {per_step['real']:.0f} real tokens in the collated rows, "
+        f"{per_step['padded']:.0f} with padding; packed with prefix sharing {per_step['packed_real']:.0f} real, "
+        f"{per_step['packed_padded']:.0f} with padding"
+    )
+    print(
+        "\n| ratio of step times | median of per-rep ratios [IQR, min–max] | ratio of medians "
+        "| arithmetic lower bound (token units) | target | met |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, ratio in result["ratios"].items():
-        met = "yes" if ratio["met"] else "**no**"
-        print(f"| {name} | {Spread(**ratio['summary']).fmt(digits=3)} | {ratio['of_medians']:.3f} "
-              f"| ≤ {ratio['target']:.2f} | {met} |")
-    memory = result.get("memory")
-    if memory:
-        what = "peak GPU memory allocated" if memory["metric"] == "peak_gpu_bytes" else "peak RSS (VmHWM)"
-        print(f"\n{what}: resident reference {mib(memory['resident_ref'])}, precomputed {mib(memory['precomputed_ref'])}"
-              f", drop {mib(memory['drop'])}; reference model parameters {mib(memory['ref_model_param_bytes'])}")
-        if len(memory["reports"]) > 2:
-            print("  per variant: " + ", ".join(f"{v} {mib(r[memory['metric']])}" for v, r in memory["reports"].items()))
+        target = "—" if ratio["target"] is None else f"≤ {ratio['target']:.2f}"
+        met = "—" if ratio["met"] is None else ("yes" if ratio["met"] else "**no**")
+        print(
+            f"| {name} | {Spread(**ratio['summary']).fmt(digits=3)} | {ratio['of_medians']:.3f} "
+            f"| {ratio['token_bound']:.3f} | {target} | {met} |"
+        )
+    if "drop" in memory:
+        print(
+            f"\n{what}: resident reference {mib(memory['resident_ref'])}, precomputed {mib(memory['precomputed_ref'])}"
+            f", drop {mib(memory['drop'])}; reference model parameters {mib(memory['ref_model_param_bytes'])}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,17 +333,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help=f"timed optimizer steps per repetition and variant {DEFAULT_STEPS}")
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--variants", type=lambda text: text.split(","), default=list(VARIANTS),
-                        help=f"comma-separated subset of {','.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: text.split(","),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default per model: {DEFAULT_VARIANTS})",
+    )
     parser.add_argument("--json", metavar="OUT", help="write all raw times and summaries to this JSON file")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-steps", type=int, default=3, help="optimizer steps of each memory subprocess")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of timing: profile one DAMA iteration (torch.profiler, then cProfile)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: profile one iteration (torch.profiler, then cProfile)",
+    )
+    parser.add_argument(
+        "--profile-variant",
+        default="dama",
+        choices=list(VARIANTS),
+        help="the variant --profile profiles (default dama)",
+    )
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.variants) - set(VARIANTS))
+    unknown = sorted(set(args.variants or []) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     device = resolve_device(args.device)
@@ -270,17 +369,18 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print_machine(info)
     if args.profile:
-        for model_name in (list(MODELS) if args.model == "all" else [args.model]):
-            print(f"\n== profile of one DAMA iteration: {model_name} ({device}) ==", flush=True)
-            profile_dama_step(model_name, device)
+        for model_name in list(MODELS) if args.model == "all" else [args.model]:
+            print(f"\n== profile of one {args.profile_variant} iteration: {model_name} ({device}) ==", flush=True)
+            profile_dama_step(model_name, device, variant=args.profile_variant)
         return
     results = []
-    for model_name in (list(MODELS) if args.model == "all" else [args.model]):
+    for model_name in list(MODELS) if args.model == "all" else [args.model]:
         print(f"\n== {model_name} ({device}) ==", flush=True)
-        result = time_variants(model_name, device, args.steps or DEFAULT_STEPS[model_name], args.reps, args.variants)
+        variants = args.variants or DEFAULT_VARIANTS[model_name]
+        result = time_variants(model_name, device, args.steps or DEFAULT_STEPS[model_name], args.reps, variants)
         if not args.skip_memory:
-            print("  peak memory: dama and dama_precomputed in fresh subprocesses ...", flush=True)
-            result["memory"] = measure_memory(model_name, device, args.memory_steps)
+            print(f"  peak memory: {', '.join(variants)}, each in a fresh subprocess ...", flush=True)
+            result["memory"] = measure_memory(model_name, device, args.memory_steps, variants)
         results.append(result)
         print_result(result, device)
     if args.json:

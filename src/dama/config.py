@@ -36,6 +36,8 @@ class DAMAConfig(DPOConfig):
         keep_file_order: iterate the training set in file order like the official code (default: shuffle) (§7).
         loss_normalisation: mean over the kept pairs of all ranks (`global`, Eq. 2) or of each rank, then averaged
             over ranks (`per_rank`, official code) (§1, §6).
+        prefix_sharing: one forward of each pair's image and prompt for both answers (`dama.prefix`,
+            docs/performance.md); falls back, with a logged reason, where the model or batch is not supported.
     """
 
     # TRL turns checkpointing on by default through `gradient_checkpointing`, which transformers 5 deprecates in favour of
@@ -112,6 +114,15 @@ class DAMAConfig(DPOConfig):
             "across ranks (Eq. 2); 'per_rank' divides each rank's kept losses by that rank's kept count and lets DDP "
             "average the ranks, as the official code does.",
             "choices": list(LOSS_NORMALISATIONS),
+        },
+    )
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={
+            "help": "Encode each pair's image and prompt once for both answers (one packed row with a block mask; "
+            "LLaVA, Qwen2-VL and Qwen2.5-VL with SDPA or eager attention). Elsewhere the trainer logs why and runs "
+            "the unshared forward. Log-probs, losses and gradients equal the unshared ones up to float summation "
+            "order."
         },
     )
 

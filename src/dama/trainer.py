@@ -5,11 +5,13 @@ forward → policy log-probs → reference log-probs → β_C (pure functions of
 Everything else is glue: carrying the per-pair hardness (and precomputed reference log-probs) through TRL's collator,
 which drops unknown columns; keeping the model-aware statistics global across data-parallel ranks; saving R̄ in
 checkpoints; the reference log-prob pass for vision data, which TRL refuses (`_reference_logps`, stored by
-`dama precompute-ref`).
+`dama precompute-ref`); prefix sharing, which sends each pair's image and prompt through the policy and reference
+forwards once for both answers (`dama.prefix`, in `_policy_forward` and `compute_ref_log_probs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,10 +26,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOTrainer
-from trl.models.utils import prepare_deepspeed
+from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed
+from trl.trainer.utils import use_adapter
 
 from dama.config import DAMAConfig
 from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss, reduce_loss_per_rank
+from dama.prefix import PrefixSharingUnavailable, shared_prefix_forward, unsupported_reason
 from dama.state import RewardGapEMA
 
 logger = logging.getLogger(__name__)
@@ -106,12 +110,13 @@ class DAMATrainer(DPOTrainer):
         self._extra_columns = tuple(extra)
         if self._extra_columns:
             self.data_collator = ExtraColumnsCollator(self.data_collator, self._extra_columns)
-        if self._vision_precompute:
-            self._precompute_vision_ref_logps(has_ref_columns)
         # TRL's generic loss path handles the losses DAMA does not rescale; ours is the sigmoid loss.
         self._use_dama_path = config.loss_type == ["sigmoid"] and not (
             config.ld_alpha is not None or config.use_weighting or config.f_divergence_type != "reverse_kl"
         )
+        self._prefix_sharing = self._resolve_prefix_sharing(config)
+        if self._vision_precompute:
+            self._precompute_vision_ref_logps(has_ref_columns)
 
     # ----------------------------------------------------------------------------------------------------- data glue
     @staticmethod
@@ -225,7 +230,7 @@ class DAMATrainer(DPOTrainer):
             model_kwargs["output_router_logits"] = True
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        outputs = self._policy_forward(model, inputs, model_kwargs, labels)
         seq_len = completion_mask.size(1) - 1
         per_token_logps = outputs.log_probs[:, -seq_len:]
         chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)  # batch is [chosen, rejected]
@@ -263,6 +268,66 @@ class DAMATrainer(DPOTrainer):
             with torch.no_grad():
                 outputs = model(**model_kwargs)
         return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------------- prefix sharing (`dama.prefix`)
+    def _resolve_prefix_sharing(self, config: DAMAConfig) -> bool:
+        """Whether the policy and reference forwards encode each pair's image and prompt once (logged either way)."""
+        self._prefix_fallbacks: set[str] = set()
+        if not config.prefix_sharing:
+            return False
+        reason = None
+        if not self._is_vision_data:
+            reason = "the dataset has no images"
+        elif config.ld_alpha is not None:
+            reason = "ld_alpha weights answer tokens by their position, which the packed forward does not carry"
+        else:
+            for name, candidate in (("policy", self.model), ("reference", self.ref_model)):
+                why = None if candidate is None else unsupported_reason(candidate)
+                if why is not None:
+                    reason = f"{name} model: {why}"
+                    break
+        if reason is not None:
+            logger.warning("prefix_sharing is on but not used (%s): each pair's prompt is encoded twice.", reason)
+            return False
+        logger.info("prefix_sharing: each pair's image and prompt are encoded once for both answers.")
+        return True
+
+    def _shared_forward(self, model: Any, inputs: dict[str, torch.Tensor], **kwargs: Any) -> Any | None:
+        """Fused-head outputs of the packed forward in the unshared layout, or None when this batch cannot be packed."""
+        batch = {k: v for k, v in inputs.items() if k not in (*REF_COLUMNS, self.args.hardness_column)}
+        try:
+            return shared_prefix_forward(model, batch, **kwargs)[0]
+        except PrefixSharingUnavailable as err:
+            if str(err) not in self._prefix_fallbacks:  # once per reason: a data set may hit it on every batch
+                self._prefix_fallbacks.add(str(err))
+                logger.warning("prefix sharing skipped for a batch (%s); that batch runs unshared.", err)
+            return None
+
+    def _policy_forward(self, model: Any, inputs: dict[str, torch.Tensor], model_kwargs: dict[str, Any], labels):
+        outputs = None
+        if self._prefix_sharing:
+            extra = {"output_router_logits": True} if self.aux_loss_enabled else {}
+            outputs = self._shared_forward(model, inputs, **extra)
+        return outputs if outputs is not None else model(**model_kwargs, labels=labels, fused_lm_head=True)
+
+    def compute_ref_log_probs(self, model, inputs):
+        """TRL's reference pass (same contexts: no grad, adapters off under PEFT), with the prefix shared when on."""
+        if not getattr(self, "_prefix_sharing", False):
+            return super().compute_ref_log_probs(model, inputs)
+        adapter_context = contextlib.nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter_context = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.activation_checkpointing_kwargs),
+            adapter_context,
+            self.accelerator.autocast(),
+        ):
+            outputs = self._shared_forward(model, inputs)
+        if outputs is None:
+            return super().compute_ref_log_probs(model, inputs)
+        return outputs.log_probs.sum(dim=1).chunk(2, dim=0)
 
     def _dama_beta(
         self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
