@@ -244,7 +244,9 @@ class DAMATrainer(DPOTrainer):
 
         # 3. β_C from the pure DAMA functions
         margins = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
-        beta_c, keep_mask, n_kept, stats = self._dama_beta(margins.detach(), extras.get(self.args.hardness_column), mode)
+        beta_c, keep_mask, n_kept, stats = self._dama_beta(
+            margins.detach(), extras.get(self.args.hardness_column), mode
+        )
 
         # 4. loss (Eq. 2)
         losses, chosen_rewards, rejected_rewards = dama_loss(
@@ -457,7 +459,9 @@ class DAMATrainer(DPOTrainer):
         # Written before the checkpoint's trainer_state.json (which marks a checkpoint complete), so a checkpoint
         # that resume would pick up always has R̄.
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             os.makedirs(folder, exist_ok=True)
             state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean}
             tmp = os.path.join(folder, STATE_FILE + ".tmp")
