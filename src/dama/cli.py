@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from dama.errors import EXIT_USER_ERROR, DamaError
+from dama.errors import EXIT_USER_ERROR, is_user_error
 
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
-    except DamaError as err:
-        if debug:
+    except SystemExit as stop:  # argparse's usage errors (exit 2) and --help (exit 0): a status, not an exception
+        if stop.code is None or isinstance(stop.code, int):
+            return int(stop.code or 0)
+        print(f"dama {name}: error: {stop.code}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as err:  # a user's mistake gets one line; anything else is a bug and keeps its traceback
+        if debug or not is_user_error(err):
             raise
         print(f"dama {name}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
