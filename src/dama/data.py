@@ -26,7 +26,7 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
-from dama.errors import DamaError
+from dama.errors import DamaError, require_finite
 from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
 from dama.images import ImageError, load_image, resolve_image_path
 from dama.jsonl import iter_jsonl
@@ -63,7 +63,7 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         if self.dataset_format not in FORMATS:
-            raise ValueError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
+            raise DataValidationError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
 
 
 def _read_raw(path: Path) -> tuple[Dataset, float | None]:
@@ -75,15 +75,13 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
             data, delta_mean = read_hardness_output(path)
             return (data if isinstance(data, Dataset) else Dataset(data)), delta_mean
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            meta = path / DATA_META
-            delta_mean = json.loads(meta.read_text()).get("delta_mean") if meta.is_file() else None
-            return load_from_disk(str(path)), delta_mean
+            return load_from_disk(str(path)), _stored_delta_mean(path / DATA_META)
         shards = sorted(path.rglob("*.parquet"))
         if shards:
             return concatenate_datasets([Dataset.from_parquet(str(s)) for s in shards]), None
-        raise FileNotFoundError(f"{path}: folder holds no parquet shards, `datasets` folder or hardness output")
+        raise DataValidationError(f"{path}: folder holds no parquet shards, `datasets` folder or hardness output")
     if not path.is_file():
-        raise FileNotFoundError(f"dataset not found: {path}")
+        raise DataValidationError(f"dataset_path {str(path)!r}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path)), None
@@ -91,7 +89,9 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
         return Dataset.from_list([row for _, row in iter_jsonl(path, DataValidationError)]), None
     if suffix == ".json":
         try:
-            records = json.loads(path.read_text())
+            records = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is tolerated
+        except UnicodeDecodeError as err:
+            raise DataValidationError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
         except json.JSONDecodeError as err:
             raise DataValidationError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from err
         if isinstance(records, dict) and "data" in records:
@@ -99,7 +99,21 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
         if not isinstance(records, list):
             raise DataValidationError(f"{path}: expected a JSON list of records")
         return Dataset.from_list(records), None
-    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+    raise DataValidationError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+
+
+def _stored_delta_mean(meta: Path) -> float | None:
+    """δ̄ stored next to a `datasets` folder by `dama precompute-ref`; it must be a finite number (or absent)."""
+    if not meta.is_file():
+        return None
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataValidationError(
+            f"{meta} is damaged ({err}); run `dama precompute-ref` again to rewrite the folder"
+        ) from err
+    value = stored.get("delta_mean") if isinstance(stored, dict) else None
+    return None if value is None else require_finite(value, f"{meta}: field 'delta_mean' (δ̄)")
 
 
 def detect_format(columns: list[str]) -> str:
@@ -182,6 +196,7 @@ def validate(
             "data_aware=False."
         )
     id_key = next((k for k in ("id", "idx") if k in columns), None)
+    ref_columns = tuple(c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in columns)
     # Decode nothing while scanning: images are checked one by one below, from their raw values.
     raw = dataset.cast_column(image_key, ImageFeature(decode=False)) if image_key == "image" else dataset
     for i, row in enumerate(raw):
@@ -195,10 +210,11 @@ def validate(
             errors.append(f"{where}: fields 'chosen' and 'rejected' are identical — the pair carries no preference")
         if not _text_of(row["prompt"]).strip() and image_key is None:
             errors.append(f"{where}: field 'prompt' is empty")
-        if hardness_column is not None:
-            value = row[hardness_column]
-            if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-                errors.append(f"{where}: field {hardness_column!r} is not a finite number ({value!r})")
+        for name in ((hardness_column,) if hardness_column is not None else ()) + ref_columns:
+            value = row[name]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
+                errors.append(f"{where}: field {name!r} is not a finite number ({value!r})")
         if image_key is not None and check_images:
             values = row[image_key] if image_key == "images" else [row[image_key]]
             for value in values or [None]:

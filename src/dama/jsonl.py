@@ -14,12 +14,18 @@ from pathlib import Path
 def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[int, dict]]:
     """`(line number, object)` for each non-blank line of `path`, read one line at a time.
 
-    A byte-order mark is tolerated. A line that is not valid JSON, or not a JSON object, raises `error` with the
+    A byte-order mark is tolerated. A line that is not UTF-8, not valid JSON, or not a JSON object, raises `error` with the
     message `"{path}:{line}: ..."`.
     """
     path = Path(path)
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise error(f"{path}:{number}: not UTF-8 text (byte {err.start} of the line: {err.reason})") from err
             if not line.strip():
                 continue
             try:

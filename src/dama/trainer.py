@@ -22,7 +22,8 @@ from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOTrainer
 
-from dama.config import DAMAConfig
+from dama.config import DAMAConfig, RecipeError
+from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.objective import combine_beta, dama_loss, data_aware_factor, model_aware_factor, reduce_loss
 from dama.state import RewardGapEMA
 
@@ -117,23 +118,25 @@ class DAMATrainer(DPOTrainer):
         if not config.data_aware:
             return None
         if config.hardness_column not in columns:
-            raise ValueError(
+            raise RecipeError(
                 f"data_aware=True needs the per-pair hardness column {config.hardness_column!r}, which the training "
                 f"dataset does not have (columns: {columns}). Produce it with `dama hardness --data <your data> "
                 "--clip <CLIP model> --out <dir>` and train on <dir>, import official DAMA JSON (it carries "
                 "chosen_logits/rejected_logits), or set data_aware=False."
             )
         if config.delta_mean is not None:
-            return float(config.delta_mean)
+            return require_finite(config.delta_mean, "delta_mean (δ̄)")
         if stored is not None:
-            return float(stored)
+            return require_finite(stored, "δ̄ (delta_mean) stored with the training data")
         if not isinstance(dataset, Dataset):
-            raise ValueError("delta_mean is required with a streaming dataset (set --delta_mean).")
+            raise RecipeError("delta_mean is required with a streaming dataset (set --delta_mean).")
         values = torch.tensor(dataset[config.hardness_column], dtype=torch.float64)
         if not torch.isfinite(values).all():
             bad = int((~torch.isfinite(values)).nonzero()[0])
-            raise ValueError(f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad]})")
-        return float(values.mean())
+            raise NonFiniteError(
+                f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad].item()})"
+            )
+        return require_finite(float(values.mean()), f"δ̄ (mean of {config.hardness_column!r})")
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -221,9 +224,12 @@ class DAMATrainer(DPOTrainer):
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 
-        # 5. metrics
+        # 5. metrics (and the stop at the first non-finite loss or β_C, checked in the same host sync)
+        beta_total = beta_c.detach().float().sum() if isinstance(beta_c, torch.Tensor) else float(beta_c)
+        rewards = (chosen_rewards, rejected_rewards)
+        guard = (loss.detach(), beta_total)
         self._log_step_metrics(
-            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, chosen_rewards, rejected_rewards, stats
+            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, *rewards, stats, guard=guard
         )
         if return_outputs:
             with torch.no_grad():
@@ -245,7 +251,7 @@ class DAMATrainer(DPOTrainer):
         train = mode == "train"
         rewards = margins.float() * (args.beta if args.reward_scale == "beta_margin" else 1.0)
         if args.data_aware and delta is None:
-            raise ValueError(
+            raise RecipeError(
                 f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
                 "set a hardness column too (`dama hardness`), or set data_aware=False."
             )
@@ -300,10 +306,13 @@ class DAMATrainer(DPOTrainer):
         chosen_rewards: torch.Tensor,
         rejected_rewards: torch.Tensor,
         stats: dict[str, torch.Tensor],
+        guard: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
     ) -> None:
         """TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`, with one gather and one host sync.
 
-        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio.
+        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio. `guard` is `(loss, Σ β_C)` of this rank: they
+        are summed over ranks in the same gather, so a NaN or infinity on any rank stops every rank at the same step
+        with `NonFiniteError` (training on would write a NaN model; TRL's logging would even show the loss as 0).
         """
         mask = inputs["completion_mask"][..., 1:]
         chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
@@ -334,8 +343,11 @@ class DAMATrainer(DPOTrainer):
                 return value.detach().float().reshape(()).to(device)
             return torch.full((), value, dtype=torch.float32, device=device)
 
+        checks = [scalar(v) for v in guard] if guard is not None else []
         local = torch.stack(
-            [scalar(v) for pair in fractions.values() for v in pair] + [inputs["attention_mask"].sum().float()]
+            [scalar(v) for pair in fractions.values() for v in pair]
+            + [inputs["attention_mask"].sum().float().to(device)]
+            + checks
         )
         totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
         stat_values = [v.detach().float().reshape(()).to(device) for v in stats.values()]
@@ -345,10 +357,19 @@ class DAMATrainer(DPOTrainer):
             num, den = values[2 * i], values[2 * i + 1]
             self._metrics[mode][name].append(num / den if den > 0 else 0.0)
         n_tokens = values[2 * len(fractions)]
+        if checks:
+            loss_total, beta_total = values[2 * len(fractions) + 1 : 2 * len(fractions) + 3]
+            if not (math.isfinite(loss_total) and math.isfinite(beta_total)):
+                what = "β_C (the per-pair β, Eq. 16)" if not math.isfinite(beta_total) else "loss"
+                raise NonFiniteError(
+                    f"non-finite {what} at {mode} step {self.state.global_step + 1} (β_C sum {beta_total}, loss "
+                    f"{loss_total}); training stopped and the model is not saved. Check the inputs (hardness δ, δ̄, "
+                    "reference log-probs) or lower the learning rate; checkpoints written before this step are kept"
+                )
         if mode == "train":
             self._total_train_tokens += int(n_tokens) // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        for name, value in zip(stats, values[2 * len(fractions) + 1 :]):
+        for name, value in zip(stats, values[2 * len(fractions) + 1 + len(checks) :]):
             self._metrics[mode][name].append(value)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
@@ -407,7 +428,7 @@ class DAMATrainer(DPOTrainer):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+                raise DamaError(f"no complete checkpoint found in output_dir {self.args.output_dir}")
         if resume_from_checkpoint:
             self.load_dama_state(str(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
