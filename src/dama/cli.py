@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = "--debug" in argv or os.environ.get("DAMA_DEBUG", "") not in {"", "0"}
     argv = [arg for arg in argv if arg != "--debug"]
+    if debug:
+        os.environ["DAMA_DEBUG"] = "1"  # for commands that report errors themselves (`dama eval`)
     if not argv:
         print(_usage())
         return 0
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dama: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USER_ERROR
     module = importlib.import_module(COMMANDS[name][0])
+    previous = os.environ.get("DAMA_DEBUG")
+    if debug:
+        os.environ["DAMA_DEBUG"] = "1"  # for commands that report errors themselves (`dama eval`)
     try:
         return int(module.main(rest) or 0)
     except SystemExit as stop:  # argparse's usage errors (exit 2) and --help (exit 0): a status, not an exception
@@ -72,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"dama {name}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        if previous is None:
+            os.environ.pop("DAMA_DEBUG", None)
+        else:
+            os.environ["DAMA_DEBUG"] = previous
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ too. Module-specific error classes derive from `DamaError` and from the builtin 
 
 from __future__ import annotations
 
+import argparse
 import errno
 import math
 from collections.abc import Iterable
@@ -54,3 +55,14 @@ def require_all_finite(values: Iterable[float], what: str) -> None:
     for index, value in enumerate(values):
         if not math.isfinite(float(value)):
             raise NonFiniteError(f"{what}[{index}]: expected a finite number, got {float(value)}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a shard, batch or seed count of 0 cannot make progress)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value

@@ -11,7 +11,6 @@ the data, so later runs (and every rank) read them instead of recomputing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dama.data import DATA_META
+from dama.io import atomic_write_json, check_writable
 
 
 @torch.no_grad()
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--config RECIPE.yaml is required (the training recipe whose preprocessing is used)")
     from dama.train import build_trainer
 
+    check_writable(Path(known.out).parent, "--out")  # before the reference pass, not after it
     trainer = build_trainer([*rest, "--precompute_ref_log_probs", "true"])
     if trainer.accelerator.is_main_process:
         out = Path(known.out)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp)
         trainer.train_dataset.save_to_disk(str(tmp))
         # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.data)
-        (tmp / DATA_META).write_text(json.dumps({"delta_mean": trainer.delta_mean}))
+        atomic_write_json(tmp / DATA_META, {"delta_mean": trainer.delta_mean})
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

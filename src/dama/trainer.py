@@ -13,24 +13,69 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import DPOTrainer
 
 from dama.config import DAMAConfig, RecipeError
 from dama.errors import DamaError, NonFiniteError, require_finite
+from dama.io import atomic_write_json
 from dama.objective import combine_beta, dama_loss, data_aware_factor, model_aware_factor, reduce_loss
 from dama.state import RewardGapEMA
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "dama_state.json"
+COMPLETE_MARKER = "dama_checkpoint.json"  # written last: a checkpoint without it is incomplete
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+class CheckpointError(DamaError, FileNotFoundError):
+    """A checkpoint that cannot be resumed from (incomplete, damaged, or not written by DAMATrainer)."""
+
+
+def _is_complete(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER))
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder of `output_dir` with the completion marker; unmarked ones are skipped with a
+    warning (a save that was killed midway), so resuming never picks a half-written checkpoint."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, folder in sorted(steps, reverse=True):
+        if _is_complete(folder):
+            return folder
+        logger.warning(
+            "skipping %s: it has no %s (its save was interrupted); resuming from an earlier checkpoint",
+            folder,
+            COMPLETE_MARKER,
+        )
+    return None
+
+
+def require_complete_checkpoint(folder: str) -> None:
+    """`CheckpointError` unless `folder` is a checkpoint whose save finished."""
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"resume_from_checkpoint {folder!r}: no such folder")
+    if not _is_complete(folder):
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete (no {COMPLETE_MARKER}: its save was interrupted, or it was not "
+            "written by DAMATrainer); resume from an earlier checkpoint, or with resume_from_checkpoint=true to pick "
+            "the newest complete one"
+        )
 
 
 class ExtraColumnsCollator:
@@ -374,17 +419,34 @@ class DAMATrainer(DPOTrainer):
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model, trial) -> None:
-        # Written before the checkpoint's trainer_state.json (which marks a checkpoint complete), so a checkpoint
-        # that resume would pick up always has R̄.
+        """Save a checkpoint that is marked complete only once every file is in place.
+
+        `dama_state.json` (R̄) goes first, then TRL/transformers' files, then the marker `dama_checkpoint.json`;
+        rotation (`save_total_limit`) runs only after the marker, so a kill at any moment leaves the previous
+        complete checkpoint in place, and `train(resume_from_checkpoint=True)` skips the unmarked one.
+        """
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
+            Path(folder, COMPLETE_MARKER).unlink(missing_ok=True)  # an overwritten checkpoint is incomplete until done
             state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean}
-            tmp = os.path.join(folder, STATE_FILE + ".tmp")
-            with open(tmp, "w") as handle:
-                json.dump(state, handle, indent=2)
-            os.replace(tmp, os.path.join(folder, STATE_FILE))
-        super()._save_checkpoint(model, trial)
+            atomic_write_json(os.path.join(folder, STATE_FILE), state)
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotated below, once this checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            atomic_write_json(os.path.join(folder, COMPLETE_MARKER), {"global_step": self.state.global_step})
+            if limit is not None:
+                rotate_checkpoints(
+                    output_dir=run_dir,
+                    save_total_limit=limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint,
+                    use_mtime=True,
+                )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Reload weights through `from_pretrained`, which applies the model's checkpoint key conversions.
@@ -411,14 +473,17 @@ class DAMATrainer(DPOTrainer):
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.isfile(path):
             if self.args.tracks_reward_gap:
-                raise FileNotFoundError(
+                raise CheckpointError(
                     f"{path} is missing: the checkpoint was not written by DAMATrainer, so the running reward-gap "
                     "estimate R̄ cannot be restored. Resume from a DAMATrainer checkpoint or start a new run."
                 )
             return
-        with open(path) as handle:
-            state = json.load(handle)
-        self.reward_gap.load_state_dict(state["reward_gap"])
+        try:
+            with open(path, encoding="utf-8") as handle:
+                state = json.load(handle)
+            self.reward_gap.load_state_dict(state["reward_gap"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
         stored = state.get("delta_mean")
         if self.args.data_aware and stored is not None and self.delta_mean is not None:
             if not math.isclose(stored, self.delta_mean, rel_tol=1e-9, abs_tol=1e-12):
@@ -426,9 +491,11 @@ class DAMATrainer(DPOTrainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise DamaError(f"no complete checkpoint found in output_dir {self.args.output_dir}")
+                raise CheckpointError(f"no complete checkpoint found in output_dir {self.args.output_dir}")
+        elif resume_from_checkpoint:
+            require_complete_checkpoint(str(resume_from_checkpoint))
         if resume_from_checkpoint:
             self.load_dama_state(str(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dama.errors import DamaError, is_user_error, require_finite
+from dama.errors import DamaError, is_user_error, positive_int, require_finite
 from dama.hardness.official import OFFICIAL_DELTA_MEAN
 from dama.hardness.scorers import SCORERS
 from dama.hardness.splitters import SPLITTERS
@@ -23,17 +23,6 @@ DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 
 class HardnessRunError(DamaError):
     """A `dama hardness` run stopped on a user error; the message says what happened to the output folder."""
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (a shard or batch of 0 rows cannot make progress)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
 
 
 def delta_mean_arg(text: str) -> float | str:
