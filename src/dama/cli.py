@@ -52,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = "--debug" in argv or os.environ.get("DAMA_DEBUG", "") not in {"", "0"}
     argv = [arg for arg in argv if arg != "--debug"]
-    if debug:
-        os.environ["DAMA_DEBUG"] = "1"  # for commands that report errors themselves (`dama eval`)
     if not argv:
         print(_usage())
         return 0

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
 from dama.errors import DamaError, require_finite
 from dama.hardness.official import OFFICIAL_DELTA_MEAN, official_delta
 from dama.images import ImageError, load_image, resolve_image_path
-from dama.jsonl import iter_jsonl
+from dama.jsonl import first_type_change, iter_jsonl
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 MAX_REPORTED_ERRORS = 20
@@ -86,7 +87,8 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path)), None
     if suffix == ".jsonl":
-        return Dataset.from_list([row for _, row in iter_jsonl(path, DataValidationError)]), None
+        numbered = list(iter_jsonl(path, DataValidationError))
+        return _from_records([row for _, row in numbered], path, [number for number, _ in numbered]), None
     if suffix == ".json":
         try:
             records = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is tolerated
@@ -96,10 +98,24 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
             raise DataValidationError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from err
         if isinstance(records, dict) and "data" in records:
             records = records["data"]
-        if not isinstance(records, list):
-            raise DataValidationError(f"{path}: expected a JSON list of records")
-        return Dataset.from_list(records), None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise DataValidationError(f"{path}: expected a JSON list of records (objects)")
+        return _from_records(records, path), None
     raise DataValidationError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+
+
+def _from_records(records: list[dict], path: Path, lines: list[int] | None = None) -> Dataset:
+    """A `Dataset` of JSON records; a field whose type changes between rows is named (file, line/row, field)."""
+    try:
+        return Dataset.from_list(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+        where = first_type_change(records, lines=lines)
+        if where is None:
+            raise DataValidationError(f"{path}: the records cannot form a table ({err})") from err
+        raise DataValidationError(
+            f"{path} {where}. Every row must give a field the same type: text for prompt/chosen/rejected, a path "
+            "or image bytes for an image"
+        ) from err
 
 
 def _stored_delta_mean(meta: Path) -> float | None:
@@ -114,6 +130,17 @@ def _stored_delta_mean(meta: Path) -> float | None:
         ) from err
     value = stored.get("delta_mean") if isinstance(stored, dict) else None
     return None if value is None else require_finite(value, f"{meta}: field 'delta_mean' (δ̄)")
+
+
+LOGIT_FIELDS = ("chosen_logits", "rejected_logits")
+
+
+def _finite_scores(value: Any) -> bool:
+    """A number or a non-empty list of numbers, all finite (the official per-sub-sentence CLIP scores)."""
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
 
 
 def detect_format(columns: list[str]) -> str:
@@ -288,11 +315,18 @@ def load_preference_dataset(
     if missing:
         raise DataValidationError(f"{source}: format {fmt!r} needs columns {missing}; the data has {dataset.column_names}")
     if fmt == "official":
-        for i, row in enumerate(dataset.select_columns(["image_path"])):
+        problems = []
+        for i, row in enumerate(dataset.select_columns(["image_path", *LOGIT_FIELDS])):
             try:
                 resolve_image_path(row["image_path"], image_root)
             except ImageError as err:
                 raise DataValidationError(f"{source} row {i}: field 'image_path': {err}") from err
+            for name in LOGIT_FIELDS:  # δ is computed from these: name them, not the derived dama_delta
+                if not _finite_scores(row[name]):
+                    problems.append(f"{source} row {i}: field {name!r}: expected finite CLIP scores, got {row[name]!r}")
+        if problems:
+            shown = problems[:MAX_REPORTED_ERRORS]
+            raise DataValidationError(f"{len(problems)} problem(s) in {source}:\n  " + "\n  ".join(shown))
         if delta_mean is None:
             delta_mean = OFFICIAL_DELTA_MEAN
     dataset = _to_trl(dataset, fmt, source)

@@ -35,3 +35,22 @@ def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterato
             if not isinstance(row, dict):
                 raise error(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row
+
+
+def first_type_change(records: list[dict], first_row: int = 0, lines: list[int] | None = None) -> str | None:
+    """Where a field first changes JSON type between records (a number where text is expected, say), or None.
+
+    Returns e.g. `"line 4 (row 3): field 'chosen' is int 5, but str in row 0"`; `lines` gives each record's line.
+    """
+    first: dict[str, tuple[str, int]] = {}
+    for i, row in enumerate(records):
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+            seen = first.setdefault(key, (kind, first_row + i))
+            if seen[0] != kind:
+                where = f"line {lines[i]} (row {first_row + i})" if lines else f"row {first_row + i}"
+                shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+                return f"{where}: field {key!r} is {kind} {shown}, but {seen[0]} in row {seen[1]}"
+    return None

@@ -425,6 +425,7 @@ class DAMATrainer(DPOTrainer):
         rotation (`save_total_limit`) runs only after the marker, so a kill at any moment leaves the previous
         complete checkpoint in place, and `train(resume_from_checkpoint=True)` skips the unmarked one.
         """
+        self._require_finite_weights()
         run_dir = self._get_output_dir(trial=trial)
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
@@ -447,6 +448,20 @@ class DAMATrainer(DPOTrainer):
                     best_model_checkpoint=self.state.best_model_checkpoint,
                     use_mtime=True,
                 )
+
+    def _require_finite_weights(self) -> None:
+        """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity: never checkpoint them."""
+        params = [(name, p) for name, p in self.model.named_parameters() if p.numel() > 0]
+        if not params:
+            return
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])  # one host sync below
+        local = (~finite).any().float().reshape(1).to(self.accelerator.device)
+        if float(self.accelerator.gather(local).sum()) > 0:
+            first = next((name for (name, _), ok in zip(params, finite.tolist()) if not ok), "on another rank")
+            raise NonFiniteError(
+                f"the weights hold non-finite values at step {self.state.global_step} (first: {first}); the checkpoint "
+                "is not written. Lower the learning rate or check the data"
+            )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Reload weights through `from_pretrained`, which applies the model's checkpoint key conversions.

@@ -181,3 +181,82 @@ def test_finite_run_still_trains_and_saves(tmp_path, capsys):
     run = tmp_path / "run"
     assert dama(train_argv(data, run)) == 0
     assert (run / "model.safetensors").is_file()
+
+
+def test_identical_pair_is_refused_by_dama_train(tmp_path, capsys):
+    data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[4]["rejected"] = [{"role": "assistant", "content": rows[4]["chosen"][0]["content"]}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = tmp_path / "run"
+    assert dama(train_argv(data, run)) == 2
+    assert_user_error(capsys, str(data), "row 4", "'chosen' and 'rejected' are identical")
+    assert not run.exists()
+
+
+def test_a_number_where_text_is_expected_names_line_row_and_field(tmp_path, capsys):
+    rows = example_rows()
+    rows[3]["chosen"] = 5
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert dama(train_argv(data, tmp_path / "run", "--data_aware", "false")) == 2
+    assert_user_error(capsys, f"{data} line 4 (row 3): field 'chosen' is number 5")
+
+
+def test_a_non_utf8_byte_names_file_and_line(tmp_path, capsys):
+    lines = (EXAMPLE / "pairs.jsonl").read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"image shows", b"image \xff shows", 1)
+    data = tmp_path / "pairs.jsonl"
+    data.write_bytes(b"".join(lines))
+    assert dama(train_argv(data, tmp_path / "run", "--data_aware", "false")) == 2
+    assert_user_error(capsys, f"{data}:3: not UTF-8 text")
+
+
+def test_a_byte_order_mark_before_a_json_list_is_accepted(tmp_path):
+    data = tmp_path / "pairs.json"
+    data.write_text("\ufeff" + json.dumps(example_rows()), encoding="utf-8")
+    from dama.data import load_preference_dataset
+
+    dataset, _ = load_preference_dataset(data, image_root=str(EXAMPLE))
+    assert len(dataset) == 12
+
+
+def test_official_record_with_a_null_logit_names_the_logit_field(tmp_path, capsys):
+    rows = [{"question": r["question"], "chosen": r["chosen"], "rejected": r["rejected"], "image_path": r["image"],
+             "chosen_logits": [0.5], "rejected_logits": [0.25], "logps": [0.0]} for r in example_rows()]
+    rows[2]["chosen_logits"] = [0.5, None]
+    data = tmp_path / "official.json"
+    data.write_text(json.dumps(rows))
+    assert dama(train_argv(data, tmp_path / "run")) == 2
+    err = assert_user_error(capsys, f"{data} row 2: field 'chosen_logits'")
+    assert "dama_delta" not in err
+
+
+def test_precompute_ref_refuses_an_unwritable_out_before_the_reference_pass(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
+    argv = ["precompute-ref", "--out", str(blocker / "with-ref"), "--config", str(RECIPE), "--dataset_path",
+            str(data), "--image_root", str(EXAMPLE), "--output_dir", str(tmp_path / "run")]
+    assert dama(argv) == 2
+    assert_user_error(capsys, "--out", "cannot be written", "Nothing was computed")
+
+
+@pytest.mark.parametrize("extra", [["--seeds", "0"], ["--out", "FILE/demo"]])
+def test_demo_refuses_bad_options_before_any_work(tmp_path, capsys, extra):
+    blocker = tmp_path / "FILE"
+    blocker.write_text("x")
+    argv = ["demo", "--quick", *[a.replace("FILE", str(blocker)) for a in extra]]
+    assert dama(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "dama demo: error: " in err
+
+
+def test_a_checkpoint_with_non_finite_weights_is_not_written(tmp_path, capsys):
+    data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
+    run = tmp_path / "run"
+    argv = train_argv(data, run, "--learning_rate", "1e39", "--max_steps", "3", "--save_strategy", "steps",
+                      "--save_steps", "1")
+    assert dama(argv) == 2  # 1e39 > float32 max: the update of step 1 makes weights inf; its checkpoint is refused
+    assert_user_error(capsys, "non-finite values at step 1", "checkpoint is not written")
+    assert not (run / "checkpoint-1").exists()

@@ -174,3 +174,40 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path, capsys):
     blocker.write_text("x")
     assert dama(["hardness", "--data", str(data), "--official", "--out", str(blocker / "o")]) == 2
     user_error(capsys, "--out", "cannot be written")
+
+
+def test_a_number_where_text_is_expected_names_row_and_field(tmp_path, capsys):
+    rows = official_rows()
+    rows[2]["chosen"] = 7
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert dama(["hardness", "--data", str(data), "--official", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    user_error(capsys, f"{data} row 2: field 'chosen' is number 7, but str in row 0")
+
+
+def test_a_byte_order_mark_before_a_json_list_is_accepted(tmp_path):
+    data = tmp_path / "official.json"
+    data.write_text("\ufeff" + json.dumps(official_rows()), encoding="utf-8")
+    assert dama(["hardness", "--data", str(data), "--official", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert len(read_hardness_output(tmp_path / "o")[0]) == 4
+
+
+def test_a_non_utf8_byte_in_a_json_list_names_file_and_line(tmp_path, capsys):
+    text = json.dumps(official_rows(), indent=1).encode("utf-8")
+    lines = text.splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if b"a dog 2" in line)
+    lines[index] = lines[index].replace(b"a dog 2", b"a d\xe9og 2")  # Latin-1 é
+    data = tmp_path / "official.json"
+    data.write_bytes(b"".join(lines))
+    assert dama(["hardness", "--data", str(data), "--official", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    user_error(capsys, f"{data}:{index + 1}: not UTF-8 text")
+
+
+def test_an_unreadable_image_is_reported_with_its_location_once(tmp_path, capsys, clip_dir):
+    rows = make_rows(4)
+    rows[2]["image"] = {"bytes": b"not an image at all", "path": None}
+    data = write_parquet(tmp_path / "d.parquet", rows)
+    assert dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = user_error(capsys, f"{data} row 2 field 'image'", "not a readable image")
+    assert err.count("row 2 field 'image'") == 1, err

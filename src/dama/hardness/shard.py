@@ -166,12 +166,17 @@ class ClipShardProcessor:
         names, n = table.column_names, table.num_rows
         question_col = "question" if "question" in names else "prompt" if "prompt" in names else None
         questions = [prompt_text(q) for q in table.column(question_col).to_pylist()] if question_col else [""] * n
-        responses = {f: [response_text(v) for v in table.column(f).to_pylist()] for f in RESPONSE_FIELDS}
+        raw = {f: table.column(f).to_pylist() for f in RESPONSE_FIELDS}
+        responses = {f: [response_text(v) for v in raw[f]] for f in RESPONSE_FIELDS}
         extra = {c: table.column(c).to_pylist() for c in self.splitter.columns}
         requests, owners = [], []
         for i in range(n):
             for f in RESPONSE_FIELDS:
-                if not responses[f][i]:
+                value = raw[f][i]
+                if value is not None and not isinstance(value, (str, list, dict)):
+                    reason = f"expected text or a message list, got {type(value).__name__} {value!r}"
+                    self._problem(problems, RowProblem(i, ids[i], f, reason))
+                elif not responses[f][i]:
                     self._problem(problems, RowProblem(i, ids[i], f, "empty response"))
             if i in problems:
                 continue
@@ -209,8 +214,8 @@ class ClipShardProcessor:
         for i, key in row_key.items():
             first_row.setdefault(key, i)
         keys = list(first_row)
-        jobs = ((images[first_row[k]], f"{self.source_name} row {ids[first_row[k]]} field {image_fields[first_row[k]]!r}")
-                for k in keys)
+        where = {k: f"{self.source_name} row {ids[first_row[k]]} field {image_fields[first_row[k]]!r}" for k in keys}
+        jobs = ((images[first_row[k]], where[k]) for k in keys)
         text_batches = deque(texts[k : k + self.text_batch_size] for k in range(0, len(texts), self.text_batch_size))
         image_emb: dict[str, torch.Tensor] = {}
         text_emb: dict[str, torch.Tensor] = {}
@@ -231,6 +236,8 @@ class ClipShardProcessor:
             if error is None:
                 ready.append((key, pixels))
                 return
+            if error.startswith(where[key]):  # the row problem names file, row and field itself: say it once
+                error = error[len(where[key]) :].lstrip(": ")
             for i in (i for i, k in row_key.items() if k == key):
                 reason = f"{error} [{describe_image(images[i])}]"
                 self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
