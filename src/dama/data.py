@@ -225,7 +225,17 @@ def validate(
     id_key = next((k for k in ("id", "idx") if k in columns), None)
     ref_columns = tuple(c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in columns)
     # Decode nothing while scanning: images are checked one by one below, from their raw values.
-    raw = dataset.cast_column(image_key, ImageFeature(decode=False)) if image_key == "image" else dataset
+    raw = dataset
+    if image_key == "image":
+        try:
+            raw = dataset.cast_column(image_key, ImageFeature(decode=False))
+        except (pa.ArrowException, TypeError, ValueError) as err:  # the whole column has a non-image type
+            first = dataset[0]
+            where = f"{source} row 0" + (f" (id {first[id_key]})" if id_key else "")
+            raise DataValidationError(
+                f"{where}: field 'image': expected an image (a path, bytes or {{bytes, path}}), got "
+                f"{type(first[image_key]).__name__} {first[image_key]!r:.60}"
+            ) from err
     for i, row in enumerate(raw):
         where = f"{source} row {i}" + (f" (id {row[id_key]})" if id_key else "")
         chosen, rejected = _text_of(row["chosen"]).strip(), _text_of(row["rejected"]).strip()

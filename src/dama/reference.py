@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train_dataset.save_to_disk(str(tmp))
         # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.data)
         atomic_write_json(tmp / DATA_META, {"delta_mean": trainer.delta_mean})
-        if out.exists():
-            shutil.rmtree(out)
+        old = out.with_name(out.name + ".old")
+        if out.exists():  # moved aside, not deleted in place: a kill never leaves a half-deleted dataset at `out`
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
         print(f"dama precompute-ref: {len(trainer.train_dataset)} pairs with reference log-probs in {out.resolve()}")
     return 0
 

@@ -497,6 +497,7 @@ class DAMATrainer(DPOTrainer):
             with open(path, encoding="utf-8") as handle:
                 state = json.load(handle)
             self.reward_gap.load_state_dict(state["reward_gap"])
+            require_finite(self.reward_gap.mean, f"{path}: field 'reward_gap.mean' (R̄)")
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
         stored = state.get("delta_mean")

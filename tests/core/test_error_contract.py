@@ -260,3 +260,11 @@ def test_a_checkpoint_with_non_finite_weights_is_not_written(tmp_path, capsys):
     assert dama(argv) == 2  # 1e39 > float32 max: the update of step 1 makes weights inf; its checkpoint is refused
     assert_user_error(capsys, "non-finite values at step 1", "checkpoint is not written")
     assert not (run / "checkpoint-1").exists()
+
+
+def test_a_number_as_the_image_names_row_and_field(tmp_path, capsys):
+    rows = [{**row, "image": 5} for row in example_rows()]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert dama(train_argv(data, tmp_path / "run", "--data_aware", "false")) == 2
+    assert_user_error(capsys, f"{data} row 0 (id 0): field 'image'", "int")

@@ -211,3 +211,12 @@ def test_an_unreadable_image_is_reported_with_its_location_once(tmp_path, capsys
                  "--out", str(tmp_path / "o")]) == 2
     err = user_error(capsys, f"{data} row 2 field 'image'", "not a readable image")
     assert err.count("row 2 field 'image'") == 1, err
+
+
+def test_a_number_as_the_image_is_named_as_such(tmp_path, capsys, clip_dir):
+    rows = [{**row, "image": 5} for row in make_rows(3)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({k: v for k, v in row.items()}) + "\n" for row in rows))
+    assert dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
+                 "--out", str(tmp_path / "o")]) == 2
+    user_error(capsys, f"{data} row 0 field 'image'", "expected an image", "got int 5")

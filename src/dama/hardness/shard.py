@@ -199,7 +199,11 @@ class ClipShardProcessor:
                 continue
             key = image_key(value)
             if key is None:
-                self._problem(problems, RowProblem(i, ids[i], image_fields[i], "missing image"))
+                empty = value is None or value == "" or (isinstance(value, dict) and not any(value.values()))
+                reason = "missing image" if empty else (
+                    f"expected an image (a path, bytes or {{bytes, path}}), got {type(value).__name__} {value!r:.60}"
+                )
+                self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
             else:
                 row_key[i] = key
         return row_key
