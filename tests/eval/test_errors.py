@@ -102,3 +102,25 @@ def test_a_value_json_cannot_hold_writes_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_results(tmp_path, "pope_random", {"metrics": {"f1": float("nan")}}, [{"id": "1"}])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "fragment"),
+    [
+        ("captions_val2014.json", lambda d: d["annotations"][1].update(caption=["Dogs", "park"]),
+         "annotations[1] (id 2): field 'caption' has the wrong type (list"),
+        ("instances_val2014.json", lambda d: d["annotations"][2].update(category_id="34"),
+         "annotations[2] (id 102): field 'category_id' has the wrong type (str '34')"),
+        ("instances_val2014.json", lambda d: d.update(categories="dog"), "'categories' must be a list, got str"),
+    ],
+)
+def test_coco_files_with_a_wrong_type_are_refused(tmp_path, capsys, coco_dir, write_responses, file, change,
+                                                  fragment):
+    data = json.loads((coco_dir / file).read_text())
+    change(data)
+    (coco_dir / file).write_text(json.dumps(data))
+    responses = write_responses("run/object-halbench.jsonl", {1: "A dog.", 2: "A toilet."}, image_id=1)
+    assert dama(["eval", "score", "--bench", "object-halbench", "--responses", str(responses), "--coco-annotations",
+                 str(coco_dir), "--cache-dir", str(tmp_path / "cache")]) == 2
+    user_error(capsys, str(coco_dir / file), fragment)
+    assert sorted(p.name for p in responses.parent.iterdir()) == ["object-halbench.jsonl"]
