@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DamaError, OSError) as err:
         if not is_user_error(err):
             raise
-        raise HardnessRunError(
-            f"{err}\n(the output in {args.out} is incomplete; hardness.json is not written)"
-        ) from err
+        complete = (Path(args.out) / "hardness.json").is_file()
+        note = "" if complete else f"\n(the output in {args.out} is incomplete; hardness.json is not written)"
+        raise HardnessRunError(f"{err}{note}") from err
     print(
         f"dama hardness: wrote {meta['n_rows']} pairs ({meta['n_skipped']} skipped) to {args.out}; "
         f"δ̄ = {meta['delta_mean']} ({meta['delta_mean_source']}); see {Path(args.out) / 'summary.md'}",
