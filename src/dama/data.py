@@ -76,16 +76,23 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
             data, delta_mean = read_hardness_output(path)
             return (data if isinstance(data, Dataset) else Dataset(data)), delta_mean
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            return load_from_disk(str(path)), _stored_delta_mean(path / DATA_META)
+            try:
+                dataset = load_from_disk(str(path))
+            except (pa.ArrowException, OSError, ValueError, KeyError) as err:
+                raise DataValidationError(
+                    f"{path}: the `datasets` folder is damaged or incomplete ({type(err).__name__}: {err}); write it "
+                    "again (e.g. rerun `dama precompute-ref`)"
+                ) from err
+            return dataset, _stored_delta_mean(path / DATA_META)
         shards = sorted(path.rglob("*.parquet"))
         if shards:
-            return concatenate_datasets([Dataset.from_parquet(str(s)) for s in shards]), None
+            return concatenate_datasets([_read_parquet(s) for s in shards]), None
         raise DataValidationError(f"{path}: folder holds no parquet shards, `datasets` folder or hardness output")
     if not path.is_file():
         raise DataValidationError(f"dataset_path {str(path)!r}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return Dataset.from_parquet(str(path)), None
+        return _read_parquet(path), None
     if suffix == ".jsonl":
         numbered = list(iter_jsonl(path, DataValidationError))
         return _from_records([row for _, row in numbered], path, [number for number, _ in numbered]), None
@@ -102,6 +109,13 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
             raise DataValidationError(f"{path}: expected a JSON list of records (objects)")
         return _from_records(records, path), None
     raise DataValidationError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+
+
+def _read_parquet(path: Path) -> Dataset:
+    try:
+        return Dataset.from_parquet(str(path))
+    except (pa.ArrowException, OSError) as err:
+        raise DataValidationError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from err
 
 
 def _from_records(records: list[dict], path: Path, lines: list[int] | None = None) -> Dataset:

@@ -268,3 +268,10 @@ def test_a_number_as_the_image_names_row_and_field(tmp_path, capsys):
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert dama(train_argv(data, tmp_path / "run", "--data_aware", "false")) == 2
     assert_user_error(capsys, f"{data} row 0 (id 0): field 'image'", "int")
+
+
+def test_a_damaged_parquet_file_is_a_user_error(tmp_path, capsys):
+    data = tmp_path / "pairs.parquet"
+    data.write_bytes(b"PAR1 cut short")
+    assert dama(train_argv(data, tmp_path / "run", "--data_aware", "false")) == 2
+    assert_user_error(capsys, f"{data}: not a readable parquet file")

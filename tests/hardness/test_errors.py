@@ -220,3 +220,10 @@ def test_a_number_as_the_image_is_named_as_such(tmp_path, capsys, clip_dir):
     assert dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
                  "--out", str(tmp_path / "o")]) == 2
     user_error(capsys, f"{data} row 0 field 'image'", "expected an image", "got int 5")
+
+
+def test_a_damaged_parquet_input_is_a_user_error(tmp_path, capsys):
+    data = tmp_path / "pairs.parquet"
+    data.write_bytes(b"PAR1 cut short")
+    assert dama(["hardness", "--data", str(data), "--official", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    user_error(capsys, f"{data}: cannot be read")

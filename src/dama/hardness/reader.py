@@ -167,7 +167,13 @@ def _load_datasets_folder(path: Path, split: str | None):
 
 def open_input(path: str | Path, split: str | None = None) -> InputSource:
     """Recognise the input format from the path and count its rows when that is cheap."""
-    path = Path(path)
+    try:
+        return _open_input(Path(path), split)
+    except pa.ArrowException as err:  # a damaged parquet file or datasets folder
+        raise InputError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
+
+
+def _open_input(path: Path, split: str | None) -> InputSource:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
