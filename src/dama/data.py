@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
@@ -281,6 +282,43 @@ def validate(
         if len(errors) >= MAX_REPORTED_ERRORS:
             errors.append("… stopping after the first problems; fix these and run again")
             break
+    if errors:
+        raise DataValidationError(f"{len(errors)} problem(s) in {source}:\n  " + "\n  ".join(errors))
+
+
+def check_plain_prompts(dataset: Dataset, source: str, image_token: str | None) -> None:
+    """Plain-text prompts of vision data must carry one `image_token` per image (the processor's placeholder).
+
+    Conversational prompts get the placeholder from the chat template; a plain string is passed to the processor as
+    it is, which fails deep inside training (or, with a wrong count, misaligns image and text). Checked before the
+    model trains, naming the row.
+    """
+    columns = dataset.column_names
+    image_key = "image" if "image" in columns else ("images" if "images" in columns else None)
+    if image_key is None or not image_token:
+        return
+    prompts = dataset["prompt"]
+    if not any(isinstance(prompt, str) for prompt in prompts):
+        return
+    errors: list[str] = []
+    id_key = next((k for k in ("id", "idx") if k in columns), None)
+    if image_key == "images":  # counted from the Arrow list lengths: no image is decoded
+        counts = pc.fill_null(pc.list_value_length(dataset.data.column("images")), 0).to_pylist()
+    else:
+        counts = [1] * len(prompts)
+    for i, (prompt, n_images) in enumerate(zip(prompts, counts)):
+        if not isinstance(prompt, str):
+            continue
+        found = prompt.count(image_token)
+        if found != n_images:
+            where = f"{source} row {i}" + (f" (id {dataset[i][id_key]})" if id_key else "")
+            errors.append(
+                f"{where}: field 'prompt' is plain text with {found} {image_token!r} placeholder(s) for {n_images} "
+                "image(s); use the conversational format ([{\"role\": \"user\", \"content\": ...}]) so the chat "
+                "template inserts it, or add the placeholder"
+            )
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
     if errors:
         raise DataValidationError(f"{len(errors)} problem(s) in {source}:\n  " + "\n  ".join(errors))
 

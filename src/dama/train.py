@@ -20,7 +20,7 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from dama.config import DAMAConfig, RecipeError
-from dama.data import DataArguments, load_preference_dataset
+from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
 from dama.errors import NonFiniteError
 from dama.io import check_writable
 
@@ -131,6 +131,10 @@ def build_trainer(argv: list[str] | None = None):
             data_args.validate_images,
         )
     model, processor = load_model(model_args)
+    image_token = getattr(processor, "image_token", None)
+    check_plain_prompts(train_dataset, data_args.dataset_path, image_token)
+    if eval_dataset is not None:
+        check_plain_prompts(eval_dataset, data_args.eval_dataset_path, image_token)
     if options.freeze_vision_tower:
         find_vision_tower(model).requires_grad_(False)
     peft_config = get_peft_config(model_args)

@@ -275,3 +275,17 @@ def test_a_damaged_parquet_file_is_a_user_error(tmp_path, capsys):
     data.write_bytes(b"PAR1 cut short")
     assert dama(train_argv(data, tmp_path / "run", "--data_aware", "false")) == 2
     assert_user_error(capsys, f"{data}: not a readable parquet file")
+
+
+def test_a_plain_text_prompt_without_the_image_placeholder_is_refused(tmp_path, capsys):
+    rows = [{"idx": r["idx"], "prompt": r["question"], "chosen": r["chosen"], "rejected": r["rejected"],
+             "image": r["image"]} for r in example_rows()]
+    rows[0]["prompt"] = "<image>\n" + rows[0]["prompt"]  # the tiny LLaVA processor's placeholder: this row is fine
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = tmp_path / "run"
+    assert dama(train_argv(data, run, "--data_aware", "false")) == 2
+    err = assert_user_error(capsys, "11 problem(s)", f"{data} row 1 (id 1): field 'prompt' is plain text with 0 "
+                            "'<image>' placeholder(s) for 1 image(s)")
+    assert "row 0 " not in err
+    assert not (run / "model.safetensors").exists()
