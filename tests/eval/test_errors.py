@@ -124,3 +124,19 @@ def test_coco_files_with_a_wrong_type_are_refused(tmp_path, capsys, coco_dir, wr
                  str(coco_dir), "--cache-dir", str(tmp_path / "cache")]) == 2
     user_error(capsys, str(coco_dir / file), fragment)
     assert sorted(p.name for p in responses.parent.iterdir()) == ["object-halbench.jsonl"]
+
+
+def test_generate_refuses_an_unwritable_out_before_loading_the_model(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "x.png")
+    questions = tmp_path / "pope.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "image": "x.png", "text": "Is there a dog?"}) + "\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = ["eval", "generate", "--bench", "pope", "--questions", str(questions), "--image-root", str(tmp_path),
+            "--model", str(tmp_path / "no-such-model"), "--out", str(blocker / "run")]
+    assert dama(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--out" in err and "cannot be written" in err
+    assert "no-such-model" not in err  # refused before the model was looked up
