@@ -227,3 +227,13 @@ def test_a_damaged_parquet_input_is_a_user_error(tmp_path, capsys):
     data.write_bytes(b"PAR1 cut short")
     assert dama(["hardness", "--data", str(data), "--official", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     user_error(capsys, f"{data}: cannot be read")
+
+
+def test_library_entry_points_refuse_a_non_finite_delta_mean(tmp_path):
+    from dama.errors import NonFiniteError
+    from dama.hardness.compute import import_official
+
+    data = write_json(tmp_path / "official.json", official_rows())
+    with pytest.raises(NonFiniteError, match="δ̄ override"):
+        import_official(data, tmp_path / "o", delta_mean=float("inf"), progress=False)
+    assert not (tmp_path / "o" / "hardness.json").exists()
