@@ -55,7 +55,9 @@ def test_official_import_refuses_a_nan_score_naming_row_and_field(tmp_path, caps
     data = write_json(tmp_path / "official.json", rows)
     out = tmp_path / "o"
     assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress"]) == 2
-    user_error(capsys, str(data), "row r2", "'dama_delta'", "not a finite number", "--on-error skip")
+    err = user_error(capsys, str(data), "row r2 field 'rejected_logits'", "score nan is not a finite number",
+                     "--on-error skip")
+    assert "dama_delta" not in err  # a column the user never wrote
     assert not (out / "hardness.json").exists()
     # skip mode: the row is left out and reported; δ̄ and every stored δ are finite
     assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress",
@@ -65,7 +67,7 @@ def test_official_import_refuses_a_nan_score_naming_row_and_field(tmp_path, caps
     # δ = Σ chosen − Σ rejected = 0.5 + 0.25 − 0.125 for every kept row (exact in binary)
     assert data_out["dama_delta"] == [0.625] * 3 and delta_mean == 0.625
     skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
-    assert [(r["row_id"], r["field"]) for r in skipped] == [("r2", "dama_delta")]
+    assert [(r["row_id"], r["field"]) for r in skipped] == [("r2", "rejected_logits")]
 
 
 def test_identical_pair_is_a_bad_row_in_the_official_import(tmp_path, capsys):
