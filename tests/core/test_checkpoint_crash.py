@@ -46,19 +46,45 @@ sys.exit(main(sys.argv[1:]))
 def pairs(tmp_path: Path) -> Path:
     rows = [json.loads(line) for line in (EXAMPLE / "pairs.jsonl").read_text().splitlines() if line.strip()]
     out = tmp_path / "pairs.jsonl"
-    out.write_text("".join(json.dumps({
-        "prompt": [{"role": "user", "content": r["question"]}],
-        "chosen": [{"role": "assistant", "content": r["chosen"]}],
-        "rejected": [{"role": "assistant", "content": r["rejected"]}],
-        "image": r["image"], "dama_delta": 0.05 * i}) + "\n" for i, r in enumerate(rows)))
+    out.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": [{"role": "user", "content": r["question"]}],
+                    "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": r["rejected"]}],
+                    "image": r["image"],
+                    "dama_delta": 0.05 * i,
+                }
+            )
+            + "\n"
+            for i, r in enumerate(rows)
+        )
+    )
     return out
 
 
 def test_resume_skips_a_checkpoint_whose_save_was_killed(tmp_path, caplog, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--config", str(ROOT / "recipes/tiny/dama.yaml"), "--dataset_path", str(pairs(tmp_path)),
-            "--image_root", str(EXAMPLE), "--output_dir", str(run), "--max_steps", "3", "--save_strategy", "steps",
-            "--save_steps", "1", "--logging_steps", "1"]
+    argv = [
+        "train",
+        "--config",
+        str(ROOT / "recipes/tiny/dama.yaml"),
+        "--dataset_path",
+        str(pairs(tmp_path)),
+        "--image_root",
+        str(EXAMPLE),
+        "--output_dir",
+        str(run),
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--logging_steps",
+        "1",
+    ]
     script = tmp_path / "die_mid_save.py"
     script.write_text(DIE_MID_SAVE)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}

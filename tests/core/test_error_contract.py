@@ -32,9 +32,13 @@ def example_rows() -> list[dict]:
 def trl_jsonl(path: Path, deltas: list[float]) -> Path:
     """The shipped example in TRL's conversational format with a `dama_delta` column (json writes NaN/Infinity literals)."""
     rows = [
-        {"prompt": [{"role": "user", "content": r["question"]}],
-         "chosen": [{"role": "assistant", "content": r["chosen"]}],
-         "rejected": [{"role": "assistant", "content": r["rejected"]}], "image": r["image"], "dama_delta": d}
+        {
+            "prompt": [{"role": "user", "content": r["question"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            "image": r["image"],
+            "dama_delta": d,
+        }
         for r, d in zip(example_rows(), deltas)
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -42,19 +46,42 @@ def trl_jsonl(path: Path, deltas: list[float]) -> Path:
 
 
 def train_argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", str(RECIPE), "--dataset_path", str(data), "--image_root", str(EXAMPLE),
-            "--output_dir", str(out), "--max_steps", "2", *extra]
+    return [
+        "train",
+        "--config",
+        str(RECIPE),
+        "--dataset_path",
+        str(data),
+        "--image_root",
+        str(EXAMPLE),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        *extra,
+    ]
 
 
 def official_hardness(tmp_path: Path) -> Path:
     """A real `dama hardness --official` output of the example (δ = Σ chosen_logits − Σ rejected_logits)."""
-    rows = [{"question": r["question"], "chosen": r["chosen"], "rejected": r["rejected"], "image_path": r["image"],
-             "chosen_logits": [0.5, 0.1 * i], "rejected_logits": [0.25], "logps": [0.0]}
-            for i, r in enumerate(example_rows())]
+    rows = [
+        {
+            "question": r["question"],
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+            "image_path": r["image"],
+            "chosen_logits": [0.5, 0.1 * i],
+            "rejected_logits": [0.25],
+            "logps": [0.0],
+        }
+        for i, r in enumerate(example_rows())
+    ]
     (tmp_path / "official.json").write_text(json.dumps(rows))
     out = tmp_path / "hardness"
-    assert dama(["hardness", "--data", str(tmp_path / "official.json"), "--official", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        dama(["hardness", "--data", str(tmp_path / "official.json"), "--official", "--out", str(out), "--no-progress"])
+        == 0
+    )
     return out
 
 
@@ -102,14 +129,25 @@ def test_training_stops_at_the_first_non_finite_loss_and_saves_nothing(tmp_path,
 def test_trainer_init_refuses_a_non_finite_delta_mean(tmp_path):
     model, processor = build_llava(seed=3)
     with pytest.raises(NonFiniteError, match="δ̄"):
-        DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path)),
-                    train_dataset=make_vision_pairs(4), processing_class=processor, delta_mean=float("nan"))
+        DAMATrainer(
+            model=model,
+            ref_model=clone(model),
+            args=cpu_config(str(tmp_path)),
+            train_dataset=make_vision_pairs(4),
+            processing_class=processor,
+            delta_mean=float("nan"),
+        )
 
 
 def test_a_non_finite_beta_stops_training(tmp_path):
     model, processor = build_llava(seed=3)
-    trainer = DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path)),
-                          train_dataset=make_vision_pairs(4), processing_class=processor)
+    trainer = DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=cpu_config(str(tmp_path)),
+        train_dataset=make_vision_pairs(4),
+        processing_class=processor,
+    )
     trainer.delta_mean = float("nan")  # past every input check (a bug, say): β_C = β·σ(δ)/σ(NaN) must stop the step
     with pytest.raises(NonFiniteError, match="non-finite β_C"):
         trainer.train()
@@ -151,8 +189,19 @@ def test_precompute_ref_reports_data_errors_without_traceback(tmp_path, capsys):
     deltas[5] = float("nan")
     data = trl_jsonl(tmp_path / "pairs.jsonl", deltas)
     out = tmp_path / "with-ref"
-    argv = ["precompute-ref", "--out", str(out), "--config", str(RECIPE), "--dataset_path", str(data),
-            "--image_root", str(EXAMPLE), "--output_dir", str(tmp_path / "run")]
+    argv = [
+        "precompute-ref",
+        "--out",
+        str(out),
+        "--config",
+        str(RECIPE),
+        "--dataset_path",
+        str(data),
+        "--image_root",
+        str(EXAMPLE),
+        "--output_dir",
+        str(tmp_path / "run"),
+    ]
     assert dama(argv) == 2
     assert_user_error(capsys, "row 5", "'dama_delta'")
     assert not out.exists()
@@ -222,8 +271,18 @@ def test_a_byte_order_mark_before_a_json_list_is_accepted(tmp_path):
 
 
 def test_official_record_with_a_null_logit_names_the_logit_field(tmp_path, capsys):
-    rows = [{"question": r["question"], "chosen": r["chosen"], "rejected": r["rejected"], "image_path": r["image"],
-             "chosen_logits": [0.5], "rejected_logits": [0.25], "logps": [0.0]} for r in example_rows()]
+    rows = [
+        {
+            "question": r["question"],
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+            "image_path": r["image"],
+            "chosen_logits": [0.5],
+            "rejected_logits": [0.25],
+            "logps": [0.0],
+        }
+        for r in example_rows()
+    ]
     rows[2]["chosen_logits"] = [0.5, None]
     data = tmp_path / "official.json"
     data.write_text(json.dumps(rows))
@@ -236,8 +295,19 @@ def test_precompute_ref_refuses_an_unwritable_out_before_the_reference_pass(tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
-    argv = ["precompute-ref", "--out", str(blocker / "with-ref"), "--config", str(RECIPE), "--dataset_path",
-            str(data), "--image_root", str(EXAMPLE), "--output_dir", str(tmp_path / "run")]
+    argv = [
+        "precompute-ref",
+        "--out",
+        str(blocker / "with-ref"),
+        "--config",
+        str(RECIPE),
+        "--dataset_path",
+        str(data),
+        "--image_root",
+        str(EXAMPLE),
+        "--output_dir",
+        str(tmp_path / "run"),
+    ]
     assert dama(argv) == 2
     assert_user_error(capsys, "--out", "cannot be written", "Nothing was computed")
 
@@ -255,8 +325,9 @@ def test_demo_refuses_bad_options_before_any_work(tmp_path, capsys, extra):
 def test_a_checkpoint_with_non_finite_weights_is_not_written(tmp_path, capsys):
     data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
     run = tmp_path / "run"
-    argv = train_argv(data, run, "--learning_rate", "1e39", "--max_steps", "3", "--save_strategy", "steps",
-                      "--save_steps", "1")
+    argv = train_argv(
+        data, run, "--learning_rate", "1e39", "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1"
+    )
     assert dama(argv) == 2  # 1e39 > float32 max: the update of step 1 makes weights inf; its checkpoint is refused
     assert_user_error(capsys, "non-finite values at step 1", "checkpoint is not written")
     assert not (run / "checkpoint-1").exists()
@@ -278,14 +349,25 @@ def test_a_damaged_parquet_file_is_a_user_error(tmp_path, capsys):
 
 
 def test_a_plain_text_prompt_without_the_image_placeholder_is_refused(tmp_path, capsys):
-    rows = [{"idx": r["idx"], "prompt": r["question"], "chosen": r["chosen"], "rejected": r["rejected"],
-             "image": r["image"]} for r in example_rows()]
+    rows = [
+        {
+            "idx": r["idx"],
+            "prompt": r["question"],
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+            "image": r["image"],
+        }
+        for r in example_rows()
+    ]
     rows[0]["prompt"] = "<image>\n" + rows[0]["prompt"]  # the tiny LLaVA processor's placeholder: this row is fine
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     run = tmp_path / "run"
     assert dama(train_argv(data, run, "--data_aware", "false")) == 2
-    err = assert_user_error(capsys, "11 problem(s)", f"{data} row 1 (id 1): field 'prompt' is plain text with 0 "
-                            "'<image>' placeholder(s) for 1 image(s)")
+    err = assert_user_error(
+        capsys,
+        "11 problem(s)",
+        f"{data} row 1 (id 1): field 'prompt' is plain text with 0 '<image>' placeholder(s) for 1 image(s)",
+    )
     assert "row 0 " not in err
     assert not (run / "model.safetensors").exists()

@@ -16,8 +16,19 @@ from dama.hardness import read_hardness_output
 
 
 def official_rows(n: int = 4) -> list[dict]:
-    return [{"id": f"r{i}", "question": "q", "chosen": f"a cat {i}", "rejected": f"a dog {i}", "image_path": "a.jpg",
-             "chosen_logits": [0.5, 0.25], "rejected_logits": [0.125], "logps": [0.0]} for i in range(n)]
+    return [
+        {
+            "id": f"r{i}",
+            "question": "q",
+            "chosen": f"a cat {i}",
+            "rejected": f"a dog {i}",
+            "image_path": "a.jpg",
+            "chosen_logits": [0.5, 0.25],
+            "rejected_logits": [0.125],
+            "logps": [0.0],
+        }
+        for i in range(n)
+    ]
 
 
 def write_json(path: Path, rows: list[dict]) -> Path:
@@ -55,13 +66,31 @@ def test_official_import_refuses_a_nan_score_naming_row_and_field(tmp_path, caps
     data = write_json(tmp_path / "official.json", rows)
     out = tmp_path / "o"
     assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress"]) == 2
-    err = user_error(capsys, str(data), "row r2 field 'rejected_logits'", "score nan is not a finite number",
-                     "--on-error skip")
+    err = user_error(
+        capsys, str(data), "row r2 field 'rejected_logits'", "score nan is not a finite number", "--on-error skip"
+    )
     assert "dama_delta" not in err  # a column the user never wrote
     assert not (out / "hardness.json").exists()
     # skip mode: the row is left out and reported; δ̄ and every stored δ are finite
-    assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress",
-                 "--on-error", "skip", "--delta-mean", "computed", "--overwrite"]) == 0
+    assert (
+        dama(
+            [
+                "hardness",
+                "--data",
+                str(data),
+                "--official",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--on-error",
+                "skip",
+                "--delta-mean",
+                "computed",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     data_out, delta_mean = read_hardness_output(out)
     assert data_out["id"] == ["r0", "r1", "r3"]
     # δ = Σ chosen − Σ rejected = 0.5 + 0.25 − 0.125 for every kept row (exact in binary)
@@ -77,8 +106,23 @@ def test_identical_pair_is_a_bad_row_in_the_official_import(tmp_path, capsys):
     out = tmp_path / "o"
     assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress"]) == 2
     user_error(capsys, "row r1 field 'rejected'", "identical to 'chosen'")
-    assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress",
-                 "--on-error", "skip", "--overwrite"]) == 0
+    assert (
+        dama(
+            [
+                "hardness",
+                "--data",
+                str(data),
+                "--official",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--on-error",
+                "skip",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert read_hardness_output(out)[0]["id"] == ["r0", "r2", "r3"]
     assert "identical" in (out / "skipped.jsonl").read_text()
 
@@ -113,8 +157,17 @@ def test_rerun_after_fixing_input_with_finished_shards_says_overwrite(tmp_path, 
     rows = official_rows()
     rows[3]["chosen_logits"] = []
     data = write_json(tmp_path / "official.json", rows)
-    argv = ["hardness", "--data", str(data), "--official", "--out", str(tmp_path / "o"), "--no-progress",
-            "--shard-size", "2"]
+    argv = [
+        "hardness",
+        "--data",
+        str(data),
+        "--official",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "--shard-size",
+        "2",
+    ]
     assert dama(argv) == 2  # shard 0 (rows 0-1) was written, shard 1 failed
     capsys.readouterr()
     rows[3]["chosen_logits"] = [0.75]
@@ -135,8 +188,20 @@ def test_damaged_hardness_json_names_the_file_and_the_way_out(tmp_path, capsys):
     assert dama(argv) == 2
     user_error(capsys, str(meta), "damaged", "--overwrite")
     run = tmp_path / "run"
-    assert dama(["train", "--config", str(Path(__file__).parents[2] / "recipes/tiny/dama.yaml"),
-                 "--dataset_path", str(out), "--output_dir", str(run)]) == 2
+    assert (
+        dama(
+            [
+                "train",
+                "--config",
+                str(Path(__file__).parents[2] / "recipes/tiny/dama.yaml"),
+                "--dataset_path",
+                str(out),
+                "--output_dir",
+                str(run),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(meta) in err and "--overwrite" in err
     assert dama([*argv, "--overwrite"]) == 0
@@ -209,8 +274,23 @@ def test_an_unreadable_image_is_reported_with_its_location_once(tmp_path, capsys
     rows = make_rows(4)
     rows[2]["image"] = {"bytes": b"not an image at all", "path": None}
     data = write_parquet(tmp_path / "d.parquet", rows)
-    assert dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        dama(
+            [
+                "hardness",
+                "--data",
+                str(data),
+                "--clip",
+                str(clip_dir),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = user_error(capsys, f"{data} row 2 field 'image'", "not a readable image")
     assert err.count("row 2 field 'image'") == 1, err
 
@@ -219,8 +299,23 @@ def test_a_number_as_the_image_is_named_as_such(tmp_path, capsys, clip_dir):
     rows = [{**row, "image": 5} for row in make_rows(3)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({k: v for k, v in row.items()}) + "\n" for row in rows))
-    assert dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        dama(
+            [
+                "hardness",
+                "--data",
+                str(data),
+                "--clip",
+                str(clip_dir),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     user_error(capsys, f"{data} row 0 field 'image'", "expected an image", "got int 5")
 
 
