@@ -509,7 +509,10 @@ class DAMATrainer(DPOTrainer):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise CheckpointError(f"no complete checkpoint found in output_dir {self.args.output_dir}")
+                raise CheckpointError(
+                    f"no complete checkpoint in output_dir {self.args.output_dir} (a checkpoint is complete when it "
+                    f"holds {COMPLETE_MARKER}); start a new run, or name a checkpoint folder you trust"
+                )
         elif resume_from_checkpoint:
             require_complete_checkpoint(str(resume_from_checkpoint))
         if resume_from_checkpoint:
