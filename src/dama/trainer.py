@@ -511,7 +511,8 @@ class DAMATrainer(DPOTrainer):
             if resume_from_checkpoint is None:
                 raise CheckpointError(
                     f"no complete checkpoint in output_dir {self.args.output_dir} (a checkpoint is complete when it "
-                    f"holds {COMPLETE_MARKER}, written last by DAMATrainer); start a new run without resume_from_checkpoint"
+                    f"holds {COMPLETE_MARKER}, written last by DAMATrainer); start a new run without "
+                    "resume_from_checkpoint"
                 )
         elif resume_from_checkpoint:
             require_complete_checkpoint(str(resume_from_checkpoint))
