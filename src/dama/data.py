@@ -385,7 +385,8 @@ def load_preference_dataset(
                 raise DataValidationError(f"{source} row {i}: field 'image_path': {err}") from err
             for name in LOGIT_FIELDS:  # δ is computed from these: name them, not the derived dama_delta
                 if not _finite_scores(row[name]):
-                    problems.append(f"{source} row {i}: field {name!r}: expected finite CLIP scores, got {row[name]!r}")
+                    got = row[name]
+                    problems.append(f"{source} row {i}: field {name!r}: expected finite CLIP scores, got {got!r}")
         if problems:
             shown = problems[:MAX_REPORTED_ERRORS]
             raise DataValidationError(f"{len(problems)} problem(s) in {source}:\n  " + "\n  ".join(shown))

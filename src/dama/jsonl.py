@@ -14,8 +14,8 @@ from pathlib import Path
 def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[int, dict]]:
     """`(line number, object)` for each non-blank line of `path`, read one line at a time.
 
-    A byte-order mark is tolerated. A line that is not UTF-8, not valid JSON, or not a JSON object, raises `error` with the
-    message `"{path}:{line}: ..."`.
+    A byte-order mark is tolerated. A line that is not UTF-8, not valid JSON, or not a JSON object raises `error`
+    with the message `"{path}:{line}: ..."`.
     """
     path = Path(path)
     with path.open("rb") as handle:
@@ -47,7 +47,8 @@ def first_type_change(records: list[dict], first_row: int = 0, lines: list[int] 
         for key, value in row.items():
             if value is None:
                 continue
-            kind = "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            kind = "number" if number else type(value).__name__
             seen = first.setdefault(key, (kind, first_row + i))
             if seen[0] != kind:
                 where = f"line {lines[i]} (row {first_row + i})" if lines else f"row {first_row + i}"

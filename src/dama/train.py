@@ -72,7 +72,8 @@ def find_vision_tower(model: Any) -> Any:
             if module is not None:
                 return module
     raise RecipeError(
-        f"freeze_vision_tower: cannot find the vision tower of {type(model).__name__} (looked for {VISION_TOWER_NAMES})"
+        f"freeze_vision_tower: cannot find the vision tower of {type(model).__name__} "
+        f"(looked for {VISION_TOWER_NAMES})"
     )
 
 

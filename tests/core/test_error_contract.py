@@ -30,7 +30,7 @@ def example_rows() -> list[dict]:
 
 
 def trl_jsonl(path: Path, deltas: list[float]) -> Path:
-    """The shipped example in TRL's conversational format with a `dama_delta` column (json writes NaN/Infinity literals)."""
+    """The shipped example in TRL's conversational format with a `dama_delta` column (json writes NaN literals)."""
     rows = [
         {
             "prompt": [{"role": "user", "content": r["question"]}],

@@ -30,7 +30,7 @@ def default_cache_dir() -> Path:
 
 
 def validate_coco_file(data: dict, path: Path) -> None:
-    """Check the fields CHAIR reads from a COCO 2014 instances_/captions_ file; `RecordError` naming file, entry, field.
+    """Check the fields CHAIR reads from a COCO 2014 instances_/captions_ file; `RecordError` names file, entry, field.
 
     A wrong type would not always fail later (a string of captions is iterated character by character), and the
     ground truth would come out silently wrong.

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--image-root", default=None, help="folder that relative image paths are resolved under")
     io.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                     help="bad row (unreadable/missing image, empty response, no sentence): stop, or leave it out")
-    io.add_argument("--shard-size", type=positive_int, default=1000, help="rows per output shard (the unit of resumption)")
+    io.add_argument("--shard-size", type=positive_int, default=1000,
+                    help="rows per output shard (the unit of resumption)")
     io.add_argument("--limit", type=positive_int, default=None, help="process only the first N rows")
     io.add_argument("--overwrite", action="store_true", help="discard an existing output in --out and start again")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,7 +91,9 @@ def build_splitter(args: argparse.Namespace):
     if args.splitter == "column":
         names = [c.strip() for c in args.subsentence_columns.split(",")]
         if len(names) != 2:
-            raise HardnessRunError(f"--subsentence-columns needs two names CHOSEN,REJECTED, got {args.subsentence_columns!r}")
+            raise HardnessRunError(
+                f"--subsentence-columns needs two names CHOSEN,REJECTED, got {args.subsentence_columns!r}"
+            )
         return splitters.ColumnSplitter(*names)
     from dama.hardness.llm import GenerationCache, LocalGenerator, OpenAIGenerator
 

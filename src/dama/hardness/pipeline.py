@@ -153,7 +153,8 @@ def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: Sha
         if chosen is not None and rejected is not None:
             text = response_text(chosen[i])
             if text and text == response_text(rejected[i]):
-                problems[j] = RowProblem(i, ids[i], "rejected", "identical to 'chosen': the pair carries no preference")
+                reason = "identical to 'chosen': the pair carries no preference"
+                problems[j] = RowProblem(i, ids[i], "rejected", reason)
                 continue
         if delta is None or not math.isfinite(delta):
             problems[j] = RowProblem(i, ids[i], *_non_finite_field(result, j, delta, table.column_names))
