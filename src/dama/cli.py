@@ -11,7 +11,7 @@ import os
 import sys
 
 from dama import __version__
-from dama.errors import EXIT_USER_ERROR, DamaError
+from dama.errors import EXIT_USER_ERROR, is_user_error
 
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,13 +59,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dama: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USER_ERROR
     module = importlib.import_module(COMMANDS[name][0])
+    previous = os.environ.get("DAMA_DEBUG")
+    if debug:
+        os.environ["DAMA_DEBUG"] = "1"  # for commands that report errors themselves (`dama eval`)
     try:
         return int(module.main(rest) or 0)
-    except DamaError as err:
-        if debug:
+    except SystemExit as stop:  # argparse's usage errors (exit 2) and --help (exit 0): a status, not an exception
+        if stop.code is None or isinstance(stop.code, int):
+            return int(stop.code or 0)
+        print(f"dama {name}: error: {stop.code}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as err:  # a user's mistake gets one line; anything else is a bug and keeps its traceback
+        if debug or not is_user_error(err):
             raise
         print(f"dama {name}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        if previous is None:
+            os.environ.pop("DAMA_DEBUG", None)
+        else:
+            os.environ["DAMA_DEBUG"] = previous
 
 
 if __name__ == "__main__":

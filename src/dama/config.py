@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from dama.errors import DamaError
 from dama.objective import EMA_INPUTS, LOSS_NORMALISATIONS, MODEL_AWARE_FORMS, REWARD_SCALES
 from dama.official import OFFICIAL_DELTA_MEAN
+
+
+class RecipeError(DamaError, ValueError):
+    """A recipe (YAML or command-line override) that cannot be used: unknown key, bad value, YAML syntax."""
 
 
 @dataclass
@@ -134,15 +139,17 @@ class DAMAConfig(DPOConfig):
             self.activation_checkpointing = True
         super().__post_init__()
         if not 0.0 < self.keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+            raise RecipeError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+            raise RecipeError(f"gamma must be in [0, 1), got {self.gamma}")
         if not self.beta_min >= 0.0:
-            raise ValueError(f"beta_min must be ≥ 0, got {self.beta_min}")
+            raise RecipeError(f"beta_min must be ≥ 0, got {self.beta_min}")
         if self.beta <= 0.0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.delta_mean is not None and not math.isfinite(self.delta_mean):
-            raise ValueError(f"delta_mean must be finite, got {self.delta_mean}")
+            raise RecipeError(f"beta must be > 0, got {self.beta}")
+        for name in ("beta", "beta_min", "gamma", "keep_ratio", "delta_mean", "learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise RecipeError(f"{name} must be a finite number, got {value}")
         for name, value, choices in (
             ("reward_scale", self.reward_scale, REWARD_SCALES),
             ("model_aware_form", self.model_aware_form, MODEL_AWARE_FORMS),
@@ -150,16 +157,16 @@ class DAMAConfig(DPOConfig):
             ("loss_normalisation", self.loss_normalisation, LOSS_NORMALISATIONS),
         ):
             if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+                raise RecipeError(f"{name} must be one of {choices}, got {value!r}")
         if self.dama_enabled and self.loss_type != ["sigmoid"]:
-            raise ValueError(
+            raise RecipeError(
                 f"DAMA rescales the sigmoid (DPO) loss; loss_type={self.loss_type} is not supported with data_aware, "
                 "model_aware or keep_ratio < 1. Set loss_type='sigmoid' or turn DAMA off."
             )
         if self.dama_enabled and (
             self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"
         ):
-            raise ValueError("DAMA is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
+            raise RecipeError("DAMA is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
 
     @property
     def dama_enabled(self) -> bool:

@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
 from dama.conversation import TRAINING_TEXTS
-from dama.errors import DamaError
+from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.hardness.output import read_hardness_output
 from dama.images import ImageError, load_image, resolve_image_path
-from dama.jsonl import iter_jsonl
-from dama.official import OFFICIAL_DELTA_MEAN, official_delta
+from dama.jsonl import first_type_change, iter_jsonl
+from dama.official import LOGIT_FIELDS, OFFICIAL_DELTA_MEAN, official_delta, official_scores
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 MAX_REPORTED_ERRORS = 20
@@ -79,9 +81,9 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         if self.dataset_format not in FORMATS:
-            raise ValueError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
+            raise DataValidationError(f"dataset_format must be one of {FORMATS}, got {self.dataset_format!r}")
         if self.training_text not in TRAINING_TEXTS:
-            raise ValueError(f"training_text must be one of {TRAINING_TEXTS}, got {self.training_text!r}")
+            raise DataValidationError(f"training_text must be one of {TRAINING_TEXTS}, got {self.training_text!r}")
 
 
 def _read_raw(path: Path) -> tuple[Dataset, float | None]:
@@ -91,31 +93,83 @@ def _read_raw(path: Path) -> tuple[Dataset, float | None]:
             data, delta_mean = read_hardness_output(path)
             return (data if isinstance(data, Dataset) else Dataset(data)), delta_mean
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            meta = path / DATA_META
-            delta_mean = json.loads(meta.read_text()).get("delta_mean") if meta.is_file() else None
-            return load_from_disk(str(path)), delta_mean
+            try:
+                dataset = load_from_disk(str(path))
+            except (pa.ArrowException, OSError, ValueError, KeyError) as err:
+                raise DataValidationError(
+                    f"{path}: the `datasets` folder is damaged or incomplete ({type(err).__name__}: {err}); write it "
+                    "again (e.g. rerun `dama precompute-ref`)"
+                ) from err
+            return dataset, _stored_delta_mean(path / DATA_META)
         shards = sorted(path.rglob("*.parquet"))
         if shards:
-            return concatenate_datasets([Dataset.from_parquet(str(s)) for s in shards]), None
-        raise FileNotFoundError(f"{path}: folder holds no parquet shards, `datasets` folder or hardness output")
+            return concatenate_datasets([_read_parquet(s) for s in shards]), None
+        raise DataValidationError(f"{path}: folder holds no parquet shards, `datasets` folder or hardness output")
     if not path.is_file():
-        raise FileNotFoundError(f"dataset not found: {path}")
+        raise DataValidationError(f"dataset_path {str(path)!r}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return Dataset.from_parquet(str(path)), None
+        return _read_parquet(path), None
     if suffix == ".jsonl":
-        return Dataset.from_list([row for _, row in iter_jsonl(path, DataValidationError)]), None
+        numbered = list(iter_jsonl(path, DataValidationError))
+        return _from_records([row for _, row in numbered], path, [number for number, _ in numbered]), None
     if suffix == ".json":
         try:
-            records = json.loads(path.read_text())
+            records = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is tolerated
+        except UnicodeDecodeError as err:
+            raise DataValidationError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
         except json.JSONDecodeError as err:
             raise DataValidationError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from err
         if isinstance(records, dict) and "data" in records:
             records = records["data"]
-        if not isinstance(records, list):
-            raise DataValidationError(f"{path}: expected a JSON list of records")
-        return Dataset.from_list(records), None
-    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise DataValidationError(f"{path}: expected a JSON list of records (objects)")
+        return _from_records(records, path), None
+    raise DataValidationError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or a folder)")
+
+
+def _read_parquet(path: Path) -> Dataset:
+    try:
+        return Dataset.from_parquet(str(path))
+    except (pa.ArrowException, OSError) as err:
+        raise DataValidationError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from err
+
+
+def _from_records(records: list[dict], path: Path, lines: list[int] | None = None) -> Dataset:
+    """A `Dataset` of JSON records; a field whose type changes between rows is named (file, line/row, field)."""
+    try:
+        return Dataset.from_list(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+        where = first_type_change(records, lines=lines)
+        if where is None:
+            raise DataValidationError(f"{path}: the records cannot form a table ({err})") from err
+        raise DataValidationError(
+            f"{path} {where}. Every row must give a field the same type: text for prompt/chosen/rejected, a path "
+            "or image bytes for an image"
+        ) from err
+
+
+def _stored_delta_mean(meta: Path) -> float | None:
+    """δ̄ stored next to a `datasets` folder by `dama precompute-ref`; it must be a finite number (or absent)."""
+    if not meta.is_file():
+        return None
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataValidationError(
+            f"{meta} is damaged ({err}); run `dama precompute-ref` again to rewrite the folder"
+        ) from err
+    value = stored.get("delta_mean") if isinstance(stored, dict) else None
+    return None if value is None else require_finite(value, f"{meta}: field 'delta_mean' (δ̄)")
+
+
+def _id_key(columns: list[str]) -> str | None:
+    return next((k for k in ("id", "idx") if k in columns), None)
+
+
+def _official_where(source: str, index: int, row: dict[str, Any], id_key: str | None) -> str:
+    """How an official record is named in errors: file, row and, when the data has one, its id."""
+    return f"{source} row {index}" + (f" ({id_key} {row[id_key]})" if id_key else "")
 
 
 def detect_format(columns: list[str]) -> str:
@@ -159,7 +213,7 @@ def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
     if fmt == "trl":
         return dataset
 
-    id_key = next((k for k in ("id", "idx") if k in dataset.column_names), None)
+    id_key = _id_key(dataset.column_names)
 
     def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -170,7 +224,7 @@ def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
         if fmt == "official":
             out["image"] = row["image_path"]
             # the one parser of the official encoding (JSON strings or lists); raises naming row and field
-            where = f"{source} row {index}" + (f" ({id_key} {row[id_key]})" if id_key else "")
+            where = _official_where(source, index, row, id_key)
             out["dama_delta"] = official_delta(row["chosen_logits"], row["rejected_logits"], where)
         return out
 
@@ -199,8 +253,19 @@ def validate(
             "data_aware=False."
         )
     id_key = next((k for k in ("id", "idx") if k in columns), None)
+    ref_columns = tuple(c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in columns)
     # Decode nothing while scanning: images are checked one by one below, from their raw values.
-    raw = dataset.cast_column(image_key, ImageFeature(decode=False)) if image_key == "image" else dataset
+    raw = dataset
+    if image_key == "image":
+        try:
+            raw = dataset.cast_column(image_key, ImageFeature(decode=False))
+        except (pa.ArrowException, TypeError, ValueError) as err:  # the whole column has a non-image type
+            first = dataset[0]
+            where = f"{source} row 0" + (f" (id {first[id_key]})" if id_key else "")
+            raise DataValidationError(
+                f"{where}: field 'image': expected an image (a path, bytes or {{bytes, path}}), got "
+                f"{type(first[image_key]).__name__} {first[image_key]!r:.60}"
+            ) from err
     for i, row in enumerate(raw):
         where = f"{source} row {i}" + (f" (id {row[id_key]})" if id_key else "")
         chosen, rejected = _text_of(row["chosen"]).strip(), _text_of(row["rejected"]).strip()
@@ -212,10 +277,11 @@ def validate(
             errors.append(f"{where}: fields 'chosen' and 'rejected' are identical — the pair carries no preference")
         if not _text_of(row["prompt"]).strip() and image_key is None:
             errors.append(f"{where}: field 'prompt' is empty")
-        if hardness_column is not None:
-            value = row[hardness_column]
-            if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-                errors.append(f"{where}: field {hardness_column!r} is not a finite number ({value!r})")
+        for name in ((hardness_column,) if hardness_column is not None else ()) + ref_columns:
+            value = row[name]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
+                errors.append(f"{where}: field {name!r} is not a finite number ({value!r})")
         if image_key is not None and check_images:
             values = row[image_key] if image_key == "images" else [row[image_key]]
             for value in values or [None]:
@@ -231,6 +297,43 @@ def validate(
         if len(errors) >= MAX_REPORTED_ERRORS:
             errors.append("… stopping after the first problems; fix these and run again")
             break
+    if errors:
+        raise DataValidationError(f"{len(errors)} problem(s) in {source}:\n  " + "\n  ".join(errors))
+
+
+def check_plain_prompts(dataset: Dataset, source: str, image_token: str | None) -> None:
+    """Plain-text prompts of vision data must carry one `image_token` per image (the processor's placeholder).
+
+    Conversational prompts get the placeholder from the chat template; a plain string is passed to the processor as
+    it is, which fails deep inside training (or, with a wrong count, misaligns image and text). Checked before the
+    model trains, naming the row.
+    """
+    columns = dataset.column_names
+    image_key = "image" if "image" in columns else ("images" if "images" in columns else None)
+    if image_key is None or not image_token:
+        return
+    prompts = dataset["prompt"]
+    if not any(isinstance(prompt, str) for prompt in prompts):
+        return
+    errors: list[str] = []
+    id_key = next((k for k in ("id", "idx") if k in columns), None)
+    if image_key == "images":  # counted from the Arrow list lengths: no image is decoded
+        counts = pc.fill_null(pc.list_value_length(dataset.data.column("images")), 0).to_pylist()
+    else:
+        counts = [1] * len(prompts)
+    for i, (prompt, n_images) in enumerate(zip(prompts, counts)):
+        if not isinstance(prompt, str):
+            continue
+        found = prompt.count(image_token)
+        if found != n_images:
+            where = f"{source} row {i}" + (f" (id {dataset[i][id_key]})" if id_key else "")
+            errors.append(
+                f"{where}: field 'prompt' is plain text with {found} {image_token!r} placeholder(s) for {n_images} "
+                "image(s); use the conversational format ([{\"role\": \"user\", \"content\": ...}]) so the chat "
+                "template inserts it, or add the placeholder"
+            )
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
     if errors:
         raise DataValidationError(f"{len(errors)} problem(s) in {source}:\n  " + "\n  ".join(errors))
 
@@ -291,11 +394,29 @@ def load_preference_dataset(
             f"{source}: format {fmt!r} needs columns {missing}; the data has {dataset.column_names}"
         )
     if fmt == "official":
-        for i, row in enumerate(dataset.select_columns(["image_path"])):
+        problems = []
+        id_key = _id_key(dataset.column_names)
+        columns = ["image_path", *LOGIT_FIELDS, *([id_key] if id_key else [])]
+        for i, row in enumerate(dataset.select_columns(columns)):
             try:
                 resolve_image_path(row["image_path"], image_root)
             except ImageError as err:
                 raise DataValidationError(f"{source} row {i}: field 'image_path': {err}") from err
+            # δ is computed from these: the one parser (dama.official) names them, not the derived dama_delta;
+            # every bad field of the file is reported together
+            where = _official_where(source, i, row, id_key)
+            for name in LOGIT_FIELDS:
+                try:
+                    official_scores(row[name], where, name)
+                except DamaError as err:
+                    problems.append(err)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            # NonFiniteError when every problem is a NaN/infinite score, as the parser raises for one
+            kind = NonFiniteError if all(isinstance(p, NonFiniteError) for p in problems) else DataValidationError
+            shown = [str(p) for p in problems[:MAX_REPORTED_ERRORS]]
+            raise kind(f"{len(problems)} problem(s) in {source}:\n  " + "\n  ".join(shown))
         if delta_mean is None:
             delta_mean = OFFICIAL_DELTA_MEAN
     dataset = _to_trl(dataset, fmt, source)

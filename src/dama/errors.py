@@ -2,6 +2,7 @@
 
 A mistake the user can fix (a bad file, flag, recipe or row) raises a subclass of `DamaError`; the dispatcher in
 `dama.cli` catches it once and prints `dama <command>: error: <message>` with exit code 2 (`EXIT_USER_ERROR`).
+An `OSError` about the user's files (not found, no permission, disk full or read-only) is reported the same way.
 Anything else is a bug and keeps its traceback. `--debug` (or `DAMA_DEBUG=1`) shows the traceback of a user error
 too. Module-specific error classes derive from `DamaError` and from the builtin they always were (`ValueError`,
 `RuntimeError`), so callers that catch the builtin keep working.
@@ -9,10 +10,25 @@ too. Module-specific error classes derive from `DamaError` and from the builtin 
 
 from __future__ import annotations
 
+import argparse
+import errno
 import math
 from collections.abc import Iterable
 
 EXIT_USER_ERROR = 2
+EXIT_PARTIAL = 3  # `dama eval score --strict`: a result was written but is partial
+
+# Operating-system errors that come from the user's files and folders (a missing input, no permission, a full or
+# read-only disk), not from a bug: the dispatcher reports them like a `DamaError`.
+USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+USER_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG})
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True for a `DamaError` or an `OSError` about the user's files (see `USER_OS_ERRORS`, `USER_ERRNOS`)."""
+    if isinstance(err, DamaError):
+        return True
+    return isinstance(err, USER_OS_ERRORS) or (isinstance(err, OSError) and err.errno in USER_ERRNOS)
 
 
 class DamaError(Exception):
@@ -39,3 +55,14 @@ def require_all_finite(values: Iterable[float], what: str) -> None:
     for index, value in enumerate(values):
         if not math.isfinite(float(value)):
             raise NonFiniteError(f"{what}[{index}]: expected a finite number, got {float(value)}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a shard, batch or seed count of 0 cannot make progress)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value

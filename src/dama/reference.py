@@ -11,13 +11,13 @@ the data, so later runs (and every rank) read them instead of recomputing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
 from dama.data import DATA_META
+from dama.io import atomic_write_json, check_writable
 from dama.train import build_trainer
 
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     known, rest = parser.parse_known_args(argv)
     if "--config" not in rest:
         parser.error("--config RECIPE.yaml is required (the training recipe whose preprocessing is used)")
+    check_writable(Path(known.out).parent, "--out")  # before the reference pass, not after it
     trainer = build_trainer([*rest, "--precompute_ref_log_probs", "true"])
     if trainer.accelerator.is_main_process:
         out = Path(known.out)
@@ -39,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp)
         trainer.train_dataset.save_to_disk(str(tmp))
         # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.data)
-        (tmp / DATA_META).write_text(json.dumps({"delta_mean": trainer.delta_mean}))
-        if out.exists():
-            shutil.rmtree(out)
+        atomic_write_json(tmp / DATA_META, {"delta_mean": trainer.delta_mean})
+        old = out.with_name(out.name + ".old")
+        if out.exists():  # moved aside, not deleted in place: a kill never leaves a half-deleted dataset at `out`
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
         print(f"dama precompute-ref: {len(trainer.train_dataset)} pairs with reference log-probs in {out.resolve()}")
     return 0
 

@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from dama import tiny
-from dama.config import DAMAConfig
+from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
-from dama.data import DataArguments, load_preference_dataset
+from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
+from dama.errors import NonFiniteError
+from dama.io import check_writable
 from dama.trainer import DAMATrainer
 
 logger = logging.getLogger(__name__)
@@ -41,9 +44,28 @@ class ModelOptions:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[DAMAConfig, ModelConfig, DataArguments, ModelOptions]:
-    """Parse a recipe and overrides with TRL's parser; unknown keys in the YAML or on the command line fail."""
+    """Parse a recipe and overrides with TRL's parser; unknown keys in the YAML or on the command line fail.
+
+    Every problem with the recipe (a missing or unreadable file, YAML syntax, an unknown key, a value out of range)
+    raises `RecipeError` naming the recipe file.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    where = f"recipe {recipe}" if recipe else "command line"
     parser = TrlParser((DAMAConfig, ModelConfig, DataArguments, ModelOptions))
-    config, model_args, data_args, options = parser.parse_args_and_config(argv)
+    try:
+        config, model_args, data_args, options = parser.parse_args_and_config(argv)
+    except RecipeError as err:
+        raise RecipeError(f"{where}: {err}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{recipe}:{line}: not valid YAML ({problem})") from err
+    except (FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise RecipeError(f"recipe {recipe!r} cannot be read ({err})") from err
+    except (ValueError, TypeError) as err:  # TRL/transformers: unknown keys, values the dataclasses refuse
+        raise RecipeError(f"{where}: {err}") from err
     return config, model_args, data_args, options
 
 
@@ -54,26 +76,32 @@ def find_vision_tower(model: Any) -> Any:
             module = getattr(owner, name, None) if owner is not None else None
             if module is not None:
                 return module
-    raise ValueError(f"cannot find the vision tower of {type(model).__name__} (looked for {VISION_TOWER_NAMES})")
+    raise RecipeError(
+        f"freeze_vision_tower: cannot find the vision tower of {type(model).__name__} "
+        f"(looked for {VISION_TOWER_NAMES})"
+    )
 
 
 def load_model(model_args: ModelConfig) -> tuple[Any, Any]:
     """`AutoModelForImageTextToText` + `AutoProcessor`, or a tiny offline model for `tiny:<arch>`."""
     name = model_args.model_name_or_path
     if not name:
-        raise ValueError("model_name_or_path is required (a hub id, a local folder, or tiny:llava / tiny:qwen2-vl)")
+        raise RecipeError("model_name_or_path is required (a hub id, a local folder, or tiny:llava / tiny:qwen2-vl)")
     if name.startswith("tiny:"):
         builders = {"llava": tiny.build_llava, "qwen2-vl": tiny.build_qwen2_vl}
         arch = name.split(":", 1)[1]
         if arch not in builders:
-            raise ValueError(f"unknown tiny model {name!r}; choose from {[f'tiny:{k}' for k in builders]}")
+            raise RecipeError(f"unknown tiny model {name!r}; choose from {[f'tiny:{k}' for k in builders]}")
         return builders[arch]()
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
-    processor = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+        processor = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
+    except OSError as err:  # not a folder, not in the cache, no network: the user's setting, not a bug
+        raise RecipeError(f"model_name_or_path {name!r} cannot be loaded: {err}") from err
     return model, processor
 
 
@@ -81,7 +109,8 @@ def build_trainer(argv: list[str] | None = None):
     """Parse, load and validate the data (before anything is written), load the model, build a `DAMATrainer`."""
     config, model_args, data_args, options = parse_args(argv)
     if not data_args.dataset_path:
-        raise ValueError("dataset_path is required (see `dama train --help`)")
+        raise RecipeError("dataset_path is required (see `dama train --help`)")
+    check_writable(config.output_dir, "output_dir")
     hardness = config.hardness_column if config.data_aware else None
     train_dataset, stored_delta_mean = load_preference_dataset(
         data_args.dataset_path,
@@ -103,14 +132,17 @@ def build_trainer(argv: list[str] | None = None):
         )
     model, processor = load_model(model_args)
     tokenizer = getattr(processor, "tokenizer", processor)
-    image_token = getattr(processor, "image_token", None) or "<image>"
+    image_token = getattr(processor, "image_token", None)
     train_dataset = render_training_text(
-        train_dataset, tokenizer, data_args.training_text, data_args.dataset_path, image_token
+        train_dataset, tokenizer, data_args.training_text, data_args.dataset_path, image_token or "<image>"
     )
+    # after rendering: vicuna_v1 writes the placeholder itself; a plain chat_template prompt must carry it
+    check_plain_prompts(train_dataset, data_args.dataset_path, image_token)
     if eval_dataset is not None:
         eval_dataset = render_training_text(
-            eval_dataset, tokenizer, data_args.training_text, data_args.eval_dataset_path, image_token
+            eval_dataset, tokenizer, data_args.training_text, data_args.eval_dataset_path, image_token or "<image>"
         )
+        check_plain_prompts(eval_dataset, data_args.eval_dataset_path, image_token)
     if options.freeze_vision_tower:
         find_vision_tower(model).requires_grad_(False)
     peft_config = get_peft_config(model_args)
@@ -133,6 +165,18 @@ def build_trainer(argv: list[str] | None = None):
     )
 
 
+def check_finite_weights(model: Any) -> None:
+    """`NonFiniteError` naming the first parameter holding a NaN or an infinity: such a model is never saved."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param.detach()).all()):
+            raise NonFiniteError(
+                f"training produced non-finite weights (first: {name}); the model is not saved. Lower the "
+                "learning rate or check the data; the checkpoints written before the problem are kept"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
@@ -145,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(resume, str) and resume.lower() in {"true", "last"}:
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
+    check_finite_weights(trainer.model)
     trainer.save_model(trainer.args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(trainer.args.output_dir)

@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,12 +26,14 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed
 from trl.trainer.utils import use_adapter
 
-from dama.config import DAMAConfig
+from dama.config import DAMAConfig, RecipeError
+from dama.errors import DamaError, NonFiniteError, require_finite
+from dama.io import atomic_write_json
 from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss, reduce_loss_per_rank
 from dama.prefix import PrefixSharingUnavailable, shared_prefix_forward, unsupported_reason
 from dama.state import RewardGapEMA
@@ -37,7 +41,49 @@ from dama.state import RewardGapEMA
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "dama_state.json"
+COMPLETE_MARKER = "dama_checkpoint.json"  # written last: a checkpoint without it is incomplete
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+class CheckpointError(DamaError, FileNotFoundError):
+    """A checkpoint that cannot be resumed from (incomplete, damaged, or not written by DAMATrainer)."""
+
+
+def _is_complete(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER))
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder of `output_dir` with the completion marker; unmarked ones are skipped with a
+    warning (a save that was killed midway), so resuming never picks a half-written checkpoint."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, folder in sorted(steps, reverse=True):
+        if _is_complete(folder):
+            return folder
+        logger.warning(
+            "skipping %s: it has no %s (its save was interrupted); resuming from an earlier checkpoint",
+            folder,
+            COMPLETE_MARKER,
+        )
+    return None
+
+
+def require_complete_checkpoint(folder: str) -> None:
+    """`CheckpointError` unless `folder` is a checkpoint whose save finished."""
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"resume_from_checkpoint {folder!r}: no such folder")
+    if not _is_complete(folder):
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete (no {COMPLETE_MARKER}: its save was interrupted, or it was not "
+            "written by DAMATrainer); resume from an earlier checkpoint, or with resume_from_checkpoint=true to pick "
+            "the newest complete one"
+        )
 
 
 class ExtraColumnsCollator:
@@ -126,23 +172,25 @@ class DAMATrainer(DPOTrainer):
         if not config.data_aware:
             return None
         if config.hardness_column not in columns:
-            raise ValueError(
+            raise RecipeError(
                 f"data_aware=True needs the per-pair hardness column {config.hardness_column!r}, which the training "
                 f"dataset does not have (columns: {columns}). Produce it with `dama hardness --data <your data> "
                 "--clip <CLIP model> --out <dir>` and train on <dir>, import official DAMA JSON (it carries "
                 "chosen_logits/rejected_logits), or set data_aware=False."
             )
         if config.delta_mean is not None:
-            return float(config.delta_mean)
+            return require_finite(config.delta_mean, "delta_mean (δ̄)")
         if stored is not None:
-            return float(stored)
+            return require_finite(stored, "δ̄ (delta_mean) stored with the training data")
         if not isinstance(dataset, Dataset):
-            raise ValueError("delta_mean is required with a streaming dataset (set --delta_mean).")
+            raise RecipeError("delta_mean is required with a streaming dataset (set --delta_mean).")
         values = torch.tensor(dataset[config.hardness_column], dtype=torch.float64)
         if not torch.isfinite(values).all():
             bad = int((~torch.isfinite(values)).nonzero()[0])
-            raise ValueError(f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad]})")
-        return float(values.mean())
+            raise NonFiniteError(
+                f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad].item()})"
+            )
+        return require_finite(float(values.mean()), f"δ̄ (mean of {config.hardness_column!r})")
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -262,9 +310,12 @@ class DAMATrainer(DPOTrainer):
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 
-        # 5. metrics
+        # 5. metrics (and the stop at the first non-finite loss or β_C, checked in the same host sync)
+        beta_total = beta_c.detach().float().sum() if isinstance(beta_c, torch.Tensor) else float(beta_c)
+        rewards = (chosen_rewards, rejected_rewards)
+        guard = (loss.detach(), beta_total)
         self._log_step_metrics(
-            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, chosen_rewards, rejected_rewards, stats
+            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, *rewards, stats, guard=guard
         )
         if return_outputs:
             with torch.no_grad():
@@ -345,7 +396,7 @@ class DAMATrainer(DPOTrainer):
             return args.beta, None, n_local * self.accelerator.num_processes, {}
         train = mode == "train"
         if args.data_aware and delta is None:
-            raise ValueError(
+            raise RecipeError(
                 f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
                 "set a hardness column too (`dama hardness`), or set data_aware=False."
             )
@@ -403,10 +454,13 @@ class DAMATrainer(DPOTrainer):
         chosen_rewards: torch.Tensor,
         rejected_rewards: torch.Tensor,
         stats: dict[str, torch.Tensor],
+        guard: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
     ) -> None:
         """TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`, with one gather and one host sync.
 
-        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio.
+        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio. `guard` is `(loss, Σ β_C)` of this rank: they
+        are summed over ranks in the same gather, so a NaN or infinity on any rank stops every rank at the same step
+        with `NonFiniteError` (training on would write a NaN model; TRL's logging would even show the loss as 0).
         """
         mask = inputs["completion_mask"][..., 1:]
         chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
@@ -437,8 +491,11 @@ class DAMATrainer(DPOTrainer):
                 return value.detach().float().reshape(()).to(device)
             return torch.full((), value, dtype=torch.float32, device=device)
 
+        checks = [scalar(v) for v in guard] if guard is not None else []
         local = torch.stack(
-            [scalar(v) for pair in fractions.values() for v in pair] + [inputs["attention_mask"].sum().float()]
+            [scalar(v) for pair in fractions.values() for v in pair]
+            + [inputs["attention_mask"].sum().float().to(device)]
+            + checks
         )
         totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
         stat_values = [v.detach().float().reshape(()).to(device) for v in stats.values()]
@@ -448,27 +505,66 @@ class DAMATrainer(DPOTrainer):
             num, den = values[2 * i], values[2 * i + 1]
             self._metrics[mode][name].append(num / den if den > 0 else 0.0)
         n_tokens = values[2 * len(fractions)]
+        if checks:
+            loss_total, beta_total = values[2 * len(fractions) + 1 : 2 * len(fractions) + 3]
+            if not (math.isfinite(loss_total) and math.isfinite(beta_total)):
+                what = "β_C (the per-pair β, Eq. 16)" if not math.isfinite(beta_total) else "loss"
+                raise NonFiniteError(
+                    f"non-finite {what} at {mode} step {self.state.global_step + 1} (β_C sum {beta_total}, loss "
+                    f"{loss_total}); training stopped and the model is not saved. Check the inputs (hardness δ, δ̄, "
+                    "reference log-probs) or lower the learning rate; checkpoints written before this step are kept"
+                )
         if mode == "train":
             self._total_train_tokens += int(n_tokens) // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        for name, value in zip(stats, values[2 * len(fractions) + 1 :]):
+        for name, value in zip(stats, values[2 * len(fractions) + 1 + len(checks) :]):
             self._metrics[mode][name].append(value)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model, trial) -> None:
-        # Written before the checkpoint's trainer_state.json (which marks a checkpoint complete), so a checkpoint
-        # that resume would pick up always has R̄.
+        """Save a checkpoint that is marked complete only once every file is in place.
+
+        `dama_state.json` (R̄) goes first, then TRL/transformers' files, then the marker `dama_checkpoint.json`;
+        rotation (`save_total_limit`) runs only after the marker, so a kill at any moment leaves the previous
+        complete checkpoint in place, and `train(resume_from_checkpoint=True)` skips the unmarked one.
+        """
+        self._require_finite_weights()
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
             os.makedirs(folder, exist_ok=True)
+            Path(folder, COMPLETE_MARKER).unlink(missing_ok=True)  # an overwritten checkpoint is incomplete until done
             state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean}
-            tmp = os.path.join(folder, STATE_FILE + ".tmp")
-            with open(tmp, "w") as handle:
-                json.dump(state, handle, indent=2)
-            os.replace(tmp, os.path.join(folder, STATE_FILE))
-        super()._save_checkpoint(model, trial)
+            atomic_write_json(os.path.join(folder, STATE_FILE), state)
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotated below, once this checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            atomic_write_json(os.path.join(folder, COMPLETE_MARKER), {"global_step": self.state.global_step})
+            if limit is not None:
+                rotate_checkpoints(
+                    output_dir=run_dir,
+                    save_total_limit=limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint,
+                    use_mtime=True,
+                )
+
+    def _require_finite_weights(self) -> None:
+        """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity: never checkpoint them."""
+        params = [(name, p) for name, p in self.model.named_parameters() if p.numel() > 0]
+        if not params:
+            return
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])  # one host sync below
+        local = (~finite).any().float().reshape(1).to(self.accelerator.device)
+        if float(self.accelerator.gather(local).sum()) > 0:
+            first = next((name for (name, _), ok in zip(params, finite.tolist()) if not ok), "on another rank")
+            raise NonFiniteError(
+                f"the weights hold non-finite values at step {self.state.global_step} (first: {first}); the checkpoint "
+                "is not written. Lower the learning rate or check the data"
+            )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Reload weights through `from_pretrained`, which applies the model's checkpoint key conversions.
@@ -495,14 +591,18 @@ class DAMATrainer(DPOTrainer):
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.isfile(path):
             if self.args.tracks_reward_gap:
-                raise FileNotFoundError(
+                raise CheckpointError(
                     f"{path} is missing: the checkpoint was not written by DAMATrainer, so the running reward-gap "
                     "estimate R̄ cannot be restored. Resume from a DAMATrainer checkpoint or start a new run."
                 )
             return
-        with open(path) as handle:
-            state = json.load(handle)
-        self.reward_gap.load_state_dict(state["reward_gap"])
+        try:
+            with open(path, encoding="utf-8") as handle:
+                state = json.load(handle)
+            self.reward_gap.load_state_dict(state["reward_gap"])
+            require_finite(self.reward_gap.mean, f"{path}: field 'reward_gap.mean' (R̄)")
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
         stored = state.get("delta_mean")
         if self.args.data_aware and stored is not None and self.delta_mean is not None:
             if not math.isclose(stored, self.delta_mean, rel_tol=1e-9, abs_tol=1e-12):
@@ -510,9 +610,15 @@ class DAMATrainer(DPOTrainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+                raise CheckpointError(
+                    f"no complete checkpoint in output_dir {self.args.output_dir} (a checkpoint is complete when it "
+                    f"holds {COMPLETE_MARKER}, written last by DAMATrainer); start a new run without "
+                    "resume_from_checkpoint"
+                )
+        elif resume_from_checkpoint:
+            require_complete_checkpoint(str(resume_from_checkpoint))
         if resume_from_checkpoint:
             self.load_dama_state(str(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)

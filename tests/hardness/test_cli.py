@@ -12,6 +12,7 @@ from pathlib import Path
 
 from conftest import make_rows, write_parquet
 
+from dama.cli import main as dama
 from dama.hardness import read_hardness_output
 from dama.hardness.cli import main
 
@@ -27,11 +28,13 @@ def test_cli_runs_and_fails_clearly(tmp_path, clip_dir, capsys):
     rows[4]["rejected"] = ""
     bad = write_parquet(tmp_path / "bad.parquet", rows)
     argv[1] = str(bad)
-    assert main([*argv, "--out", str(tmp_path / "bad")]) == 1
+    assert dama(["hardness", *argv, "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
+    assert "dama hardness: error: " in err and "Traceback" not in err
     assert "row 4 field 'rejected': empty response" in err and "--on-error skip" in err
     assert not (tmp_path / "bad" / "hardness.json").exists()
-    assert main([*argv, "--out", str(tmp_path / "bad"), "--on-error", "skip"]) == 1  # other settings: refused
+    # other settings after shard 0 was written: refused, and the message says how to start again
+    assert dama(["hardness", *argv, "--out", str(tmp_path / "bad"), "--on-error", "skip"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "bad"), "--on-error", "skip", "--overwrite"]) == 0
     data, _ = read_hardness_output(tmp_path / "bad")

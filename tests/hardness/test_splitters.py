@@ -192,6 +192,7 @@ def test_openai_endpoint_unreachable():
 def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
     from conftest import make_rows, write_parquet
 
+    from dama.cli import main as dama
     from dama.hardness import read_hardness_output
     from dama.hardness.cli import main
 
@@ -206,4 +207,4 @@ def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
     assert main([*argv[:5], str(tmp_path / "o2"), *argv[6:], "--llm-cache", str(tmp_path / "o" / ".llm_cache.sqlite")]) == 0
     assert len(FakeOpenAI.requests) == 6  # all answers came from the cache
     argv[-3] = f"{fake_server}/down/v1"
-    assert main([*argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 1
+    assert dama(["hardness", *argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 2

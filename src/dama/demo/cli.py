@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from dama.errors import positive_int
+from dama.io import check_writable
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -24,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--quick", action="store_true", help="small models, 1 seed, about a minute (a smoke run)")
     parser.add_argument("--out", default="runs/demo", help="output folder for the report (default: runs/demo)")
-    parser.add_argument("--seeds", type=int, default=None, help="alignment seeds (default: 3, quick: 1)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="alignment seeds (default: 3, quick: 1)")
     parser.add_argument("--cache-dir", default=None,
                         help="where the world's models are cached (default: $DAMA_CACHE/demo or ~/.cache/dama/demo)")
     parser.add_argument("--preset", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    check_writable(args.out, "--out")  # before minutes of work, not at the report
+    if args.cache_dir is not None:
+        check_writable(args.cache_dir, "--cache-dir")
 
     import torch
 

@@ -151,6 +151,46 @@ def nltk_nouns() -> ReferenceNouns:
     return ReferenceNouns(tag, lemmatizer.lemmatize, f"nltk-{nltk.__version__}+wordnet")
 
 
+def _words(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(word, str) for word in value)
+
+
+def validate_amber_files(annotations: object, relation: object, annotations_path: Path, relation_path: Path) -> None:
+    """Check the structure of AMBER's annotations.json and relation.json; `RecordError` naming file, entry and field.
+
+    A wrong type would not fail later: a string where a list is expected is iterated character by character and the
+    metrics come out wrong with no error. The reference format (AMBER's data/annotations.json): a list of objects with
+    `id`, `type`; generative items carry `truth` and `hallu` lists of words, the others a `truth` string (yes/no).
+    relation.json maps a word to a list of associated words.
+    """
+    if not isinstance(annotations, list):
+        raise RecordError(f"{annotations_path}: expected a JSON list of {{id, type, truth, ...}}")
+    for position, item in enumerate(annotations):
+        where = f"{annotations_path} entry {position}"
+        if not isinstance(item, dict):
+            raise RecordError(f"{where}: expected an object, got {type(item).__name__}")
+        if isinstance(item.get("id"), bool) or not isinstance(item.get("id"), (int, str)):
+            raise RecordError(f"{where}: field 'id' must be a number or a string, got {item.get('id')!r}")
+        where = f"{annotations_path} entry {position} (id {item['id']})"
+        kind = item.get("type")
+        if not isinstance(kind, str):
+            raise RecordError(f"{where}: field 'type' must be a string, got {kind!r}")
+        if kind == "generative":
+            for field in ("truth", "hallu"):
+                if field in item and not _words(item[field]):
+                    got = type(item[field]).__name__
+                    raise RecordError(f"{where}: field {field!r} must be a list of words (strings), got {got}")
+        elif not isinstance(item.get("truth"), str):
+            raise RecordError(f"{where}: field 'truth' must be the string 'yes' or 'no', got {item.get('truth')!r}")
+    if not isinstance(relation, dict):
+        raise RecordError(f"{relation_path}: expected a JSON object word -> [associated words]")
+    for word, associated in relation.items():
+        if not _words(associated):
+            raise RecordError(
+                f"{relation_path}: entry {word!r} must be a list of words (strings), got {type(associated).__name__}"
+            )
+
+
 class Amber:
     """AMBER annotations loaded from a folder, with the vocabulary-match noun extractor and the reference rules."""
 
@@ -165,6 +205,7 @@ class Amber:
                 raise RecordError(f"{self.dir / 'annotations.json'} item {position}: needs 'id' and 'type'")
             self.items[str(item["id"])] = item
         relation = read_json(self.dir / "relation.json")
+        validate_amber_files(data, relation, self.dir / "annotations.json", self.dir / "relation.json")
         if not isinstance(relation, dict):
             raise RecordError(f"{self.dir / 'relation.json'}: expected a JSON object word -> [associated words]")
         self.association = {k.lower(): [w.lower() for w in v] for k, v in relation.items()}

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from dama.errors import EXIT_PARTIAL, is_user_error
 from dama.eval.records import RecordError, write_results
+from dama.io import atomic_write_text, check_writable
 
 RULE_BENCHES = ("chair", "object-halbench", "amber-g", "amber-d", "pope")
 JUDGED_BENCHES = ("mmhal", "llava-bench", "mmvet")
@@ -112,6 +115,7 @@ def _score(argv: list[str]) -> int:
 
         return int(judged.run(args) or 0)
     out = Path(args.out) if args.out else Path(args.responses).parent
+    check_writable(out, "--out")
     outputs = []
     if args.bench in ("chair", "object-halbench"):
         from dama.eval.coco import CocoGroundTruth
@@ -162,7 +166,7 @@ def _score(argv: list[str]) -> int:
                 + (f", {result['n_judge_failures']} judge failure(s)" if result.get("n_judge_failures") else ""),
                 file=sys.stderr,
             )
-    return 3 if partial and args.strict else 0
+    return EXIT_PARTIAL if partial and args.strict else 0
 
 
 def _compare(argv: list[str]) -> int:
@@ -182,8 +186,7 @@ def _compare(argv: list[str]) -> int:
     table = compare_table(args.runs, all_metrics=args.all_metrics, mixed="refuse" if args.refuse_mixed else "mark")
     print(table, end="")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table, encoding="utf-8")
+        atomic_write_text(args.out, table)
     return 0
 
 
@@ -211,7 +214,9 @@ def main(argv: list[str]) -> int:
 
     try:
         return COMMANDS[command](rest)
-    except (RecordError, ValueError) as err:
+    except (RecordError, ValueError, OSError) as err:
+        if os.environ.get("DAMA_DEBUG", "") not in {"", "0"} or (isinstance(err, OSError) and not is_user_error(err)):
+            raise  # `dama --debug eval ...` sets DAMA_DEBUG: the traceback is wanted
         print(f"dama eval {command}: error: {err}", file=sys.stderr)
         return 2
     except JudgeError as err:  # the judge (endpoint or model) failed: not bad input, but no traceback either

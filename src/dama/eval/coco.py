@@ -30,6 +30,35 @@ def default_cache_dir() -> Path:
     return Path(base) / "dama" / "coco"
 
 
+def validate_coco_file(data: dict, path: Path) -> None:
+    """Check the fields CHAIR reads from a COCO 2014 instances_/captions_ file; `RecordError` names file, entry, field.
+
+    A wrong type would not always fail later (a string of captions is iterated character by character), and the
+    ground truth would come out silently wrong.
+    """
+    captions = not path.name.startswith("instances_")
+    needs = {
+        "images": {"id": (int, str)},
+        "annotations": {"image_id": (int, str), **({"caption": str} if captions else {"category_id": int})},
+    }
+    if not captions:
+        needs["categories"] = {"id": int, "name": str}
+    for section, fields in needs.items():
+        entries = data.get(section, [])
+        if not isinstance(entries, list):
+            raise RecordError(f"{path}: '{section}' must be a list, got {type(entries).__name__}")
+        for position, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise RecordError(f"{path}: {section}[{position}] must be an object, got {type(entry).__name__}")
+            for field, kind in fields.items():
+                value = entry.get(field)
+                if isinstance(value, bool) or not isinstance(value, kind):
+                    raise RecordError(
+                        f"{path}: {section}[{position}] (id {entry.get('id')}): field {field!r} has the wrong type "
+                        f"({type(value).__name__} {value!r:.60})"
+                    )
+
+
 class CocoGroundTruth:
     """Ground-truth classes per COCO image id from `annotations_dir` (instances_/captions_ {val,train}2014.json)."""
 
@@ -87,6 +116,7 @@ class CocoGroundTruth:
             data = read_json(path)
             if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
                 raise RecordError(f"{path}: not a COCO annotation file (needs 'images' and 'annotations')")
+            validate_coco_file(data, path)
             for image in data["images"]:
                 classes.setdefault(str(image["id"]), set())
             if path.name.startswith("instances_"):

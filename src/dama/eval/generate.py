@@ -23,6 +23,7 @@ from typing import Any
 from dama.errors import DamaError
 from dama.eval.records import RecordError, read_json, read_jsonl_lines
 from dama.images import ImageError, load_image, resolve_image_path
+from dama.io import check_writable
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
     check_items(items, args.image_root)
 
     out_path = Path(args.out) / f"{args.bench}.jsonl"
+    check_writable(args.out, "--out")  # before the model is loaded and anything is generated
     model_name = args.model_name or str(args.model)
     done = read_done(out_path)
     known = {item["id"] for item in all_items}

@@ -1,4 +1,4 @@
-"""Reading and writing evaluation files: JSONL with file-and-line errors, atomic JSON writes.
+"""Reading and writing evaluation files: JSONL with file-and-line errors, atomic writes (`dama.io`).
 
 Response files (written by `dama eval generate`, read by `dama eval score`) are JSONL, one object a line:
 `{"id": str, "question": str, "response": str, "image_id": ... (optional), "bench": str, "model": str,
@@ -8,13 +8,12 @@ Response files (written by `dama eval generate`, read by `dama eval score`) are 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from dama.errors import DamaError
+from dama.io import atomic_write_text, json_text
 from dama.jsonl import iter_jsonl
 
 
@@ -35,13 +34,16 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     """Write `rows` as JSONL atomically (temporary file in the same folder, then rename)."""
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    _write_text_atomic(Path(path), text)
+    atomic_write_text(path, _jsonl_text(rows))
+
+
+def _jsonl_text(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented JSON atomically, so a crash never leaves a half-written results or cache file."""
-    _write_text_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def read_json(path: str | Path) -> Any:
@@ -53,18 +55,6 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RecordError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_responses(path: str | Path) -> dict[str, dict]:
@@ -84,6 +74,11 @@ def load_responses(path: str | Path) -> dict[str, dict]:
         if key in rows:
             raise RecordError(f"{where}: duplicate id {key!r} (first at {rows[key]['_where']})")
         rows[key] = {**row, "_where": where}
+    if not rows:
+        raise RecordError(
+            f"{path}: no responses (the file is empty); a result scored on nothing would look complete. Run "
+            "`dama eval generate` again or point --responses at the right file"
+        )
     return rows
 
 
@@ -109,12 +104,22 @@ def write_results(out_dir: str | Path, stem: str, result: dict, details: list[di
     `dama eval compare` reads every `*.metrics.json` of a run folder.
     """
     out_dir = Path(out_dir)
-    if details is not None:
-        details_path = out_dir / f"{stem}.details.jsonl"
-        write_jsonl(details_path, details)
-        result = {**result, "details_file": details_path.name}
     path = out_dir / f"{stem}.metrics.json"
-    write_json_atomic(path, result)
+    details_path = out_dir / f"{stem}.details.jsonl"
+    if details is not None:
+        result = {**result, "details_file": details_path.name}
+    # both texts first (a value JSON cannot hold fails here, before any file exists), then details, metrics last:
+    # a failure in between removes the new details file, so no result file is ever left without its metrics
+    metrics_text = json_text(result)
+    details_text = _jsonl_text(details) if details is not None else None
+    if details_text is not None:
+        atomic_write_text(details_path, details_text)
+    try:
+        atomic_write_text(path, metrics_text)
+    except BaseException:
+        if details_text is not None:
+            details_path.unlink(missing_ok=True)
+        raise
     return path
 
 

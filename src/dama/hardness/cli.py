@@ -12,11 +12,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from dama.errors import DamaError, is_user_error, positive_int, require_finite
 from dama.hardness.scorers import SCORERS
 from dama.hardness.splitters import SPLITTERS
+from dama.io import check_writable
 from dama.official import OFFICIAL_DELTA_MEAN
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
+
+
+class HardnessRunError(DamaError):
+    """A `dama hardness` run stopped on a user error; the message says what happened to the output folder."""
+
+
+def delta_mean_arg(text: str) -> float | str:
+    """argparse type of --delta-mean: 'computed' or a finite number (NaN or inf would make every β NaN)."""
+    if text == "computed":
+        return text
+    try:
+        return require_finite(text, "--delta-mean")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number or 'computed', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--image-root", default=None, help="folder that relative image paths are resolved under")
     io.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                     help="bad row (unreadable/missing image, empty response, no sentence): stop, or leave it out")
-    io.add_argument("--shard-size", type=int, default=1000, help="rows per output shard (the unit of resumption)")
-    io.add_argument("--limit", type=int, default=None, help="process only the first N rows")
+    io.add_argument("--shard-size", type=positive_int, default=1000,
+                    help="rows per output shard (the unit of resumption)")
+    io.add_argument("--limit", type=positive_int, default=None, help="process only the first N rows")
     io.add_argument("--overwrite", action="store_true", help="discard an existing output in --out and start again")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
-    io.add_argument("--delta-mean", default=None,
+    io.add_argument("--delta-mean", default=None, type=delta_mean_arg,
                     help="δ̄ to store instead of the computed mean; with --official the default is the official "
                          f"{OFFICIAL_DELTA_MEAN}, and 'computed' stores the mean of the imported δ")
     io.add_argument("--official", action="store_true",
@@ -45,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sc.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                     help="auto: float16 on GPU, float32 on CPU")
-    sc.add_argument("--text-batch-size", type=int, default=256)
-    sc.add_argument("--image-batch-size", type=int, default=32)
+    sc.add_argument("--text-batch-size", type=positive_int, default=256)
+    sc.add_argument("--image-batch-size", type=positive_int, default=32)
     sc.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: cores − 1, ≤ 8)")
     sp = p.add_argument_group("splitting (docs/paper_mapping.md §2 step 1)")
     sp.add_argument("--splitter", choices=SPLITTERS, default="sentence")
@@ -74,12 +91,14 @@ def build_splitter(args: argparse.Namespace):
     if args.splitter == "column":
         names = [c.strip() for c in args.subsentence_columns.split(",")]
         if len(names) != 2:
-            raise SystemExit("--subsentence-columns needs two names: CHOSEN,REJECTED")
+            raise HardnessRunError(
+                f"--subsentence-columns needs two names CHOSEN,REJECTED, got {args.subsentence_columns!r}"
+            )
         return splitters.ColumnSplitter(*names)
     from dama.hardness.llm import GenerationCache, LocalGenerator, OpenAIGenerator
 
     if not args.llm_model:
-        raise SystemExit("--splitter llm needs --llm-model (a local model, or the endpoint's model name)")
+        raise HardnessRunError("--splitter llm needs --llm-model (a local model, or the endpoint's model name)")
     if args.llm_endpoint:
         generator = OpenAIGenerator(args.llm_endpoint, args.llm_model, api_key_env=args.llm_api_key_env,
                                     max_tokens=args.llm_max_new_tokens, concurrency=args.llm_concurrency,
@@ -107,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     from dama.hardness.compute import compute_hardness
     from dama.hardness.scorers import DualEncoderScorer
 
-    delta = None if args.delta_mean in (None, "computed") else float(args.delta_mean)
+    delta = None if args.delta_mean in (None, "computed") else args.delta_mean
     splitter = build_splitter(args)
     scorer = DualEncoderScorer.from_pretrained(args.clip, device=args.device, dtype=args.dtype)
     if scorer.device.type == "cpu":  # this process only runs the job: keep freed activations for reuse
@@ -125,20 +144,15 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dama.hardness.llm import GenerationError
-    from dama.hardness.pipeline import OutputConflictError
-    from dama.hardness.reader import InputError
-    from dama.hardness.shard import HardnessDataError
-    from dama.hardness.splitters import SplitterError
-    from dama.images import ImageError
-
+    check_writable(args.out, "--out")
     try:
         meta = run(args)
-    except (HardnessDataError, InputError, ImageError, OutputConflictError, GenerationError, SplitterError,
-            OSError) as err:
-        print(f"dama hardness: error: {err}\n(the output in {args.out} is incomplete; hardness.json is not written)",
-              file=sys.stderr)
-        return 1
+    except (DamaError, OSError) as err:
+        if not is_user_error(err):
+            raise
+        complete = (Path(args.out) / "hardness.json").is_file()
+        note = "" if complete else f"\n(the output in {args.out} is incomplete; hardness.json is not written)"
+        raise HardnessRunError(f"{err}{note}") from err
     print(
         f"dama hardness: wrote {meta['n_rows']} pairs ({meta['n_skipped']} skipped) to {args.out}; "
         f"δ̄ = {meta['delta_mean']} ({meta['delta_mean_source']}); see {Path(args.out) / 'summary.md'}",
@@ -148,4 +162,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dama.cli import main as dama_main
+
+    sys.exit(dama_main(["hardness", *sys.argv[1:]]))

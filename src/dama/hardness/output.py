@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dama.errors import DamaError
+from dama.errors import DamaError, NonFiniteError, require_finite
+from dama.io import atomic_target, atomic_write_bytes
+from dama.io import atomic_write_json as write_json
 
 FORMAT = "dama-hardness"
 METADATA_FILE = "hardness.json"
@@ -48,25 +49,14 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+    """Hardness metadata and state: sorted keys, so reruns are byte-identical."""
+    write_json(path, obj, sort_keys=True)
 
 
 def atomic_write_table(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def with_hardness_columns(table: pa.Table, columns: dict[str, list], input_features: dict[str, Any] | None) -> pa.Table:
@@ -106,10 +96,9 @@ def delta_histogram(deltas: Sequence[float], delta_mean: float, path: Path, titl
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", metadata={"Software": None})
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def delta_stats(deltas: Sequence[float]) -> dict[str, float]:
@@ -169,8 +158,31 @@ def write_summary(path: Path, meta: dict[str, Any], skipped: list[dict], truncat
     atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))
 
 
+RECOVER = "rerun the same `dama hardness` command with --overwrite to rebuild the output"
+
+
+class DamagedOutputError(IncompleteOutputError):
+    """A file of a hardness output folder that cannot be read (truncated, edited, wrong type)."""
+
+
+def read_output_json(path: Path, recover: str = RECOVER) -> Any:
+    """A JSON file of the output folder; `DamagedOutputError` naming the file and how to recover when unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DamagedOutputError(f"{path} is damaged (not UTF-8 text at byte {err.start}); {recover}") from err
+    except json.JSONDecodeError as err:
+        raise DamagedOutputError(
+            f"{path} is damaged (not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}; a truncated "
+            f"or edited file?); {recover}"
+        ) from err
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a complete output; raises `IncompleteOutputError` for anything else."""
+    """The metadata of a complete output; raises `IncompleteOutputError` for anything else.
+
+    δ̄ (`delta_mean`) must be a finite number: a NaN would make every α_D NaN and train a NaN model.
+    """
     path = Path(path)
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
@@ -178,10 +190,22 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             f"{path} is not a complete `dama hardness` output: {METADATA_FILE} is missing (the run has not finished "
             "or was interrupted; run the same `dama hardness` command again to resume it)"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("complete") is not True:
-        raise IncompleteOutputError(f"{meta_path} does not mark a complete `dama hardness` output")
-    missing = [f for f in meta.get("shards", []) if not (path / "data" / f).is_file()]
+    meta = read_output_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("complete") is not True:
+        raise IncompleteOutputError(f"{meta_path} does not mark a complete `dama hardness` output; {RECOVER}")
+    value = meta.get("delta_mean")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DamagedOutputError(f"{meta_path}: field 'delta_mean' must be a number, got {value!r}; {RECOVER}")
+    try:
+        require_finite(value, f"{meta_path}: field 'delta_mean' (δ̄)")
+    except NonFiniteError as err:
+        raise NonFiniteError(
+            f"{err}. Rerun `dama hardness` with a finite --delta-mean (or without it, to store the computed mean) "
+            "and --overwrite"
+        ) from err
+    if not isinstance(meta.get("shards"), list):
+        raise DamagedOutputError(f"{meta_path}: field 'shards' must be a list of file names; {RECOVER}")
+    missing = [f for f in meta["shards"] if not (path / "data" / f).is_file()]
     if missing:
         raise IncompleteOutputError(f"{path}: shard files listed in {METADATA_FILE} are missing: {missing[:5]}")
     return meta
@@ -200,7 +224,12 @@ def read_hardness_output(path: str | Path, as_dataset: bool = True):
     """
     path = Path(path)
     meta = read_metadata(path)
-    tables = [pq.read_table(path / "data" / f) for f in meta["shards"]]
+    tables = []
+    for name in meta["shards"]:
+        try:
+            tables.append(pq.read_table(path / "data" / name))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DamagedOutputError(f"{path / 'data' / name} is damaged ({err}); {RECOVER}") from err
     table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
     if as_dataset:
         import datasets

@@ -21,22 +21,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dama import __version__
-from dama.errors import DamaError
+from dama.errors import DamaError, require_finite
 from dama.hardness.output import (
     DELTA_COLUMN,
     FORMAT,
     METADATA_FILE,
-    atomic_write_bytes,
+    DamagedOutputError,
     atomic_write_json,
     atomic_write_table,
     delta_histogram,
     delta_stats,
+    read_output_json,
     shard_name,
     with_hardness_columns,
     write_summary,
 )
-from dama.hardness.reader import InputSource, count_rows
-from dama.hardness.shard import ShardResult
+from dama.hardness.reader import InputSource, count_rows, response_text
+from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
+from dama.io import atomic_write_bytes, cleanup_temporaries
 
 STATE_DIR = ".state"
 
@@ -80,31 +82,97 @@ def _prepare(out: Path, run: dict[str, Any], overwrite: bool) -> bool:
         for name in ("summary.md", "delta_hist.png", "skipped.jsonl"):
             (out / name).unlink(missing_ok=True)
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("run") == run and meta.get("complete") is True:
+        meta = read_output_json(meta_path)
+        if isinstance(meta, dict) and meta.get("run") == run and meta.get("complete") is True:
             return True
         raise OutputConflictError(
             f"{out} already holds a complete hardness output made with other settings or input; "
             "choose another --out or pass --overwrite"
         )
     if (state / "run.json").is_file():
-        previous = json.loads((state / "run.json").read_text(encoding="utf-8"))
-        if previous != run:
+        previous = read_output_json(state / "run.json", "pass --overwrite to start the run again")
+        done = list(state.glob("shard-*.json"))
+        if previous != run and done:
             now, before = _flatten(run), _flatten(previous)
             changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+            why = "the input changed" if all(k.startswith("input.") for k in changed) else "different settings"
             raise OutputConflictError(
-                f"{out} holds an unfinished run with different settings ({', '.join(changed)} changed); rerun with "
-                "the same options to resume it, or pass --overwrite to start again"
+                f"{out} holds an unfinished run made with {why} ({', '.join(changed)} changed) that already wrote "
+                f"{len(done)} shard(s); pass --overwrite to start again (or rerun with the old input and options to "
+                "resume it)"
             )
+        # a run that wrote no shard yet (it stopped on a bad row of the first shard) has nothing to keep: the
+        # rerun after fixing the data simply starts again
     elif (out / "data").exists() and any((out / "data").iterdir()):
         raise OutputConflictError(f"{out}/data holds files of an unknown run; choose another --out or --overwrite")
     (out / "data").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "data", state):  # temporaries of a killed run never become part of the output
-        for tmp in folder.glob(".*.tmp-*"):
-            tmp.unlink(missing_ok=True)
+        cleanup_temporaries(folder)
     atomic_write_json(state / "run.json", run)
     return False
+
+
+def _shard_done(state_path: Path) -> bool:
+    """A shard's state file exists and is readable; a damaged one (edited, disk error) means: compute it again."""
+    if not state_path.is_file():
+        return False
+    try:
+        state = read_output_json(state_path)
+    except DamagedOutputError as err:
+        print(f"warning: {err}; recomputing that shard", file=sys.stderr)
+        return False
+    return isinstance(state, dict) and {"n_input", "skipped", "stats"} <= set(state)
+
+
+def _non_finite_field(result: ShardResult, j: int, delta: Any, names: list[str]) -> tuple[str, str]:
+    """The input field a non-finite δ comes from (the official `chosen_logits`/`rejected_logits`), and why."""
+    for side in ("chosen", "rejected"):
+        scores = result.columns.get(f"{side}_clip_probs", [])
+        bad = [v for v in (scores[j] if j < len(scores) and scores[j] else []) if v is None or not math.isfinite(v)]
+        if bad:
+            field = f"{side}_logits" if f"{side}_logits" in names else f"{side}_clip_probs"
+            return field, f"score {bad[0]} is not a finite number, so δ is not either"
+    return DELTA_COLUMN, f"δ is not a finite number ({delta})"
+
+
+def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: ShardProcessor) -> ShardResult:
+    """Rows no processor may pass: a non-finite δ, or identical chosen and rejected responses.
+
+    An identical pair carries no preference signal (its DPO margin is 0 by construction) and only shifts R̄; a NaN or
+    infinite δ would make α_D, β and the loss NaN. Under `--on-error fail` the first one stops the run with the row
+    and field; under `skip` it is left out and reported in skipped.jsonl like any other bad row.
+    """
+    on_error = getattr(processor, "on_error", "fail")
+    source = getattr(processor, "source_name", "input")
+    ids = row_ids(table, first_row)
+    chosen = table.column("chosen").to_pylist() if "chosen" in table.column_names else None
+    rejected = table.column("rejected").to_pylist() if "rejected" in table.column_names else None
+    problems: dict[int, RowProblem] = {}
+    for j, i in enumerate(result.kept):
+        delta = result.columns[DELTA_COLUMN][j]
+        if chosen is not None and rejected is not None:
+            text = response_text(chosen[i])
+            if text and text == response_text(rejected[i]):
+                reason = "identical to 'chosen': the pair carries no preference"
+                problems[j] = RowProblem(i, ids[i], "rejected", reason)
+                continue
+        if delta is None or not math.isfinite(delta):
+            problems[j] = RowProblem(i, ids[i], *_non_finite_field(result, j, delta, table.column_names))
+    if not problems:
+        return result
+    if on_error == "fail":
+        first = problems[min(problems)]
+        raise HardnessDataError(
+            f"{source} row {first.row_id} field {first.field!r}: {first.reason} (fix the data and rerun, or pass "
+            "--on-error skip to leave such rows out)"
+        )
+    keep = [j for j in range(len(result.kept)) if j not in problems]
+    columns = {name: [values[j] for j in keep] for name, values in result.columns.items()}
+    position = {row_id: k for k, row_id in reversed(list(enumerate(ids)))}
+    skipped = sorted([*result.skipped, *(p.record() for p in problems.values())],
+                     key=lambda rec: position.get(rec["row_id"], -1))
+    return ShardResult([result.kept[j] for j in keep], columns, skipped, result.stats)
 
 
 def run_shards(
@@ -133,6 +201,8 @@ def run_shards(
     from tqdm.auto import tqdm
 
     out = Path(out)
+    if delta_mean is not None:
+        delta_mean = require_finite(delta_mean, "δ̄ override (--delta-mean)")
     run = {
         "input": _input_fingerprint(source),
         "processor": processor.describe(),
@@ -159,8 +229,8 @@ def run_shards(
                 break
             name = shard_name(index)
             state_path = out / STATE_DIR / f"{name}.json"
-            if not (state_path.is_file() and (out / "data" / name).is_file()):
-                result = processor.process(table, n_input)
+            if not (_shard_done(state_path) and (out / "data" / name).is_file()):
+                result = _screen(processor.process(table, n_input), table, n_input, processor)
                 kept = table.take(pa.array(result.kept, type=pa.int64()))
                 atomic_write_table(out / "data" / name, with_hardness_columns(kept, result.columns, source.features))
                 state = {"first_row": n_input, "n_input": table.num_rows, "n_rows": len(result.kept),
@@ -189,7 +259,7 @@ def finalize(
     delta_mean_source: str,
 ) -> dict[str, Any]:
     """Aggregate the shard states, write skipped.jsonl, the histogram, the summary and, last, hardness.json."""
-    states = [json.loads((out / STATE_DIR / f"{s}.json").read_text(encoding="utf-8")) for s in shards]
+    states = [read_output_json(out / STATE_DIR / f"{s}.json") for s in shards]
     deltas: list[float] = []
     for s in shards:
         deltas.extend(pq.read_table(out / "data" / s, columns=[DELTA_COLUMN]).column(DELTA_COLUMN).to_pylist())

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from dama.errors import DamaError
-from dama.jsonl import iter_jsonl
+from dama.jsonl import first_type_change, iter_jsonl
 
 IMAGE_TOKENS = ("<image>\n", "<image>")
 
@@ -44,13 +44,15 @@ class InputSource:
             records = ((r for _, r in iter_jsonl(self.path, InputError)) if self.kind == "jsonl"
                        else _iter_json_list(self.path))
             chunk: list[dict] = []
+            first = 0
             for record in records:
                 chunk.append(record)
                 if len(chunk) == rows_per_table:
-                    yield _table_from_records(chunk, self.path)
+                    yield _table_from_records(chunk, self.path, first)
+                    first += len(chunk)
                     chunk = []
             if chunk:
-                yield _table_from_records(chunk, self.path)
+                yield _table_from_records(chunk, self.path, first)
 
     def _parquet_batches(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
@@ -79,17 +81,37 @@ def _rechunk(batches: Iterator[pa.RecordBatch], n: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending).combine_chunks()
 
 
-def _table_from_records(records: list[dict], path: Path) -> pa.Table:
+def _table_from_records(records: list[dict], path: Path, first_row: int = 0) -> pa.Table:
     try:
         return pa.Table.from_pylist(records)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        where = first_type_change(records, first_row)
+        if where is not None:
+            raise InputError(f"{path} {where}; every row must give a field the same type") from err
         raise InputError(f"{path}: records cannot form a table (a field changes type between rows?): {err}") from err
 
 
 def _iter_json_list(path: Path, chunk_chars: int = 1 << 20) -> Iterator[dict]:
     """Records of a top-level JSON list, decoded one at a time from a bounded text buffer."""
+    try:
+        yield from _decode_json_list(path, chunk_chars)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}:{_first_non_utf8_line(path)}: not UTF-8 text ({err.reason})") from err
+
+
+def _first_non_utf8_line(path: Path) -> int | str:
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return "?"
+
+
+def _decode_json_list(path: Path, chunk_chars: int) -> Iterator[dict]:
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark before the list is tolerated
         buffer, pos, started, eof, index = "", 0, False, False, 0
         while True:
             while pos < len(buffer) and buffer[pos] in " \t\r\n,":
@@ -145,7 +167,13 @@ def _load_datasets_folder(path: Path, split: str | None):
 
 def open_input(path: str | Path, split: str | None = None) -> InputSource:
     """Recognise the input format from the path and count its rows when that is cheap."""
-    path = Path(path)
+    try:
+        return _open_input(Path(path), split)
+    except pa.ArrowException as err:  # a damaged parquet file or datasets folder
+        raise InputError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
+
+
+def _open_input(path: Path, split: str | None) -> InputSource:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():

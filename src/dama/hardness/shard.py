@@ -166,12 +166,17 @@ class ClipShardProcessor:
         names, n = table.column_names, table.num_rows
         question_col = "question" if "question" in names else "prompt" if "prompt" in names else None
         questions = [prompt_text(q) for q in table.column(question_col).to_pylist()] if question_col else [""] * n
-        responses = {f: [response_text(v) for v in table.column(f).to_pylist()] for f in RESPONSE_FIELDS}
+        raw = {f: table.column(f).to_pylist() for f in RESPONSE_FIELDS}
+        responses = {f: [response_text(v) for v in raw[f]] for f in RESPONSE_FIELDS}
         extra = {c: table.column(c).to_pylist() for c in self.splitter.columns}
         requests, owners = [], []
         for i in range(n):
             for f in RESPONSE_FIELDS:
-                if not responses[f][i]:
+                value = raw[f][i]
+                if value is not None and not isinstance(value, (str, list, dict)):
+                    reason = f"expected text or a message list, got {type(value).__name__} {value!r}"
+                    self._problem(problems, RowProblem(i, ids[i], f, reason))
+                elif not responses[f][i]:
                     self._problem(problems, RowProblem(i, ids[i], f, "empty response"))
             if i in problems:
                 continue
@@ -194,7 +199,11 @@ class ClipShardProcessor:
                 continue
             key = image_key(value)
             if key is None:
-                self._problem(problems, RowProblem(i, ids[i], image_fields[i], "missing image"))
+                empty = value is None or value == "" or (isinstance(value, dict) and not any(value.values()))
+                reason = "missing image" if empty else (
+                    f"expected an image (a path, bytes or {{bytes, path}}), got {type(value).__name__} {value!r:.60}"
+                )
+                self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
             else:
                 row_key[i] = key
         return row_key
@@ -209,8 +218,8 @@ class ClipShardProcessor:
         for i, key in row_key.items():
             first_row.setdefault(key, i)
         keys = list(first_row)
-        jobs = ((images[first_row[k]], f"{self.source_name} row {ids[first_row[k]]} field {image_fields[first_row[k]]!r}")
-                for k in keys)
+        where = {k: f"{self.source_name} row {ids[first_row[k]]} field {image_fields[first_row[k]]!r}" for k in keys}
+        jobs = ((images[first_row[k]], where[k]) for k in keys)
         text_batches = deque(texts[k : k + self.text_batch_size] for k in range(0, len(texts), self.text_batch_size))
         image_emb: dict[str, torch.Tensor] = {}
         text_emb: dict[str, torch.Tensor] = {}
@@ -231,6 +240,8 @@ class ClipShardProcessor:
             if error is None:
                 ready.append((key, pixels))
                 return
+            if error.startswith(where[key]):  # the row problem names file, row and field itself: say it once
+                error = error[len(where[key]) :].lstrip(": ")
             for i in (i for i, k in row_key.items() if k == key):
                 reason = f"{error} [{describe_image(images[i])}]"
                 self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
