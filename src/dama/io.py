@@ -3,7 +3,8 @@
 Every result file (hardness output, evaluation metrics, checkpoint state, reference-log-prob metadata) is written
 through `atomic_target`: the bytes go to a temporary file in the same folder, are flushed to disk, and the file is
 renamed over the final name. A kill at any moment leaves either the old file or the new one, never a half file; a
-failed write leaves nothing behind. `check_writable` lets a command refuse an output folder it cannot write before
+failed write leaves nothing behind. A whole folder (`dama precompute-ref`'s dataset) is built beside its final name
+and put in place by `replace_folder`. `check_writable` lets a command refuse an output folder it cannot write before
 it spends time on the work.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +69,22 @@ def json_text(obj: Any, *, sort_keys: bool = False) -> str:
 def atomic_write_json(path: str | Path, obj: Any, *, sort_keys: bool = False) -> None:
     """Write `obj` as indented JSON to `path` atomically (serialised first: a bad value writes nothing)."""
     atomic_write_text(path, json_text(obj, sort_keys=sort_keys))
+
+
+def replace_folder(staged: str | Path, path: str | Path) -> None:
+    """Put the finished folder `staged` in place of `path` (which may exist), by renames only.
+
+    The old `path` is moved aside to `<path>.old` first and deleted last, so a kill never leaves a half-deleted
+    folder under the final name: at any moment `path` is the old folder, the new one, or absent with both kept
+    next to it. `staged` must be on the same file system (e.g. `<path>.partial`).
+    """
+    staged, path = Path(staged), Path(path)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def cleanup_temporaries(folder: str | Path) -> None:

@@ -11,13 +11,12 @@ the data, so later runs (and every rank) read them instead of recomputing.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from dama.data import DATA_META
-from dama.io import atomic_write_json, check_writable
+from dama.io import atomic_write_json, check_writable, replace_folder
 from dama.train import build_trainer
 
 
@@ -41,12 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train_dataset.save_to_disk(str(tmp))
         # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.data)
         atomic_write_json(tmp / DATA_META, {"delta_mean": trainer.delta_mean})
-        old = out.with_name(out.name + ".old")
-        if out.exists():  # moved aside, not deleted in place: a kill never leaves a half-deleted dataset at `out`
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)  # the old dataset is moved aside, never half-deleted in place
         print(f"dama precompute-ref: {len(trainer.train_dataset)} pairs with reference log-probs in {out.resolve()}")
     return 0
 
