@@ -141,3 +141,25 @@ def test_a_missing_file_is_reported() -> None:
     assert _exists("docs/paper_mapping.md", holder)
     assert not _exists("no-such-page.md", holder)
     assert not _exists("docs/no-such-page.md", holder)
+
+
+# `python -m pytest -q` collects every folder of tests/ in one run. The folders are not packages, so pytest imports
+# each test file (and each helper they import) by its bare file name: two files with the same name in different
+# folders collide ("import file mismatch"), and `from conftest import ...` gets whichever conftest.py pytest loaded
+# last (there is one per folder), which depends on the order of the command-line paths.
+TEST_MODULES = [f for f in (REPO / "tests").rglob("*.py") if "__pycache__" not in f.parts]
+CONFTEST_IMPORT = re.compile(r"^\s*(?:from\s+conftest\s+import|import\s+conftest\b)", re.MULTILINE)
+
+
+def test_test_modules_have_unique_names() -> None:
+    by_name: dict[str, list[str]] = {}
+    for f in TEST_MODULES:
+        if f.name not in ("conftest.py", "__init__.py"):
+            by_name.setdefault(f.name, []).append(f.relative_to(REPO).as_posix())
+    clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    assert not clashes, f"rename one of each (pytest imports test files by bare name): {clashes}"
+
+
+def test_no_test_imports_from_a_conftest() -> None:
+    hits = [f.relative_to(REPO).as_posix() for f in TEST_MODULES if CONFTEST_IMPORT.search(f.read_text("utf-8"))]
+    assert not hits, f"import helpers from a uniquely named module, not from conftest: {hits}"

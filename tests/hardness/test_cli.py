@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import make_rows, write_parquet
+from hardness_rows import make_rows, write_parquet
 
 from dama.cli import main as dama
 from dama.hardness import read_hardness_output

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_rows, png_bytes, write_parquet
+from hardness_rows import make_rows, png_bytes, write_parquet
 
 from dama.hardness import IncompleteOutputError, read_hardness_output
 from dama.hardness.compute import compute_hardness, import_official

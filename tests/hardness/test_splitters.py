@@ -190,7 +190,7 @@ def test_openai_endpoint_unreachable():
 
 
 def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
-    from conftest import make_rows, write_parquet
+    from hardness_rows import make_rows, write_parquet
 
     from dama.cli import main as dama
     from dama.hardness import read_hardness_output

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_rows, write_parquet
+from hardness_rows import make_rows, write_parquet
 
 from dama.cli import main as dama
 from dama.hardness import read_hardness_output
