@@ -125,14 +125,17 @@ def _shard_done(state_path: Path) -> bool:
     return isinstance(state, dict) and {"n_input", "skipped", "stats"} <= set(state)
 
 
-def _non_finite_field(result: ShardResult, j: int, delta: Any, names: list[str]) -> tuple[str, str]:
-    """The input field a non-finite δ comes from (the official `chosen_logits`/`rejected_logits`), and why."""
+def _non_finite_field(result: ShardResult, j: int, delta: Any) -> tuple[str, str]:
+    """The score column a non-finite δ comes from, and why.
+
+    A guard for any processor: official `chosen_logits`/`rejected_logits` never get here, since the one official
+    parser (`dama.official`) refuses a non-finite score earlier, naming the field the user wrote.
+    """
     for side in ("chosen", "rejected"):
         scores = result.columns.get(f"{side}_clip_probs", [])
         bad = [v for v in (scores[j] if j < len(scores) and scores[j] else []) if v is None or not math.isfinite(v)]
         if bad:
-            field = f"{side}_logits" if f"{side}_logits" in names else f"{side}_clip_probs"
-            return field, f"score {bad[0]} is not a finite number, so δ is not either"
+            return f"{side}_clip_probs", f"score {bad[0]} is not a finite number, so δ is not either"
     return DELTA_COLUMN, f"δ is not a finite number ({delta})"
 
 
@@ -158,7 +161,7 @@ def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: Sha
                 problems[j] = RowProblem(i, ids[i], "rejected", reason)
                 continue
         if delta is None or not math.isfinite(delta):
-            problems[j] = RowProblem(i, ids[i], *_non_finite_field(result, j, delta, table.column_names))
+            problems[j] = RowProblem(i, ids[i], *_non_finite_field(result, j, delta))
     if not problems:
         return result
     if on_error == "fail":
