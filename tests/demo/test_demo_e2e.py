@@ -1,6 +1,8 @@
-"""`dama demo --quick` end to end, as CI runs it: every stage runs and produces sane numbers.
+"""`dama demo --quick` end to end, as CI runs it: every stage runs, the numbers are sane, and the quick world passes
+the validity checks that make a comparison meaningful (issue #10): the base model sees more than it guesses, and
+CLIP's δ carries the ground-truth hallucination gap.
 
-It asserts that the pipeline works, not which method wins (that is what the report is for).
+It asserts that the pipeline and the testbed work, not which method wins (that is what the report is for).
 """
 
 from __future__ import annotations
@@ -15,33 +17,53 @@ def test_quick_demo_runs_every_stage(tmp_path):
     out = tmp_path / "demo"
     assert dama_main(["demo", "--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     summary = json.loads((out / "results.json").read_text())
+    cfg = summary["config"]
 
-    assert set(summary["timings"]) == {"models", "preferences", "hardness", "alignment_and_eval"}
+    assert set(summary["timings"]) == {"models", "base_eval_and_preferences", "hardness", "sweep",
+                                       "alignment_and_eval"}
     assert summary["n_pairs"] >= 16
     assert (out / "hardness" / "hardness.json").is_file()
     assert -1.0 <= summary["delta_mean"] <= 1.0
     assert all(-1.0 <= d <= 1.0 for d in summary["deltas"])
+    assert all(g >= 1 for g in summary["pair_gaps"])  # a pair needs strictly fewer hallucinations in the chosen
     assert summary["build_metrics"]["clip"]["retrieval_top1"] > summary["build_metrics"]["clip"]["retrieval_chance"]
+
+    # Validity of the quick world: the base model names more real objects than it invents ...
+    base = summary["per_seed"]["base"][0]
+    assert base["recall"] > base["CHAIR_i"] > 0.0, base
+    # ... and δ is a hardness signal: it grows with the ground-truth gap and mostly agrees with the label.
+    signal = summary["hardness_signal"]["union_softmax"]
+    assert signal["corr_gap"] > 0.0 and signal["positive_fraction"] > 0.5, signal
+    balance = summary["length_balance"]
+    assert abs(balance["relative_length_difference"]) < 0.25, balance
 
     assert set(summary["per_seed"]) == {"base", "DPO", "DAMA", "data-aware only", "model-aware only"}
     for name, per_seed in summary["per_seed"].items():
+        assert len(per_seed) == (1 if name == "base" else len(cfg["seeds"])), name
         for metrics in per_seed:
-            assert metrics["n_responses"] == summary["config"]["n_eval_images"], name
+            assert metrics["n_responses"] == cfg["n_eval_images"], name
             for key in ("CHAIR_s", "recall"):
                 assert 0.0 <= metrics[key] <= 100.0, (name, key)
             assert metrics["CHAIR_i"] is None or 0.0 <= metrics["CHAIR_i"] <= 100.0
             assert math.isfinite(metrics["avg_len"])
-    base = summary["per_seed"]["base"][0]
-    assert base["n_hallucinated_mentions"] > 0 and base["CHAIR_i"] > 0.0  # the base model hallucinates
+
+    # The sweep tried every learning rate of the grid for every method and picked one of them.
+    for method, sweep in summary["sweep"].items():
+        assert [c["lr"] for c in sweep["candidates"]] == cfg["learning_rates"], method
+        assert sweep["lr"] in cfg["learning_rates"]
+    # Paired comparison with DPO: one difference per seed, an interval with two or more seeds.
+    ci = summary["comparison"]["DAMA"]["CHAIR_i"]
+    assert ci["n"] == len(cfg["seeds"]) and ci["low"] <= ci["mean"] <= ci["high"]
+    assert set(summary["validity"]) >= {"base recall", "corr(δ, gap)", "DPO CHAIR_i", "pair length balance"}
 
     dama_history = summary["runs"]["DAMA"][0]["history"]
     logged = [h for h in dama_history if "dama/alpha_m" in h]
-    assert len(logged) == summary["config"]["steps"]
+    assert len(logged) == cfg["steps"]
     assert all(math.isfinite(h["loss"]) and h["dama/kept_fraction"] < 1.0 for h in logged)
-    dpo_history = summary["runs"]["DPO"][0]["history"]
-    assert not any("dama/alpha_m" in h for h in dpo_history)
+    assert not any("dama/alpha_m" in h for h in summary["runs"]["DPO"][0]["history"])
+    assert {"easy (gap)", "hard (gap)", "easy (δ)", "hard (δ)"} <= set(summary["runs"]["DPO"][0]["margins"][0])
 
     report = (out / "report.md").read_text()
-    assert "| DAMA |" in report and "Verdict" in report
+    assert "| DAMA |" in report and "**Verdict.**" in report and "Is this a valid testbed?" in report
     for plot in ("results.png", "beta_vs_delta.png", "model_aware.png", "responsiveness.png"):
         assert (out / plot).stat().st_size > 1000, plot

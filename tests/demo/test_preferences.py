@@ -11,6 +11,7 @@ from dama.demo.preferences import (
     count_hallucinations,
     evaluation_set,
     hallucination_rates,
+    length_balance,
     object_mentions,
     pairs_from_samples,
 )
@@ -48,26 +49,50 @@ def test_hallucination_rates():
     assert rates["recall"] == pytest.approx(2 / 3)
 
 
-def test_pairs_prefer_fewer_hallucinations_then_more_correct_mentions_and_drop_ties():
+def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
     gt = {"cup", "plate"}
     responses = [
-        "A cup and a plate.",  # 0 hallucinated, 2 correct
-        "A cup.",  # 0 hallucinated, 1 correct
-        "A mug.",  # tie with "A cup." -> never paired together
-        "A cup and a cat.",  # 1 hallucinated
-        "A cup and a plate.",  # duplicate text
+        "A cup and a plate.",  # 0 hallucinated, 5 words
+        "A cup.",  # 0 hallucinated, 2 words: same label as the first -> never paired with it
+        "A cup and a cat.",  # 1 hallucinated, 5 words
+        "A fish.",  # 1 hallucinated, 2 words
+        "A cup and a plate.",  # duplicate text, dropped
     ]
-    pairs = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0))
-    as_set = {(c, r) for c, r, _, _ in pairs}
-    assert ("A cup and a plate.", "A cup.") in as_set
-    assert ("A cup.", "A cup and a cat.") in as_set
-    assert ("A cup.", "A mug.") not in as_set and ("A mug.", "A cup.") not in as_set
-    assert all(c != r for c, r in as_set)
-    assert len(pairs) == 5  # 4 distinct texts: 6 pairs minus the one tie
-    for chosen, rejected, hc, hr in pairs:
-        assert hc <= hr
-        assert (hc, hr) == (count_hallucinations(chosen, gt, LINES)[0], count_hallucinations(rejected, gt, LINES)[0])
-    assert len(pairs_from_samples(responses, gt, LINES, max_pairs=2, rng=random.Random(0))) == 2
+    pairs = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0), same_coverage=False)
+    # Valid pairs: each 0-hallucination answer against each 1-hallucination answer (2 x 2), nothing else.
+    assert {(c, r) for c, r, _, _ in pairs} == {
+        ("A cup and a plate.", "A cup and a cat."),
+        ("A cup and a plate.", "A fish."),
+        ("A cup.", "A cup and a cat."),
+        ("A cup.", "A fish."),
+    }
+    assert all((hc, hr) == (0, 1) for _, _, hc, hr in pairs)
+    # With room for two, the two with equal word counts (5 vs 5 and 2 vs 2) are kept, not the 5-vs-2 ones.
+    two = pairs_from_samples(responses, gt, LINES, max_pairs=2, rng=random.Random(0), same_coverage=False)
+    assert {(c, r) for c, r, _, _ in two} == {("A cup and a plate.", "A cup and a cat."), ("A cup.", "A fish.")}
+    # By default the chosen answer must name at least as many real objects: "A cup." (1 real) against
+    # "A cup and a cat." (1 real) stays, "A cup." against "A fish." (0 real) stays, and so do both pairs of
+    # "A cup and a plate." (2 real); nothing is dropped here. Against a richer wrong answer it is:
+    default = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0))
+    assert len(default) == 4
+    richer = pairs_from_samples(["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0))
+    assert richer == []  # 0 vs 1 hallucination, but the chosen would name 1 real object instead of 2
+
+
+def test_length_balance():
+    def row(chosen, rejected, hc, hr):
+        return {"chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}], "n_hall_chosen": hc, "n_hall_rejected": hr}
+
+    rows = [row("a b c", "a b", 0, 1), row("a b", "a b c d", 0, 2), row("a b c d", "a b c d", 0, 3)]
+    stats = length_balance(rows)
+    # chosen words 3, 2, 4 -> mean 3; rejected 2, 4, 4 -> mean 10/3; relative difference (3 - 10/3) / (19/6).
+    assert stats["chosen_words"] == pytest.approx(3.0)
+    assert stats["rejected_words"] == pytest.approx(10 / 3)
+    assert stats["relative_length_difference"] == pytest.approx((3 - 10 / 3) / (19 / 6))
+    # gaps (1, 2, 3), deviations (-1, 0, 1); length differences (1, -2, 0), deviations (4/3, -5/3, 1/3):
+    # r = (-4/3 + 1/3) / sqrt(2 * 42/9) = -1 / sqrt(28/3) = -0.327.
+    assert stats["corr_gap_length_difference"] == pytest.approx(-1 / (28 / 3) ** 0.5)
 
 
 class StubVLM:

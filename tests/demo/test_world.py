@@ -7,7 +7,18 @@ import numpy as np
 import pytest
 
 from dama.demo.preferences import object_mentions
-from dama.demo.world import CLASSES, COLOURS, ObjectGroup, Scene, gt_classes, make_world, plural, render
+from dama.demo.world import (
+    CLASSES,
+    COLOURS,
+    Captioner,
+    ObjectGroup,
+    Scene,
+    gt_classes,
+    make_world,
+    plural,
+    render,
+    statement,
+)
 
 
 def test_same_seed_same_world_and_different_seed_differs():
@@ -112,3 +123,38 @@ def test_world_without_co_occurrence():
     scenes = make_world(0, p_partner=0.0).sample_scenes(3000, seed=11)
     with_cup = [gt_classes(s) for s in scenes if "cup" in gt_classes(s) and len(s.groups) > 1]
     assert sum("plate" in g for g in with_cup) / len(with_cup) < 0.4
+
+
+def test_an_unbiased_captioner_is_exact_and_a_biased_one_names_absent_partners():
+    world = make_world(0)
+    lines = world.synonym_lines()
+    scenes = world.sample_scenes(400, seed=9)
+    rng = random.Random(0)
+    for scene in scenes:
+        text, wrong = Captioner().describe(scene, rng, world)
+        assert wrong == 0 and set(object_mentions(text, lines)) == gt_classes(scene), text
+    biased = Captioner(p_small=1.0, p_large=1.0, p_add=1.0)
+    n_wrong = 0
+    for scene in scenes:
+        text, wrong = biased.describe(scene, rng, world)
+        gt = gt_classes(scene)
+        mentions = object_mentions(text, lines)
+        # Every wrong name is the absent partner of an object in the scene, and the count is what CHAIR counts.
+        assert wrong == sum(m not in gt for m in mentions), text
+        assert all(world.partners.get(m) in gt for m in mentions if m not in gt), text
+        assert len(mentions) == len(scene.groups) + (len(scene.groups) == 1 and wrong == 1), text
+        n_wrong += wrong
+    assert n_wrong > 50  # with every probability at 1, most scenes with an absent partner get one
+
+
+def test_statement_with_another_class_changes_only_the_noun():
+    world = make_world(0)
+    group = ObjectGroup("cup", "red", "small", 1, ((0, 0),))
+    for seed in range(50):
+        right = statement(group, random.Random(seed), world.classes)
+        wrong = statement(group, random.Random(seed), world.classes, cls="fish")
+        assert object_mentions(right, world.synonym_lines()) == ["cup"]
+        assert object_mentions(wrong, world.synonym_lines()) == ["fish"]
+        strip = {n for names in world.classes.values() for n in names}
+        assert [w for w in right.split() if w.strip(".") not in strip] == \
+            [w for w in wrong.split() if w.strip(".") not in strip]

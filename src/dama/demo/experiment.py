@@ -23,9 +23,13 @@ from transformers import LlavaForConditionalGeneration, PrinterCallback, Trainer
 
 from dama.config import DAMAConfig
 from dama.demo.models import DemoConfig, DemoModels, build_models, sample_responses
-from dama.demo.preferences import build_preferences, evaluation_set
+from dama.demo.preferences import build_preferences, evaluation_set, length_balance
+from dama.demo.stats import paired_interval, pearson
 from dama.demo.world import QUESTIONS, World, make_world
+from dama.errors import DamaError
 from dama.eval.chair import ChairEngine, ChairItem, chair_metrics, count_words
+from dama.hardness import read_hardness_output
+from dama.hardness.cli import main as hardness_main
 from dama.trainer import DAMATrainer
 
 # method -> DAMA switches (everything else identical)
@@ -39,35 +43,46 @@ METHODS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The alignment budget, identical for every method."""
+    """The alignment protocol, identical for every method (docs/demo.md: the order in which it was fixed).
 
-    seeds: tuple[int, ...] = (0, 1, 2)
-    n_pref_images: int = 600
-    n_samples: int = 4
-    n_eval_images: int = 200
+    Scene seeds keep every split apart: 1 trains the world's models, 2 checks CLIP, 3 is the held-out test set,
+    4 gives the preference images, 5 the validation images of the learning-rate sweep.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    n_pref_images: int = 800
+    n_samples: int = 6
+    sample_temperature: float = 1.0  # plain sampling of the base model for pairs, as RLAIF-V samples candidates
+    n_eval_images: int = 300  # held-out test images
+    n_val_images: int = 150  # validation images: the learning-rate sweep looks only at these
     steps: int = 150
     batch_size: int = 8
-    learning_rate: float = 1e-4
+    learning_rates: tuple[float, ...] = (2e-5, 5e-5, 1e-4)  # the sweep grid, the same for every method
     beta: float = 0.1
-    track_every: int = 10
-    n_track: int = 32  # easy and hard pairs each, for the responsiveness curves
+    track_every: int = 25
+    n_track: int = 32  # pairs per group (easy/hard by δ and by ground-truth gap) for the responsiveness curves
     max_new_tokens: int = 48
     models: DemoConfig = field(default_factory=DemoConfig.full)
 
     @classmethod
-    def full(cls, seeds: int = 3) -> ExperimentConfig:
+    def full(cls, seeds: int = 5) -> ExperimentConfig:
         return cls(seeds=tuple(range(seeds)))
 
     @classmethod
-    def quick(cls, seeds: int = 1) -> ExperimentConfig:
-        return cls(seeds=tuple(range(seeds)), n_pref_images=160, n_samples=3, n_eval_images=60, steps=100,
-                   track_every=20, n_track=8, max_new_tokens=32, models=DemoConfig.quick())
+    def quick(cls, seeds: int = 2) -> ExperimentConfig:
+        return cls(seeds=tuple(range(seeds)), n_pref_images=240, n_eval_images=100, n_val_images=60, steps=80,
+                   learning_rates=(5e-5,), track_every=20, n_track=8, max_new_tokens=40, models=DemoConfig.quick())
 
     @classmethod
     def tiny(cls) -> ExperimentConfig:
         """Seconds-scale, for tests: models barely trained, every stage still runs."""
-        return cls(seeds=(0,), n_pref_images=24, n_samples=3, n_eval_images=12, steps=4, batch_size=4,
-                   track_every=2, n_track=4, max_new_tokens=16, models=DemoConfig.tiny())
+        return cls(seeds=(0, 1), n_pref_images=24, n_samples=3, n_eval_images=12, n_val_images=8, steps=4,
+                   batch_size=4, learning_rates=(1e-4, 3e-4), track_every=2, n_track=4, max_new_tokens=16,
+                   models=DemoConfig.tiny())
+
+
+class DemoError(DamaError, RuntimeError):
+    """The demo cannot go on (too few pairs, a stage failed); the message says which stage."""
 
 
 class MarginTracker(TrainerCallback):
@@ -125,18 +140,18 @@ def generate(model, processor, items: list[dict], max_new_tokens: int) -> list[s
     return answers
 
 
-def run_hardness(prefs: Dataset, models: DemoModels, workdir: Path) -> tuple[Dataset, float]:
-    """`dama hardness` on the preference pairs with the world's CLIP (sentence splitter, union_softmax)."""
-    from dama.hardness import read_hardness_output
-    from dama.hardness.cli import main as hardness_main
-
-    source = workdir / "preferences.parquet"
+def run_hardness(
+    prefs: Dataset, models: DemoModels, out: Path, scorer: str = "union_softmax"
+) -> tuple[Dataset, float]:
+    """`dama hardness` on the preference pairs with the world's CLIP (sentence splitter, `scorer`) into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    source = out.parent / "preferences.parquet"
     prefs.to_parquet(str(source))
-    out = workdir / "hardness"
     code = hardness_main(["--data", str(source), "--clip", str(models.clip_path), "--out", str(out),
-                          "--device", "cpu", "--overwrite", "--no-progress", "--on-error", "skip"])
+                          "--device", "cpu", "--overwrite", "--no-progress", "--on-error", "skip",
+                          "--scorer", scorer])
     if code:
-        raise RuntimeError(f"dama hardness failed with exit code {code}")
+        raise DemoError(f"dama hardness failed with exit code {code}")
     data, delta_mean = read_hardness_output(out)
     if not isinstance(data.features.get("image"), ImageFeature):
         data = data.cast_column("image", ImageFeature())
@@ -148,37 +163,47 @@ def add_reference_logps(data: Dataset, base_path: Path, processor, workdir: Path
     model = LlavaForConditionalGeneration.from_pretrained(base_path)
     config = DAMAConfig(output_dir=str(workdir / "reference"), use_cpu=True, report_to=[], data_aware=False,
                         model_aware=False, keep_ratio=1.0, precompute_ref_log_probs=True, max_length=None,
-                        per_device_train_batch_size=16, gradient_checkpointing=False, disable_tqdm=True)
+                        per_device_train_batch_size=16, activation_checkpointing=False, disable_tqdm=True)
     trainer = DAMATrainer(model=model, args=config, train_dataset=data, processing_class=processor)
     return trainer.train_dataset
 
 
 def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
-    """The n pairs with the largest δ (easy) and the n with the smallest (hard)."""
+    """Fixed pairs for the responsiveness curves: the `n` easiest and hardest by δ (what DAMA sees) and by the
+    ground-truth gap (what is true: easy = the largest hallucination gaps, hard = a gap of one; ties by δ)."""
     deltas = list(data["dama_delta"])  # the column alone: indexing rows would decode every image
-    order = sorted(range(len(data)), key=deltas.__getitem__)
-    n = min(n, len(order) // 2)
-    return {"hard": data.select(order[:n]), "easy": data.select(order[-n:])}
+    gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
+    n = min(n, len(deltas) // 2)
+    by_delta = sorted(range(len(deltas)), key=deltas.__getitem__)
+    by_gap = sorted(range(len(deltas)), key=lambda i: (gaps[i], deltas[i]))
+    return {
+        "hard (δ)": data.select(by_delta[:n]),
+        "easy (δ)": data.select(by_delta[-n:]),
+        "hard (gap)": data.select(by_gap[:n]),
+        "easy (gap)": data.select(by_gap[-n:]),
+    }
 
 
 def train_one(
     method: str,
     seed: int,
+    learning_rate: float,
     cfg: ExperimentConfig,
     base_path: Path,
     processor,
     data: Dataset,
     delta_mean: float,
     workdir: Path,
+    track: dict[str, Dataset] | None = None,
 ) -> tuple[LlavaForConditionalGeneration, list[dict], list[dict], float]:
     """One alignment run; returns the trained model, its log history, margin curves and wall time."""
     model = LlavaForConditionalGeneration.from_pretrained(base_path)
     model.model.vision_tower.requires_grad_(False)  # LLaVA-1.5 recipe: vision tower frozen
     config = DAMAConfig(
-        output_dir=str(workdir / f"{method.replace(' ', '-')}-seed{seed}"),
+        output_dir=str(workdir / f"{method.replace(' ', '-')}-seed{seed}-lr{learning_rate:g}"),
         per_device_train_batch_size=cfg.batch_size,
         max_steps=cfg.steps,
-        learning_rate=cfg.learning_rate,
+        learning_rate=learning_rate,
         lr_scheduler_type="constant",
         beta=cfg.beta,
         seed=seed,
@@ -187,7 +212,7 @@ def train_one(
         report_to=[],
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         max_length=None,
         disable_tqdm=True,
         precompute_ref_log_probs=True,
@@ -196,13 +221,15 @@ def train_one(
     trainer = DAMATrainer(model=model, args=config, train_dataset=data, processing_class=processor,
                           delta_mean=delta_mean)
     trainer.remove_callback(PrinterCallback)  # the demo prints its own one-line summaries
-    tracker = MarginTracker(trainer, easy_and_hard(data, cfg.n_track), cfg.track_every)
-    trainer.add_callback(tracker)
+    tracker = None
+    if track:
+        tracker = MarginTracker(trainer, track, cfg.track_every)
+        trainer.add_callback(tracker)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     model.eval()
-    return model, trainer.state.log_history, tracker.history, seconds
+    return model, trainer.state.log_history, tracker.history if tracker else [], seconds
 
 
 def _brief(metrics: dict[str, Any]) -> str:
@@ -219,10 +246,72 @@ def summarise(values: list[float | None]) -> dict[str, float | None]:
     return {"mean": statistics.fmean(clean), "std": statistics.stdev(clean) if len(clean) > 1 else 0.0}
 
 
+def training_summary(history: list[dict]) -> dict[str, float]:
+    """Reward accuracy and margin (TRL's definitions, β-scaled) averaged over the last 10% of logged steps, and the
+    loss there: how far alignment went, to compare with real runs (margins of a few nats, not tens)."""
+    logged = [h for h in history if "rewards/margins" in h]
+    tail = logged[-max(1, len(logged) // 10) :]
+    if not tail:
+        return {}
+    return {key.split("/")[-1]: statistics.fmean(h[key] for h in tail)
+            for key in ("rewards/margins", "rewards/accuracies", "loss") if key in tail[0]}
+
+
+def select_learning_rate(candidates: list[dict], base_recall: float) -> float:
+    """The sweep's rule, fixed before any method was compared: the lowest validation CHAIR_i among the learning
+    rates that keep validation recall ≥ 0.9 × the base model's; if none does, the one with the highest recall.
+    Ties go to the smaller learning rate."""
+    ok = [c for c in candidates if c["val"]["recall"] is not None and c["val"]["recall"] >= 0.9 * base_recall]
+    if ok:
+        best = min(ok, key=lambda c: (c["val"]["CHAIR_i"], c["lr"]))
+    else:
+        best = max(candidates, key=lambda c: (c["val"]["recall"] or 0.0, -c["lr"]))
+    return best["lr"]
+
+
+def hardness_signal(data: Dataset, extra_deltas: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """Is δ a hardness signal? Its correlation with the ground-truth gap and with the length difference."""
+    gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
+    lengths = [len(c[0]["content"].split()) - len(r[0]["content"].split())
+               for c, r in zip(data["chosen"], data["rejected"])]
+    signals = {"union_softmax": [float(d) for d in data["dama_delta"]], **(extra_deltas or {})}
+    return {name: {"corr_gap": pearson(deltas, gaps), "corr_length_difference": pearson(deltas, lengths),
+                   "mean": statistics.fmean(deltas), "positive_fraction": sum(d > 0 for d in deltas) / len(deltas)}
+            for name, deltas in signals.items()}
+
+
+def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[str, dict[str, Any]]:
+    """The conditions under which "does DAMA beat DPO?" is answerable here (issue #10), each with its value."""
+    def check(value: float | None, ok: bool, rule: str) -> dict[str, Any]:
+        return {"value": value, "ok": bool(ok), "rule": rule}
+
+    base_i, base_s, base_r = base["CHAIR_i"], base["CHAIR_s"], base["recall"]
+    dpo_i, dpo_r = dpo["CHAIR_i"]["mean"], dpo["recall"]["mean"]
+    rel_len = balance["relative_length_difference"]
+    corr = signal["union_softmax"]["corr_gap"]
+    return {
+        "base recall": check(base_r, base_r >= 60, "≥ 60%: the base model sees"),
+        "base CHAIR_i": check(base_i, 10 <= base_i <= 40, "in [10%, 40%]: it hallucinates, but not blindly"),
+        "base CHAIR_s": check(base_s, base_s >= 30, "≥ 30%"),
+        "pair length balance": check(rel_len, abs(rel_len) <= 0.10,
+                                     "|mean chosen − mean rejected words| ≤ 10% of the mean length"),
+        "corr(δ, gap)": check(corr, corr >= 0.3, "≥ 0.3: CLIP's δ tracks the true hallucination gap"),
+        "DPO CHAIR_i": check(dpo_i, dpo_i is not None and dpo_i <= 0.75 * base_i, "≤ 0.75 × base: DPO works"),
+        "DPO recall": check(dpo_r, dpo_r is not None and dpo_r >= 0.9 * base_r, "≥ 0.9 × base: without blinding"),
+    }
+
+
+def compare(results: dict[str, list[dict]], treatment: str, control: str = "DPO") -> dict[str, dict]:
+    """Paired (by seed) differences treatment − control of CHAIR_i, CHAIR_s, recall and length, with 95% intervals."""
+    return {key: paired_interval([m[key] for m in results[treatment]], [m[key] for m in results[control]])
+            for key in ("CHAIR_i", "CHAIR_s", "recall", "avg_len")}
+
+
 def run_experiment(
     cfg: ExperimentConfig, out: Path, cache_dir: str | Path | None = None, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Build (or load) the world's models, make preferences, score hardness, align with every method, evaluate."""
+    """Models → validity of the base model → pairs → hardness → learning-rate sweep per method on validation images
+    → every method with every seed on the test images → paired comparison with DPO. Writes `results.json`."""
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -231,44 +320,81 @@ def run_experiment(
     timings["models"] = time.perf_counter() - clock
     log(f"[demo] models ready in {timings['models']:.0f}s (CLIP and base VLM cached in {models.vlm_path.parent})")
 
-    clock = time.perf_counter()
-    prefs = build_preferences(models.vlm, models.vlm_processor, world, n_images=cfg.n_pref_images,
-                              n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens, seed=4, as_dataset=True)
-    if len(prefs) < 2 * cfg.batch_size:
-        raise RuntimeError(f"only {len(prefs)} preference pairs: the base model's samples are too alike")
-    timings["preferences"] = time.perf_counter() - clock
-    log(f"[demo] {len(prefs)} preference pairs from {cfg.n_pref_images} images in {timings['preferences']:.0f}s")
+    engine = ChairEngine(world.synonym_lines(), rules=False)
+    testset = evaluation_set(world, cfg.n_eval_images, seed=3)
+    valset = evaluation_set(world, cfg.n_val_images, seed=5)
+
+    def evaluate(model, items: list[dict]) -> dict[str, Any]:
+        return score_responses(engine, generate(model, models.vlm_processor, items, cfg.max_new_tokens), items)
 
     clock = time.perf_counter()
-    data, delta_mean = run_hardness(prefs, models, out)
+    base = {"test": evaluate(models.vlm, testset), "val": evaluate(models.vlm, valset)}
+    log(f"[demo] base model (test): {_brief(base['test'])}")
+
+    prefs = build_preferences(models.vlm, models.vlm_processor, world, n_images=cfg.n_pref_images,
+                              n_samples=cfg.n_samples, temperature=cfg.sample_temperature,
+                              max_new_tokens=cfg.max_new_tokens, seed=4, as_dataset=True)
+    if len(prefs) < 2 * cfg.batch_size:
+        raise DemoError(f"only {len(prefs)} preference pairs: the base model's samples are too alike")
+    balance = length_balance(prefs)
+    timings["base_eval_and_preferences"] = time.perf_counter() - clock
+    log(f"[demo] {len(prefs)} preference pairs from {cfg.n_pref_images} images; chosen {balance['chosen_words']:.1f} "
+        f"vs rejected {balance['rejected_words']:.1f} words, corr(gap, length diff) "
+        f"{balance['corr_gap_length_difference']:+.2f}")
+
+    clock = time.perf_counter()
+    data, delta_mean = run_hardness(prefs, models, out / "hardness")
+    normalised, _ = run_hardness(prefs, models, out / "hardness-mean_cosine", scorer="mean_cosine")
+    signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised["dama_delta"]]})
     data = add_reference_logps(data, models.vlm_path, models.vlm_processor, out / "runs")
     timings["hardness"] = time.perf_counter() - clock
-    log(f"[demo] dama hardness: δ̄ = {delta_mean:.4f} over {len(data)} pairs in {timings['hardness']:.0f}s")
+    log(f"[demo] dama hardness: δ̄ = {delta_mean:.4f}; corr(δ, gap) {signal['union_softmax']['corr_gap']:+.2f}, "
+        f"corr(δ, length diff) {signal['union_softmax']['corr_length_difference']:+.2f}")
 
-    engine = ChairEngine(world.synonym_lines(), rules=False)
-    evalset = evaluation_set(world, cfg.n_eval_images, seed=3)
+    track = easy_and_hard(data, cfg.n_track)
+
+    def run(method: str, seed: int, lr: float, tracked: bool) -> dict[str, Any]:
+        model, history, margins, seconds = train_one(method, seed, lr, cfg, models.vlm_path, models.vlm_processor,
+                                                     data, delta_mean, out / "runs", track if tracked else None)
+        record = {"seed": seed, "lr": lr, "history": history, "margins": margins, "seconds": seconds,
+                  "training": training_summary(history), "val": evaluate(model, valset),
+                  "test": evaluate(model, testset)}
+        del model
+        return record
+
+    # 1. The learning-rate sweep: the first seed, validation images only, the same grid for every method.
     clock = time.perf_counter()
-    results: dict[str, list[dict]] = {"base": [score_responses(engine, generate(
-        models.vlm, models.vlm_processor, evalset, cfg.max_new_tokens), evalset)]}
-    log(f"[demo] base model: {_brief(results['base'][0])}")
-    runs: dict[str, list[dict]] = {}
+    sweep: dict[str, dict[str, Any]] = {}
+    kept: dict[tuple[str, float], dict] = {}
+    for method in METHODS:
+        candidates = []
+        for lr in cfg.learning_rates:
+            record = run(method, cfg.seeds[0], lr, tracked=True)
+            kept[(method, lr)] = record
+            candidates.append({"lr": lr, "val": record["val"], "training": record["training"]})
+            log(f"[demo] sweep {method:<17} lr {lr:g}: val {_brief(record['val'])}  "
+                f"margin {record['training'].get('margins', float('nan')):.2f}  ({record['seconds']:.0f}s)")
+        sweep[method] = {"lr": select_learning_rate(candidates, base["val"]["recall"]), "candidates": candidates}
+    timings["sweep"] = time.perf_counter() - clock
+    log("[demo] chosen learning rates: " + ", ".join(f"{m} {s['lr']:g}" for m, s in sweep.items()))
+
+    # 2. Every seed with the chosen learning rate (the sweep's run is the first seed's), scored on the test images.
+    clock = time.perf_counter()
+    runs: dict[str, list[dict]] = {method: [] for method in METHODS}
     for seed in cfg.seeds:
         for method in METHODS:
-            model, history, margins, seconds = train_one(method, seed, cfg, models.vlm_path, models.vlm_processor,
-                                                         data, delta_mean, out / "runs")
-            metrics = score_responses(engine, generate(model, models.vlm_processor, evalset, cfg.max_new_tokens),
-                                      evalset)
-            results.setdefault(method, []).append(metrics)
-            runs.setdefault(method, []).append({"seed": seed, "history": history, "margins": margins,
-                                                "seconds": seconds, "metrics": metrics})
-            log(f"[demo] {method:<17} seed {seed}: {_brief(metrics)}  ({seconds:.0f}s)")
-            del model
+            lr = sweep[method]["lr"]
+            record = kept[(method, lr)] if seed == cfg.seeds[0] else run(method, seed, lr, tracked=True)
+            runs[method].append(record)
+            log(f"[demo] {method:<17} seed {seed}: {_brief(record['test'])}  ({record['seconds']:.0f}s)")
     timings["alignment_and_eval"] = time.perf_counter() - clock
 
+    results = {"base": [base["test"]], **{m: [r["test"] for r in rs] for m, rs in runs.items()}}
     table = {
         name: {key: summarise([m[key] for m in per_seed]) for key in ("CHAIR_s", "CHAIR_i", "recall", "avg_len")}
         for name, per_seed in results.items()
     }
+    comparisons = {method: compare(results, method) for method in METHODS if method != "DPO"}
     summary = {
         "config": asdict(replace(cfg, models=cfg.models)),
         "delta_mean": delta_mean,
@@ -276,9 +402,15 @@ def run_experiment(
         "deltas": [float(d) for d in data["dama_delta"]],  # a list: datasets returns a lazy column object
         "pair_gaps": [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])],
         "build_metrics": models.metrics,
+        "base": base,
+        "length_balance": balance,
+        "hardness_signal": signal,
+        "sweep": sweep,
+        "validity": validity_checks(base["test"], table["DPO"], balance, signal),
+        "comparison": comparisons,
         "table": table,
         "per_seed": results,
-        "runs": runs,
+        "runs": {m: [{k: v for k, v in r.items() if k != "val"} for r in rs] for m, rs in runs.items()},
         "timings": timings,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -8,13 +8,10 @@
 
 Both are cached on disk under a hash of everything that determines them (`DemoConfig`, the world, `CACHE_VERSION`):
 a second build with the same settings loads them with `from_pretrained`.
-
-`python -m dama.demo.models --report [--quick]` builds (or loads) both and prints the numbers the demo rests on.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -29,9 +26,9 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 from dama import tiny
-from dama.demo.world import QUESTIONS, World, corpus, make_world
+from dama.demo.world import QUESTIONS, Captioner, World, corpus, make_world, statement
 
-CACHE_VERSION = 3  # bump when code changes what a given config builds
+CACHE_VERSION = 4  # bump when code changes what a given config builds
 
 
 @dataclass(frozen=True)
@@ -48,16 +45,22 @@ class DemoConfig:
     clip_hidden: int = 64
     clip_layers: int = 2
     clip_max_length: int = 48
-    clip_steps: int = 600
+    clip_steps: int = 1500
     clip_batch: int = 64
     clip_lr: float = 2e-3
     # LLaVA (language model; the vision tower is CLIP's)
     vlm_hidden: int = 64
     vlm_layers: int = 2
-    vlm_steps: int = 800
+    vlm_steps: int = 3000
     vlm_batch: int = 32
     vlm_lr: float = 2e-3
     vlm_train_vision: bool = False  # LLaVA-1.5 keeps the vision tower frozen
+    # The co-occurrence bias of the VLM's instruction data (`world.Captioner`): a small / large object of another
+    # class is named as the absent partner of an object in the scene with these probabilities; a one-object
+    # scene gets the absent partner added with `bias_add`. CLIP is trained on exact descriptions.
+    bias_small: float = 0.75
+    bias_large: float = 0.2
+    bias_add: float = 0.4
 
     @classmethod
     def full(cls, **overrides) -> DemoConfig:
@@ -65,9 +68,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        # A smoke-run budget (CI runs it): the models are weaker than full()'s, the pipeline is the same.
-        small = cls(n_train_scenes=800, n_eval_scenes=60, clip_steps=120, clip_hidden=48, vlm_hidden=48,
-                    vlm_steps=150, clip_batch=48, vlm_batch=24)
+        # A smoke-run budget (CI runs it): weaker models than full()'s, the same pipeline and the same world.
+        small = cls(n_train_scenes=1500, n_eval_scenes=60, clip_steps=500, clip_hidden=48, clip_batch=48,
+                    vlm_hidden=48, vlm_steps=1000, vlm_batch=24)
         return replace(small, **overrides)
 
     @classmethod
@@ -78,7 +81,11 @@ class DemoConfig:
         return replace(small, **overrides)
 
     def clip_fields(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("vlm_")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith(("vlm_", "bias_"))}
+
+    @property
+    def captioner(self) -> Captioner:
+        return Captioner(self.bias_small, self.bias_large, self.bias_add)
 
 
 def default_cache_dir() -> Path:
@@ -107,10 +114,6 @@ def world_tokenizer(world: World, vocab_size: int, add_eos: bool):
     )
 
 
-def _split_sentences(text: str) -> list[str]:
-    return [s.strip() + "." for s in text.split(".") if s.strip()]
-
-
 def _pixel_values(processor, images: list[Image.Image], chunk: int = 512) -> torch.Tensor:
     parts = [processor.image_processor(images[i : i + chunk], return_tensors="pt")["pixel_values"]
              for i in range(0, len(images), chunk)]
@@ -127,13 +130,43 @@ def _lr(step: int, steps: int, lr: float) -> float:
 # ---------------------------------------------------------------------------------------------- CLIP
 
 
-def clip_texts(world: World, scenes, rng: random.Random) -> list[str]:
-    """One training text per scene: the whole caption or, half the time, one of its sentences."""
-    texts = []
+def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], list[str]]:
+    """Per scene a positive text and its hard negative.
+
+    The positive is the exact description or, half the time, one of its statements (the sub-sentences `dama hardness`
+    scores). The negative is the same text with one object named as another class absent from the scene (its
+    co-occurrence partner when that is absent): in-batch negatives differ from a scene in colours, counts and
+    positions too, so without such negatives nothing forces the encoder to tell objects apart by their shape.
+    """
+    positives, negatives = [], []
     for scene in scenes:
-        text = world.caption(scene, rng)
-        texts.append(text if rng.random() < 0.5 else rng.choice(_split_sentences(text)))
-    return texts
+        groups = list(scene.groups)
+        rng.shuffle(groups)
+        keep = groups if rng.random() < 0.5 else [rng.choice(groups)]
+        target = rng.choice(keep)
+        present = {g.cls for g in scene.groups}
+        partner = world.partners.get(target.cls)
+        wrong = partner if partner and partner not in present else rng.choice(
+            [c for c in world.class_names if c not in present])
+        states = [rng.random() for _ in keep]
+        positives.append(" ".join(statement(g, random.Random(s), world.classes) for g, s in zip(keep, states)))
+        negatives.append(" ".join(statement(g, random.Random(s), world.classes, cls=wrong if g is target else None)
+                                  for g, s in zip(keep, states)))
+    return positives, negatives
+
+
+def contrastive_loss(model: CLIPModel, pixel_values: torch.Tensor, positive: dict, negative: dict) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE with one hard negative text per image added to the image→text side."""
+    image = model.get_image_features(pixel_values=pixel_values).pooler_output
+    text = model.get_text_features(**positive).pooler_output
+    hard = model.get_text_features(**negative).pooler_output
+    image, text, hard = (x / x.norm(dim=-1, keepdim=True) for x in (image, text, hard))
+    scale = model.logit_scale.exp()
+    targets = torch.arange(image.shape[0])
+    image_to_text = scale * image @ torch.cat([text, hard]).T  # (B, 2B): the B positives, then the B negatives
+    text_to_image = scale * text @ image.T
+    return (torch.nn.functional.cross_entropy(image_to_text, targets)
+            + torch.nn.functional.cross_entropy(text_to_image, targets)) / 2
 
 
 @torch.no_grad()
@@ -161,7 +194,7 @@ def retrieval_accuracy(
 def train_clip(
     world: World, cfg: DemoConfig, log_every: int = 0
 ) -> tuple[CLIPModel, CLIPProcessor, dict]:
-    """Build the tiny CLIP and train it contrastively (symmetric InfoNCE, `return_loss=True`) with AdamW.
+    """Build the tiny CLIP and train it contrastively (symmetric InfoNCE plus hard negatives, `clip_texts`) with AdamW.
 
     Returns the model, its processor and metrics: held-out retrieval accuracy before and after training.
     """
@@ -181,11 +214,12 @@ def train_clip(
     model.train()
     for step in range(cfg.clip_steps):
         idx = rng.sample(range(len(train)), min(cfg.clip_batch, len(train)))
-        enc = tokenizer(clip_texts(world, [train[i] for i in idx], rng), padding=True, truncation=True,
-                        return_tensors="pt")
+        positives, negatives = clip_texts(world, [train[i] for i in idx], rng)
+        positive = tokenizer(positives, padding=True, truncation=True, return_tensors="pt")
+        negative = tokenizer(negatives, padding=True, truncation=True, return_tensors="pt")
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg.clip_steps, cfg.clip_lr)
-        loss = model(**enc, pixel_values=pixels[idx], return_loss=True).loss
+        loss = contrastive_loss(model, pixels[idx], positive, negative)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -258,7 +292,8 @@ def train_vlm(
         rows = []
         for i in idx:
             q = rng.choice(QUESTIONS)
-            rows.append(_encode_sft(processor, prompt_ids[q], q, world.caption(train[i], rng)))
+            text, _ = cfg.captioner.describe(train[i], rng, world)
+            rows.append(_encode_sft(processor, prompt_ids[q], q, text))
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
@@ -366,54 +401,3 @@ def build_models(
     clip.eval()
     vlm.eval()
     return DemoModels(clip, clip_processor, vlm, vlm_processor, clip_path, vlm_path, metrics)
-
-
-def report(cfg: DemoConfig, cache_dir: str | Path | None = None, log_every: int = 0, n_samples: int = 4) -> dict:
-    """Build (or load) the models and measure: build time, CLIP retrieval, base-model CHAIR, preference pairs."""
-    from collections import Counter
-
-    from dama.demo.preferences import build_preferences, evaluation_set, hallucination_rates
-
-    world = make_world(cfg.seed, image_size=cfg.image_size)
-    start = time.perf_counter()
-    models = build_models(cfg, world, cache_dir, log_every)
-    build_s = time.perf_counter() - start
-    evalset = evaluation_set(world, cfg.n_eval_scenes, seed=3)
-    responses = sample_responses(models.vlm, models.vlm_processor, [e["image"] for e in evalset], QUESTIONS[0],
-                                 n=1, temperature=0.0)
-    rates = hallucination_rates([r[0] for r in responses], [e["gt_classes"] for e in evalset],
-                                world.synonym_lines())
-    start = time.perf_counter()
-    prefs = build_preferences(models.vlm, models.vlm_processor, world, n_images=cfg.n_eval_scenes * 2,
-                              n_samples=n_samples, seed=4)
-    pref_s = time.perf_counter() - start
-    gaps = Counter(p["n_hall_rejected"] - p["n_hall_chosen"] for p in prefs)
-    return {
-        "config": asdict(cfg),
-        "build_seconds_this_run": build_s,
-        "clip": models.metrics["clip"],
-        "vlm": models.metrics["vlm"],
-        "base_greedy": rates,
-        "examples": [(sorted(e["gt_classes"]), r[0]) for e, r in zip(evalset[:5], responses[:5])],
-        "preferences": {"n_images": cfg.n_eval_scenes * 2, "n_samples": n_samples, "n_pairs": len(prefs),
-                        "gap_hist": dict(sorted(gaps.items())), "seconds": pref_s},
-    }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", action="store_true", help="build or load the models and print measurements")
-    parser.add_argument("--quick", action="store_true", help="the quick preset (default: full)")
-    parser.add_argument("--cache_dir", default=None)
-    parser.add_argument("--log_every", type=int, default=0)
-    args = parser.parse_args(argv)
-    cfg = DemoConfig.quick() if args.quick else DemoConfig.full()
-    if args.report:
-        print(json.dumps(report(cfg, args.cache_dir, args.log_every), indent=2, default=str))
-    else:
-        models = build_models(cfg, cache_dir=args.cache_dir, log_every=args.log_every)
-        print(models.clip_path, models.vlm_path, json.dumps(models.metrics, indent=2))
-
-
-if __name__ == "__main__":
-    main()

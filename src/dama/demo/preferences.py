@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import functools
 import random
+import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from datasets import Dataset
 
+from dama.demo.models import prompt_messages, sample_responses
+from dama.demo.stats import pearson
 from dama.demo.world import QUESTIONS, World, gt_classes
 from dama.eval.chair import ChairEngine
 
@@ -68,27 +72,66 @@ def evaluation_set(world: World, n: int, seed: int = 3) -> list[dict]:
 
 
 def pairs_from_samples(
-    responses: Sequence[str], gt: set[str], synonym_lines: list[str], max_pairs: int, rng: random.Random
+    responses: Sequence[str],
+    gt: set[str],
+    synonym_lines: list[str],
+    max_pairs: int,
+    rng: random.Random,
+    same_coverage: bool = True,
 ) -> list[tuple[str, str, int, int]]:
     """(chosen, rejected, n_hall_chosen, n_hall_rejected) pairs among one image's responses.
 
-    Better = fewer hallucinated mentions, then more correct mentions. Identical texts and ties are dropped; among
-    the remaining ordered pairs `max_pairs` are drawn uniformly, so easy and hard pairs keep their natural mix.
+    The label is the number of hallucinated object mentions alone (RLAIF-V scores a response by its count of
+    wrong claims): a pair needs strictly different counts; equal counts are no pair, whatever else differs
+    (a tie-break on correct mentions would make the chosen answer the longer one, a length signal instead of a
+    hallucination signal). With `same_coverage` (the default) the chosen answer must also name at least as many
+    real objects as the rejected one: a pair that trades a hallucination for an omission teaches "name fewer
+    objects", a cheaper lesson than "name the right ones", and DPO learns it (recall falls, hallucination stays).
+    Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: fewest words not shared
+    (counted as multisets, so statement order does not matter), then the most similar word count, ties in random
+    order. RLAIF-V's deconfounded sampling keeps style equal by sampling every candidate the same way; choosing
+    the closest pair keeps style and length as equal as the samples allow, so what differs is mostly the
+    hallucinated object itself and not a template or colour the model happened to draw.
     """
     scored = []
     for text in dict.fromkeys(responses):  # drop duplicate texts, keep order
-        h, m = count_hallucinations(text, gt, synonym_lines)
-        scored.append((text, h, m - h))
+        hallucinated, mentions = count_hallucinations(text, gt, synonym_lines)
+        scored.append((text, hallucinated, mentions, len(text.split())))
     candidates = []
     for i in range(len(scored)):
         for j in range(i + 1, len(scored)):
             a, b = scored[i], scored[j]
-            if (a[1], -a[2]) == (b[1], -b[2]):
+            if a[1] == b[1]:
                 continue
-            win, lose = (a, b) if (a[1], -a[2]) < (b[1], -b[2]) else (b, a)
-            candidates.append((win[0], lose[0], win[1], lose[1]))
-    rng.shuffle(candidates)
-    return candidates[:max_pairs]
+            win, lose = (a, b) if a[1] < b[1] else (b, a)
+            if same_coverage and win[2] - win[1] < lose[2] - lose[1]:
+                continue  # the chosen answer would name fewer real objects: a lesson in saying less
+            words_a, words_b = Counter(a[0].lower().split()), Counter(b[0].lower().split())
+            changed = sum(((words_a - words_b) + (words_b - words_a)).values())  # words not shared, in any order
+            candidates.append(((changed, abs(a[3] - b[3])), rng.random(), (win[0], lose[0], win[1], lose[1])))
+    candidates.sort()
+    return [pair for _, _, pair in candidates[:max_pairs]]
+
+
+def length_balance(rows: Sequence[dict]) -> dict[str, float]:
+    """Mean word count of chosen and rejected answers, their difference relative to the mean length, and the
+    Pearson correlation of the label gap (rejected − chosen hallucinations) with the length difference
+    (chosen − rejected words): how much of the preference a length heuristic could learn."""
+    chosen = [len(_text(r["chosen"]).split()) for r in rows]
+    rejected = [len(_text(r["rejected"]).split()) for r in rows]
+    gaps = [r["n_hall_rejected"] - r["n_hall_chosen"] for r in rows]
+    diffs = [c - j for c, j in zip(chosen, rejected)]
+    mean_c, mean_r = statistics.fmean(chosen), statistics.fmean(rejected)
+    return {
+        "chosen_words": mean_c,
+        "rejected_words": mean_r,
+        "relative_length_difference": (mean_c - mean_r) / ((mean_c + mean_r) / 2),
+        "corr_gap_length_difference": pearson(gaps, diffs),
+    }
+
+
+def _text(turns: list[dict] | str) -> str:
+    return turns if isinstance(turns, str) else turns[0]["content"]
 
 
 def build_preferences(
@@ -110,8 +153,6 @@ def build_preferences(
     `gt_classes` (sorted list). Images come from `world.sample_scenes(n_images, seed)`; keep `seed` apart from the
     evaluation set's.
     """
-    from dama.demo.models import prompt_messages, sample_responses
-
     rng = random.Random(f"{world.seed}/preferences/{seed}")
     scenes = world.sample_scenes(n_images, seed)
     images = [world.render(s) for s in scenes]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import platform
 import statistics
 from pathlib import Path
@@ -74,16 +73,23 @@ def plot_model_aware(summary: dict[str, Any], path: Path) -> None:
 
 
 def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for method in ("DPO", "DAMA"):
-        for group, style in (("easy", "-"), ("hard", "--")):
-            curves = [run["margins"] for run in summary["runs"][method]]
+    """Mean margin h of fixed easy and hard pairs during DPO and DAMA training (the paper's Fig. 1 picture), with
+    easy/hard chosen by the ground-truth hallucination gap (left) and by CLIP's δ (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, basis in zip(axes, ("gap", "δ")):
+        for method in ("DPO", "DAMA"):
+            curves = [run["margins"] for run in summary["runs"][method] if run["margins"]]
+            if not curves:
+                continue
             steps = [row["step"] for row in curves[0]]
-            mean = [statistics.fmean(c[i][group] for c in curves) for i in range(len(steps))]
-            ax.plot(steps, mean, style, color=COLOURS[method], label=f"{method}, {group} pairs")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean reward margin h (policy vs reference)")
-    ax.legend(fontsize=7)
+            for group, style in (("easy", "-"), ("hard", "--")):
+                key = f"{group} ({basis})"
+                mean = [statistics.fmean(c[i][key] for c in curves) for i in range(len(steps))]
+                ax.plot(steps, mean, style, color=COLOURS[method], label=f"{method}, {group}")
+        ax.set_title(f"easy / hard by {'ground-truth gap' if basis == 'gap' else 'CLIP δ'}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("mean reward margin h")
     _save(fig, path)
 
 
@@ -99,23 +105,33 @@ def plot_results(summary: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
-def verdict(table: dict[str, Any], n_seeds: int) -> str:
-    """A sentence computed from the numbers: which of DPO and DAMA hallucinates less, and whether it is noise."""
-    dpo, dama = table["DPO"]["CHAIR_i"], table["DAMA"]["CHAIR_i"]
-    if dpo["mean"] is None or dama["mean"] is None:
-        return "CHAIR_i could not be computed for DPO or DAMA (no object mentions)."
-    diff = dama["mean"] - dpo["mean"]
-    noise = math.hypot(dpo["std"] or 0.0, dama["std"] or 0.0)
-    better = "lower" if diff < 0 else "higher"
-    if n_seeds < 2:
-        scale = "with one seed there is no estimate of seed noise, so this is not evidence either way"
-    elif abs(diff) > 2 * noise:
-        scale = f"more than twice the combined seed spread ({noise:.1f})"
+def _interval(stat: dict[str, Any]) -> str:
+    if stat["low"] is None:
+        return f"{stat['mean']:+.1f} (one seed: no interval)"
+    return f"{stat['mean']:+.1f} [{stat['low']:+.1f}, {stat['high']:+.1f}]"
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """The verdict sentence, computed from the validity checks and the paired 95% interval of DAMA − DPO."""
+    failed = [name for name, check in summary["validity"].items() if not check["ok"]]
+    if failed:
+        return ("No verdict: this run is not a valid testbed for comparing DAMA with DPO — failed checks: "
+                + ", ".join(failed) + ".")
+    diff = summary["comparison"]["DAMA"]
+    ci, recall = diff["CHAIR_i"], diff["recall"]
+    if ci["low"] is None:
+        return "No verdict: one seed gives no interval (run more seeds)."
+    interval = f"DAMA − DPO CHAIR_i {_interval(ci)} points, recall {_interval(recall)} (95% paired t-interval, " \
+               f"{ci['n']} seeds)"
+    if ci["high"] < 0:
+        outcome = "DAMA hallucinates less than DPO"
+        if recall["high"] is not None and recall["high"] < 0:
+            outcome += ", but it also recalls fewer objects"
+    elif ci["low"] > 0:
+        outcome = "DAMA hallucinates more than DPO"
     else:
-        scale = f"within twice the combined seed spread ({noise:.1f}), i.e. not distinguishable from seed noise"
-    outcome = "DAMA beats DPO" if diff < 0 and n_seeds >= 2 and abs(diff) > 2 * noise else "DAMA does not clearly beat DPO"
-    return (f"{outcome} here: DAMA's CHAIR_i is {abs(diff):.1f} points {better} than DPO's "
-            f"({_fmt(dama)} vs {_fmt(dpo)}), {scale}.")
+        outcome = "DAMA and DPO cannot be told apart on CHAIR_i at this power (the interval contains 0)"
+    return f"{outcome}: {interval}."
 
 
 def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds: float) -> Path:
@@ -129,20 +145,54 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
     for name, plot in plots.items():
         plot(summary, out / name)
     cfg = summary["config"]
-    n_seeds = len(cfg["seeds"])
+    balance, signal = summary["length_balance"], summary["hardness_signal"]
     lines = [
         "# dama demo — DPO vs DAMA in a synthetic visual world",
         "",
         f"Command: `{command}` — {wall_seconds / 60:.1f} min on {platform.machine()} "
-        f"({_cpu_name()}, {_cores()} cores), Python {platform.python_version()}.",
+        f"({_cpu_name()}, {_cores()} cores), Python {platform.python_version()}, from "
+        f"{'a warm model cache' if summary['timings']['models'] < 5 else 'an empty model cache'}.",
         "",
-        f"Preference pairs: {summary['n_pairs']} (sampled from the base model, labelled against ground truth); "
-        f"δ̄ = {summary['delta_mean']:.4f}. Alignment: {cfg['steps']} steps × batch {cfg['batch_size']}, "
-        f"lr {cfg['learning_rate']}, β {cfg['beta']}, seeds {list(cfg['seeds'])} — identical for every method. "
-        f"Evaluation: greedy answers on {cfg['n_eval_images']} held-out images, scored by `dama eval`'s CHAIR engine "
-        "with the world's synonym list.",
+        f"**Verdict.** {verdict(summary)}",
         "",
-        "## Results (mean ± std over seeds; lower CHAIR is better, higher recall is better)",
+        "## Is this a valid testbed?",
+        "",
+        "| check | value | rule | ok |",
+        "| --- | --- | --- | --- |",
+        *[f"| {name} | {_num(c['value'])} | {c['rule']} | {'yes' if c['ok'] else '**no**'} |"
+          for name, c in summary["validity"].items()],
+        "",
+        f"Preference pairs: {summary['n_pairs']}, sampled from the base model and labelled against ground truth; "
+        f"chosen {balance['chosen_words']:.1f} vs rejected {balance['rejected_words']:.1f} words on average, "
+        f"corr(label gap, length difference) = {balance['corr_gap_length_difference']:+.2f}. "
+        f"Label gaps: {_histogram(summary['pair_gaps'])}.",
+        "",
+        "Hardness δ (`dama hardness`, the world's CLIP): "
+        + "; ".join(f"`{name}`: corr(δ, gap) = {v['corr_gap']:+.2f}, corr(δ, length difference) = "
+                    f"{v['corr_length_difference']:+.2f}, δ > 0 for {100 * v['positive_fraction']:.0f}% of pairs"
+                    for name, v in signal.items())
+        + f". Training uses `union_softmax` (the paper's Eq. 3–5), δ̄ = {summary['delta_mean']:.4f}.",
+        "",
+        "## Learning-rate sweep (first seed, validation images)",
+        "",
+        f"Every method: {cfg['steps']} steps × batch {cfg['batch_size']}, β {cfg['beta']}, constant lr from the "
+        f"grid {list(cfg['learning_rates'])}; chosen: the lowest validation CHAIR_i with recall ≥ 0.9 × base.",
+        "",
+        "| method | lr | val CHAIR_i | val recall | final margin (β·h) | reward accuracy | chosen |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for method, sweep in summary["sweep"].items():
+        for c in sweep["candidates"]:
+            t = c["training"]
+            lines.append(f"| {method} | {c['lr']:g} | {_num(c['val']['CHAIR_i'])} | {_num(c['val']['recall'])} | "
+                         f"{_num(t.get('margins'), 2)} | {_num(t.get('accuracies'), 2)} | "
+                         f"{'yes' if c['lr'] == sweep['lr'] else ''} |")
+    lines += [
+        "",
+        f"## Results on {cfg['n_eval_images']} held-out images (mean ± std over seeds {list(cfg['seeds'])})",
+        "",
+        "Greedy answers scored by `dama eval`'s CHAIR engine with the world's synonym list; lower CHAIR is better, "
+        "higher recall is better.",
         "",
         "| model | CHAIR_s | CHAIR_i | recall | avg. length |",
         "| --- | --- | --- | --- | --- |",
@@ -152,14 +202,14 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
             row = summary["table"][name]
             lines.append(f"| {name} | {_fmt(row['CHAIR_s'])} | {_fmt(row['CHAIR_i'])} | {_fmt(row['recall'])} | "
                          f"{_fmt(row['avg_len'])} |")
-    lines += ["", f"**Verdict.** {verdict(summary['table'], n_seeds)}", ""]
-    gaps, deltas = summary["pair_gaps"], summary["deltas"]
-    corr = _pearson(deltas, gaps)
     lines += [
-        "## Is the CLIP hardness meaningful here?",
         "",
-        f"Correlation between δ and the ground-truth gap (hallucinated objects in rejected − in chosen): "
-        f"{corr:.2f} over {len(gaps)} pairs" if corr is not None else "Correlation not computable.",
+        "Paired by seed (same data order and initial model), method − DPO, mean [95% t-interval]:",
+        "",
+        "| method | CHAIR_i | CHAIR_s | recall | avg. length |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {m} | {_interval(d['CHAIR_i'])} | {_interval(d['CHAIR_s'])} | {_interval(d['recall'])} | "
+          f"{_interval(d['avg_len'])} |" for m, d in summary["comparison"].items()],
         "",
         "## Plots",
         "",
@@ -169,24 +219,30 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         "",
         "α_M and R̄ over training: ![model-aware](model_aware.png)",
         "",
-        "Reward margin of the easiest and hardest pairs (by δ) during DPO and DAMA training — the paper's "
-        "'imbalanced responsiveness': ![responsiveness](responsiveness.png)",
+        "Reward margin of easy and hard pairs during DPO and DAMA training (the paper's 'imbalanced "
+        "responsiveness'), easy/hard by the ground-truth gap and by δ: ![responsiveness](responsiveness.png)",
         "",
         "## Timings (s)",
         "",
         *[f"- {k}: {v:.0f}" for k, v in summary["timings"].items()],
+        f"- total: {wall_seconds:.0f}",
         "",
-        "Raw numbers: `results.json`.",
+        "Raw numbers: `results.json` (fields: docs/demo.md).",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _pearson(xs: list[float], ys: list[float]) -> float | None:
-    if len(xs) < 3 or statistics.pstdev(xs) == 0 or statistics.pstdev(ys) == 0:
-        return None
-    return statistics.correlation(xs, ys)
+def _num(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _histogram(values: list[int]) -> str:
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
 
 
 def _cpu_name() -> str:

@@ -273,10 +273,13 @@ def render(scene: Scene, image_size: int = 48, noise: int = 12) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------- text
+# A description is one statement per object group ("There is a small red cup on the left."), in random order, each
+# in one of several templates. One statement per object is what DAMA's sub-sentence splitter produces from real
+# answers (Eq. 3), so the world's CLIP is trained on, and scores, the same kind of text.
 
 
 def _position(cells: tuple[tuple[int, int], ...]) -> str:
-    (row, col), = cells
+    ((row, col),) = cells
     if col == 0:
         return "on the left"
     if col == GRID - 1:
@@ -302,35 +305,77 @@ def _phrase(group: ObjectGroup, noun: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+_TEMPLATES = ("There {be} {o}{p}.", "I can see {o}{p}.", "The image shows {o}{p}.", "{O}{p}.")
+
+
+def statement(
+    group: ObjectGroup, rng: random.Random, classes: dict[str, tuple[str, ...]] | None = None, cls: str | None = None
+) -> str:
+    """One sentence about one object group, e.g. "There are two small blue cars." or "I can see a cup on the left."
+
+    `cls` names a different class than the group's own: the same sentence (same generator state) with the wrong
+    object, as a hallucinating describer or a hard negative for CLIP would have it.
+    """
+    noun_rng = random.Random(rng.random())  # the noun draws apart, so `cls` changes the noun and nothing else
+    noun = _noun(cls or group.cls, noun_rng, classes or CLASSES)
+    phrase = _phrase(group, noun, rng)
+    where = f" {_position(group.cells)}" if group.count == 1 and rng.random() < 0.5 else ""
+    template = rng.choice(_TEMPLATES)
+    return template.format(O=phrase[0].upper() + phrase[1:], o=phrase, p=where, be="is" if group.count == 1 else "are")
 
 
 def caption(scene: Scene, rng: random.Random, classes: dict[str, tuple[str, ...]] | None = None) -> str:
-    """A natural caption naming every group of the scene (and nothing else), e.g.
-    "A red cup and two small blue cars. The cup is on the left."
+    """A correct description naming every group of the scene (and nothing else), one statement per group, e.g.
+    "There is a red cup on the left. I can see two small blue cars."
     """
-    classes = classes or CLASSES
     groups = list(scene.groups)
     rng.shuffle(groups)
-    nouns = [_noun(g.cls, rng, classes) for g in groups]
-    objects = _join([_phrase(g, n, rng) for g, n in zip(groups, nouns)])
-    be = "is" if groups[0].count == 1 else "are"
-    template = rng.choice(
-        [
-            "{O}.",
-            "There {be} {o}.",
-            "The image shows {o}.",
-            "In this picture I can see {o}.",
-            "This is a picture of {o}.",
-            "{O} on a dark background.",
-        ]
-    )
-    sentences = [template.format(O=objects[0].upper() + objects[1:], o=objects, be=be)]
-    for group, noun in zip(groups, nouns):
-        if group.count == 1 and rng.random() < 0.5:
-            sentences.append(f"The {noun} is {_position(group.cells)}.")
-    return " ".join(sentences)
+    return " ".join(statement(g, rng, classes) for g in groups)
+
+
+@dataclass(frozen=True)
+class Captioner:
+    """A describer with the co-occurrence bias that instruction data of real VLMs has.
+
+    When a scene holds a class whose usual partner is absent, the describer names the partner anyway: a *small*
+    object of another class is called the partner with probability `p_small` (a large one with `p_large`), and a
+    one-object scene gets an extra statement about the partner with probability `p_add`. Colours, sizes, counts
+    and positions stay right. The world's base VLM learns this prior from such descriptions; the image contradicts
+    it, which is what preference pairs labelled against ground truth correct. `Captioner()` with all zeros is exact.
+    """
+
+    p_small: float = 0.0
+    p_large: float = 0.0
+    p_add: float = 0.0
+
+    def describe(self, scene: Scene, rng: random.Random, world: World) -> tuple[str, int]:
+        """A description of `scene` and the number of objects it names wrongly."""
+        present = gt_classes(scene)
+        missing = sorted({world.partners[c] for c in present if c in world.partners} - present)
+        groups = list(scene.groups)
+        rng.shuffle(groups)
+        sentences, wrong = [], 0
+        for g in groups:
+            others = [m for m in missing if world.partners[m] != g.cls]  # the partner of another object in the scene
+            p = self.p_small if g.size == "small" else self.p_large
+            if others and rng.random() < p:
+                name = rng.choice(others)
+                missing.remove(name)
+                sentences.append(statement(g, rng, world.classes, cls=name))
+                wrong += 1
+            else:
+                sentences.append(statement(g, rng, world.classes))
+        if len(groups) == 1 and missing and rng.random() < self.p_add:
+            ghost = ObjectGroup(
+                rng.choice(missing),
+                rng.choice(list(COLOURS)),
+                rng.choice(SIZES),
+                1,
+                (rng.choice([(r, c) for r in range(GRID) for c in range(GRID)]),),
+            )
+            sentences.append(statement(ghost, rng, world.classes))
+            wrong += 1
+        return " ".join(sentences), wrong
 
 
 def synonym_lines(classes: dict[str, tuple[str, ...]] | None = None) -> list[str]:
