@@ -58,8 +58,9 @@ def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
         "A fish.",  # 1 hallucinated, 2 words
         "A cup and a plate.",  # duplicate text, dropped
     ]
-    pairs = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0), same_coverage=False)
-    # Valid pairs: each 0-hallucination answer against each 1-hallucination answer (2 x 2), nothing else.
+    pairs = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0), same_mentions=False)
+    # Valid pairs: a 0-hallucination answer against a 1-hallucination answer naming no more real objects:
+    # "A cup and a plate." (2 real) beats both; "A cup." (1 real) beats "A cup and a cat." (1 real) and "A fish." (0).
     assert {(c, r) for c, r, _, _ in pairs} == {
         ("A cup and a plate.", "A cup and a cat."),
         ("A cup and a plate.", "A fish."),
@@ -67,16 +68,17 @@ def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
         ("A cup.", "A fish."),
     }
     assert all((hc, hr) == (0, 1) for _, _, hc, hr in pairs)
-    # With room for two, the two with equal word counts (5 vs 5 and 2 vs 2) are kept, not the 5-vs-2 ones.
-    two = pairs_from_samples(responses, gt, LINES, max_pairs=2, rng=random.Random(0), same_coverage=False)
+    # With room for two, the closest to minimal pairs are kept: 2 unshared words each ("plate"/"cat", "cup"/"fish"),
+    # not "A cup and a plate." vs "A fish." or "A cup." vs "A cup and a cat." (5 unshared words each, punctuation
+    # attached: "cup." is not "cup").
+    two = pairs_from_samples(responses, gt, LINES, max_pairs=2, rng=random.Random(0), same_mentions=False)
     assert {(c, r) for c, r, _, _ in two} == {("A cup and a plate.", "A cup and a cat."), ("A cup.", "A fish.")}
-    # By default the chosen answer must name at least as many real objects: "A cup." (1 real) against
-    # "A cup and a cat." (1 real) stays, "A cup." against "A fish." (0 real) stays, and so do both pairs of
-    # "A cup and a plate." (2 real); nothing is dropped here. Against a richer wrong answer it is:
+    # By default both answers must name as many objects: 2 vs 2 and 1 vs 1.
     default = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0))
-    assert len(default) == 4
-    richer = pairs_from_samples(["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0))
-    assert richer == []  # 0 vs 1 hallucination, but the chosen would name 1 real object instead of 2
+    assert {(c, r) for c, r, _, _ in default} == {("A cup and a plate.", "A cup and a cat."), ("A cup.", "A fish.")}
+    # A wrong answer that names more real objects never loses to one that names fewer (0 vs 1 hallucination here).
+    assert pairs_from_samples(["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0),
+                              same_mentions=False) == []
 
 
 def test_length_balance():

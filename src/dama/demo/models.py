@@ -69,8 +69,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
         # A smoke-run budget (CI runs it): weaker models than full()'s, the same pipeline and the same world.
-        small = cls(n_train_scenes=1500, n_eval_scenes=60, clip_steps=500, clip_hidden=48, clip_batch=48,
-                    vlm_hidden=48, vlm_steps=1000, vlm_batch=24)
+        small = cls(n_train_scenes=1500, n_eval_scenes=60, clip_steps=600, vlm_steps=2000)
         return replace(small, **overrides)
 
     @classmethod

@@ -77,16 +77,17 @@ def pairs_from_samples(
     synonym_lines: list[str],
     max_pairs: int,
     rng: random.Random,
-    same_coverage: bool = True,
+    same_mentions: bool = True,
 ) -> list[tuple[str, str, int, int]]:
     """(chosen, rejected, n_hall_chosen, n_hall_rejected) pairs among one image's responses.
 
     The label is the number of hallucinated object mentions alone (RLAIF-V scores a response by its count of
     wrong claims): a pair needs strictly different counts; equal counts are no pair, whatever else differs
     (a tie-break on correct mentions would make the chosen answer the longer one, a length signal instead of a
-    hallucination signal). With `same_coverage` (the default) the chosen answer must also name at least as many
-    real objects as the rejected one: a pair that trades a hallucination for an omission teaches "name fewer
-    objects", a cheaper lesson than "name the right ones", and DPO learns it (recall falls, hallucination stays).
+    hallucination signal). The chosen answer must also name at least as many real objects as the rejected one: a
+    pair that trades a hallucination for an omission teaches "name fewer objects", a cheaper lesson than "name the
+    right ones", and DPO learns it (recall falls, hallucination stays). With `same_mentions` (the default) both
+    must name the same number of objects, so a pair differs in *what* is named, not in how much or how long.
     Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: fewest words not shared
     (counted as multisets, so statement order does not matter), then the most similar word count, ties in random
     order. RLAIF-V's deconfounded sampling keeps style equal by sampling every candidate the same way; choosing
@@ -104,8 +105,10 @@ def pairs_from_samples(
             if a[1] == b[1]:
                 continue
             win, lose = (a, b) if a[1] < b[1] else (b, a)
-            if same_coverage and win[2] - win[1] < lose[2] - lose[1]:
+            if win[2] - win[1] < lose[2] - lose[1]:
                 continue  # the chosen answer would name fewer real objects: a lesson in saying less
+            if same_mentions and win[2] != lose[2]:
+                continue  # one names more objects than the other: the pair would differ in length
             words_a, words_b = Counter(a[0].lower().split()), Counter(b[0].lower().split())
             changed = sum(((words_a - words_b) + (words_b - words_a)).values())  # words not shared, in any order
             candidates.append(((changed, abs(a[3] - b[3])), rng.random(), (win[0], lose[0], win[1], lose[1])))

@@ -159,7 +159,8 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         "",
         "| check | value | rule | ok |",
         "| --- | --- | --- | --- |",
-        *[f"| {name} | {_num(c['value'])} | {c['rule']} | {'yes' if c['ok'] else '**no**'} |"
+        *[f"| {name} | {_num(c['value'], 2 if name.startswith('corr') else 1)} | {c['rule']} | "
+          f"{'yes' if c['ok'] else '**no**'} |"
           for name, c in summary["validity"].items()],
         "",
         f"Preference pairs: {summary['n_pairs']}, sampled from the base model and labelled against ground truth; "
