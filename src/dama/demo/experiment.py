@@ -294,7 +294,7 @@ def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[
         "base CHAIR_i": check(base_i, 10 <= base_i <= 40, "in [10%, 40%]: it hallucinates, but not blindly"),
         "base CHAIR_s": check(base_s, base_s >= 30, "≥ 30%"),
         "pair length balance": check(100 * rel_len, abs(rel_len) <= 0.10,
-                                     "|mean chosen − mean rejected words| ≤ 10% of the mean length (value in %)"),
+                                     "mean chosen − mean rejected words within ±10% of the mean length (value in %)"),
         "corr(δ, gap)": check(corr, corr >= 0.3, "≥ 0.3: CLIP's δ tracks the true hallucination gap"),
         "DPO CHAIR_i": check(dpo_i, dpo_i is not None and dpo_i <= 0.75 * base_i, "≤ 0.75 × base: DPO works"),
         "DPO recall": check(dpo_r, dpo_r is not None and dpo_r >= 0.9 * base_r, "≥ 0.9 × base: without blinding"),
