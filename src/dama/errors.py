@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import errno
 import math
-from collections.abc import Iterable
 
 EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 3  # `dama eval score --strict`: a result was written but is partial
@@ -48,13 +47,6 @@ def require_finite(value: float, what: str) -> float:
     if not math.isfinite(number):
         raise NonFiniteError(f"{what}: expected a finite number, got {number}")
     return number
-
-
-def require_all_finite(values: Iterable[float], what: str) -> None:
-    """`NonFiniteError` naming `what` and the first position whose value is not finite."""
-    for index, value in enumerate(values):
-        if not math.isfinite(float(value)):
-            raise NonFiniteError(f"{what}[{index}]: expected a finite number, got {float(value)}")
 
 
 def positive_int(text: str) -> int:

@@ -25,7 +25,6 @@ from dama import tiny
 from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
 from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
-from dama.errors import NonFiniteError
 from dama.io import check_writable
 from dama.trainer import DAMATrainer
 
@@ -165,18 +164,6 @@ def build_trainer(argv: list[str] | None = None):
     )
 
 
-def check_finite_weights(model: Any) -> None:
-    """`NonFiniteError` naming the first parameter holding a NaN or an infinity: such a model is never saved."""
-    import torch
-
-    for name, param in model.named_parameters():
-        if not bool(torch.isfinite(param.detach()).all()):
-            raise NonFiniteError(
-                f"training produced non-finite weights (first: {name}); the model is not saved. Lower the "
-                "learning rate or check the data; the checkpoints written before the problem are kept"
-            )
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
@@ -189,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(resume, str) and resume.lower() in {"true", "last"}:
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
-    check_finite_weights(trainer.model)
+    trainer.require_finite_weights("the model is not saved (the checkpoints written before the problem are kept)")
     trainer.save_model(trainer.args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(trainer.args.output_dir)

@@ -528,7 +528,7 @@ class DAMATrainer(DPOTrainer):
         rotation (`save_total_limit`) runs only after the marker, so a kill at any moment leaves the previous
         complete checkpoint in place, and `train(resume_from_checkpoint=True)` skips the unmarked one.
         """
-        self._require_finite_weights()
+        self.require_finite_weights("the checkpoint is not written")
         run_dir = self._get_output_dir(trial=trial)
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
@@ -552,8 +552,9 @@ class DAMATrainer(DPOTrainer):
                     use_mtime=True,
                 )
 
-    def _require_finite_weights(self) -> None:
-        """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity: never checkpoint them."""
+    def require_finite_weights(self, consequence: str) -> None:
+        """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity; `consequence` says
+        what is therefore not written (a checkpoint, the final model)."""
         params = [(name, p) for name, p in self.model.named_parameters() if p.numel() > 0]
         if not params:
             return
@@ -562,8 +563,8 @@ class DAMATrainer(DPOTrainer):
         if float(self.accelerator.gather(local).sum()) > 0:
             first = next((name for (name, _), ok in zip(params, finite.tolist()) if not ok), "on another rank")
             raise NonFiniteError(
-                f"the weights hold non-finite values at step {self.state.global_step} (first: {first}); the checkpoint "
-                "is not written. Lower the learning rate or check the data"
+                f"the weights hold non-finite values at step {self.state.global_step} (first: {first}); {consequence}. "
+                "Lower the learning rate or check the data"
             )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
