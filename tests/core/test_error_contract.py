@@ -45,6 +45,11 @@ def trl_jsonl(path: Path, deltas: list[float]) -> Path:
     return path
 
 
+def precompute_argv(data: Path, out: Path, run: Path) -> list[str]:
+    return ["precompute-ref", "--out", str(out), "--config", str(RECIPE), "--dataset_path", str(data),
+            "--image_root", str(EXAMPLE), "--output_dir", str(run)]
+
+
 def train_argv(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "train",
@@ -189,19 +194,7 @@ def test_precompute_ref_reports_data_errors_without_traceback(tmp_path, capsys):
     deltas[5] = float("nan")
     data = trl_jsonl(tmp_path / "pairs.jsonl", deltas)
     out = tmp_path / "with-ref"
-    argv = [
-        "precompute-ref",
-        "--out",
-        str(out),
-        "--config",
-        str(RECIPE),
-        "--dataset_path",
-        str(data),
-        "--image_root",
-        str(EXAMPLE),
-        "--output_dir",
-        str(tmp_path / "run"),
-    ]
+    argv = precompute_argv(data, out, tmp_path / "run")
     assert dama(argv) == 2
     assert_user_error(capsys, "row 5", "'dama_delta'")
     assert not out.exists()
@@ -295,19 +288,7 @@ def test_precompute_ref_refuses_an_unwritable_out_before_the_reference_pass(tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
-    argv = [
-        "precompute-ref",
-        "--out",
-        str(blocker / "with-ref"),
-        "--config",
-        str(RECIPE),
-        "--dataset_path",
-        str(data),
-        "--image_root",
-        str(EXAMPLE),
-        "--output_dir",
-        str(tmp_path / "run"),
-    ]
+    argv = precompute_argv(data, blocker / "with-ref", tmp_path / "run")
     assert dama(argv) == 2
     assert_user_error(capsys, "--out", "cannot be written", "Nothing was computed")
 

@@ -44,6 +44,12 @@ def user_error(capsys, *fragments: str) -> str:
     return err
 
 
+def compute_hardness(data: Path, clip_dir: Path, out: Path) -> int:
+    """`dama hardness` computing δ with the test CLIP, in-process (no decoder workers), into `out`."""
+    return dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
+                 "--out", str(out)])
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "abc"])
 def test_non_finite_or_non_numeric_delta_mean_flag_is_refused(tmp_path, capsys, value):
     data = write_json(tmp_path / "official.json", official_rows())
@@ -274,23 +280,7 @@ def test_an_unreadable_image_is_reported_with_its_location_once(tmp_path, capsys
     rows = make_rows(4)
     rows[2]["image"] = {"bytes": b"not an image at all", "path": None}
     data = write_parquet(tmp_path / "d.parquet", rows)
-    assert (
-        dama(
-            [
-                "hardness",
-                "--data",
-                str(data),
-                "--clip",
-                str(clip_dir),
-                "--workers",
-                "0",
-                "--no-progress",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+    assert compute_hardness(data, clip_dir, tmp_path / "o") == 2
     err = user_error(capsys, f"{data} row 2 field 'image'", "not a readable image")
     assert err.count("row 2 field 'image'") == 1, err
 
@@ -299,23 +289,7 @@ def test_a_number_as_the_image_is_named_as_such(tmp_path, capsys, clip_dir):
     rows = [{**row, "image": 5} for row in make_rows(3)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({k: v for k, v in row.items()}) + "\n" for row in rows))
-    assert (
-        dama(
-            [
-                "hardness",
-                "--data",
-                str(data),
-                "--clip",
-                str(clip_dir),
-                "--workers",
-                "0",
-                "--no-progress",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+    assert compute_hardness(data, clip_dir, tmp_path / "o") == 2
     user_error(capsys, f"{data} row 0 field 'image'", "expected an image", "got int 5")
 
 
