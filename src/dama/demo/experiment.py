@@ -353,28 +353,33 @@ def run_experiment(
 
     track = easy_and_hard(data, cfg.n_track)
 
-    def run(method: str, seed: int, lr: float, tracked: bool) -> dict[str, Any]:
+    def run(method: str, seed: int, lr: float) -> tuple[dict[str, Any], LlavaForConditionalGeneration]:
         model, history, margins, seconds = train_one(method, seed, lr, cfg, models.vlm_path, models.vlm_processor,
-                                                     data, delta_mean, out / "runs", track if tracked else None)
+                                                     data, delta_mean, out / "runs", track)
         record = {"seed": seed, "lr": lr, "history": history, "margins": margins, "seconds": seconds,
-                  "training": training_summary(history), "val": evaluate(model, valset),
-                  "test": evaluate(model, testset)}
-        del model
-        return record
+                  "training": training_summary(history)}
+        return record, model
 
-    # 1. The learning-rate sweep: the first seed, validation images only, the same grid for every method.
+    # 1. The learning-rate sweep: the first seed, validation images only, the same grid for every method. Only the
+    #    chosen run is also scored on the test images (it is the first seed's run of step 2).
     clock = time.perf_counter()
     sweep: dict[str, dict[str, Any]] = {}
-    kept: dict[tuple[str, float], dict] = {}
+    kept: dict[str, dict] = {}
     for method in METHODS:
-        candidates = []
+        candidates, trained = [], {}
         for lr in cfg.learning_rates:
-            record = run(method, cfg.seeds[0], lr, tracked=True)
-            kept[(method, lr)] = record
+            record, model = run(method, cfg.seeds[0], lr)
+            record["val"] = evaluate(model, valset)
+            trained[lr] = record, model
             candidates.append({"lr": lr, "val": record["val"], "training": record["training"]})
             log(f"[demo] sweep {method:<17} lr {lr:g}: val {_brief(record['val'])}  "
                 f"margin {record['training'].get('margins', float('nan')):.2f}  ({record['seconds']:.0f}s)")
-        sweep[method] = {"lr": select_learning_rate(candidates, base["val"]["recall"]), "candidates": candidates}
+        chosen = select_learning_rate(candidates, base["val"]["recall"])
+        record, model = trained.pop(chosen)
+        record["test"] = evaluate(model, testset)
+        kept[method] = record
+        sweep[method] = {"lr": chosen, "candidates": candidates}
+        del trained, model
     timings["sweep"] = time.perf_counter() - clock
     log("[demo] chosen learning rates: " + ", ".join(f"{m} {s['lr']:g}" for m, s in sweep.items()))
 
@@ -384,7 +389,12 @@ def run_experiment(
     for seed in cfg.seeds:
         for method in METHODS:
             lr = sweep[method]["lr"]
-            record = kept[(method, lr)] if seed == cfg.seeds[0] else run(method, seed, lr, tracked=True)
+            if seed == cfg.seeds[0]:
+                record = kept[method]
+            else:
+                record, model = run(method, seed, lr)
+                record["test"] = evaluate(model, testset)
+                del model
             runs[method].append(record)
             log(f"[demo] {method:<17} seed {seed}: {_brief(record['test'])}  ({record['seconds']:.0f}s)")
     timings["alignment_and_eval"] = time.perf_counter() - clock
