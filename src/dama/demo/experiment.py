@@ -140,13 +140,8 @@ def generate(model, processor, items: list[dict], max_new_tokens: int) -> list[s
     return answers
 
 
-def run_hardness(
-    prefs: Dataset, models: DemoModels, out: Path, scorer: str = "union_softmax"
-) -> tuple[Dataset, float]:
-    """`dama hardness` on the preference pairs with the world's CLIP (sentence splitter, `scorer`) into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    source = out.parent / "preferences.parquet"
-    prefs.to_parquet(str(source))
+def run_hardness(source: Path, models: DemoModels, out: Path, scorer: str = "union_softmax") -> tuple[Dataset, float]:
+    """`dama hardness` on the preference pairs in `source` with the world's CLIP (sentence splitter, `scorer`)."""
     code = hardness_main(["--data", str(source), "--clip", str(models.clip_path), "--out", str(out),
                           "--device", "cpu", "--overwrite", "--no-progress", "--on-error", "skip",
                           "--scorer", scorer])
@@ -343,8 +338,10 @@ def run_experiment(
         f"{balance['corr_gap_length_difference']:+.2f}")
 
     clock = time.perf_counter()
-    data, delta_mean = run_hardness(prefs, models, out / "hardness")
-    normalised, _ = run_hardness(prefs, models, out / "hardness-mean_cosine", scorer="mean_cosine")
+    source = out / "preferences.parquet"
+    prefs.to_parquet(str(source))
+    data, delta_mean = run_hardness(source, models, out / "hardness")
+    normalised, _ = run_hardness(source, models, out / "hardness-mean_cosine", scorer="mean_cosine")
     signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised["dama_delta"]]})
     data = add_reference_logps(data, models.vlm_path, models.vlm_processor, out / "runs")
     timings["hardness"] = time.perf_counter() - clock
