@@ -14,6 +14,7 @@ from dama.demo.preferences import (
     length_balance,
     object_mentions,
     pairs_from_samples,
+    style_difference,
 )
 from dama.demo.world import make_world
 from dama.tiny import build_llava
@@ -68,9 +69,9 @@ def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
         ("A cup.", "A fish."),
     }
     assert all((hc, hr) == (0, 1) for _, _, hc, hr in pairs)
-    # With room for two, the closest to minimal pairs are kept: 2 unshared words each ("plate"/"cat", "cup"/"fish"),
-    # not "A cup and a plate." vs "A fish." or "A cup." vs "A cup and a cat." (5 unshared words each, punctuation
-    # attached: "cup." is not "cup").
+    # With room for two, the closest to minimal pairs are kept: with object names masked, "a <object> and a
+    # <object>" twice and "a <object>" twice share every word (0 unshared), while "A cup and a plate." vs "A fish."
+    # and "A cup." vs "A cup and a cat." leave "and", "a", "<object>" unshared (3 words each).
     two = pairs_from_samples(responses, gt, LINES, max_pairs=2, rng=random.Random(0), same_mentions=False)
     assert {(c, r) for c, r, _, _ in two} == {("A cup and a plate.", "A cup and a cat."), ("A cup.", "A fish.")}
     # By default both answers must name as many objects: 2 vs 2 and 1 vs 1.
@@ -79,6 +80,29 @@ def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
     # A wrong answer that names more real objects never loses to one that names fewer (0 vs 1 hallucination here).
     assert pairs_from_samples(["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0),
                               same_mentions=False) == []
+
+
+def test_style_difference_masks_object_names():
+    nouns = {"cup", "plate", "cat", "cats", "fish"}
+    # Only the objects differ (and the order of statements): no style difference.
+    assert style_difference("A red cup. Two cats.", "Two fish. A red plate!", nouns) == 0
+    # "There is a red cup." vs "I can see a red cup.": {there, is} vs {i, can, see} -> 5 words unshared.
+    assert style_difference("There is a red cup.", "I can see a red cup.", nouns) == 5
+    # Counts matter: "a" twice against once -> 1.
+    assert style_difference("A cup and a cat.", "A cup and cat.", nouns) == 1
+
+
+def test_pairs_two_hallucinations_apart_are_not_ranked_below_one_apart():
+    gt = {"cup", "plate"}
+    responses = [
+        "There is a cup. There is a plate.",  # 0 hallucinated
+        "There is a cat. There is a fish.",  # 2 hallucinated, same style as the first
+        "I can see a cup. I can see a fish.",  # 1 hallucinated, another template
+    ]
+    # Masked, the first two are identical (style difference 0); "I can see" against "There is" twice leaves 10 words
+    # unshared ({there, is} x2 vs {i, can, see} x2). The one pair kept is the 2-hallucination pair.
+    pairs = pairs_from_samples(responses, gt, LINES, max_pairs=1, rng=random.Random(0))
+    assert pairs == [("There is a cup. There is a plate.", "There is a cat. There is a fish.", 0, 2)]
 
 
 def test_length_balance():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ from datasets import Dataset
 
 from dama.demo.models import prompt_messages, sample_responses
 from dama.demo.stats import pearson
-from dama.demo.world import QUESTIONS, World, gt_classes
+from dama.demo.world import QUESTIONS, World, gt_classes, plural
 from dama.eval.chair import ChairEngine
 
 
@@ -88,12 +89,15 @@ def pairs_from_samples(
     pair that trades a hallucination for an omission teaches "name fewer objects", a cheaper lesson than "name the
     right ones", and DPO learns it (recall falls, hallucination stays). With `same_mentions` (the default) both
     must name the same number of objects, so a pair differs in *what* is named, not in how much or how long.
-    Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: fewest words not shared
-    (counted as multisets, so statement order does not matter), then the most similar word count, ties in random
-    order. RLAIF-V's deconfounded sampling keeps style equal by sampling every candidate the same way; choosing
-    the closest pair keeps style and length as equal as the samples allow, so what differs is mostly the
-    hallucinated object itself and not a template or colour the model happened to draw.
+    Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: fewest
+    words not shared once every object name is masked (`style_difference`: multisets, so statement order does not
+    matter), then the most similar word count, ties in random order. RLAIF-V's deconfounded sampling keeps style
+    equal by sampling every candidate the same way; choosing the closest pair keeps style and length as equal as
+    the samples allow, so what differs is the objects named and not a template or colour the model happened to
+    draw. Object names are masked so that the rule does not prefer pairs one hallucination apart over pairs
+    several apart (the hardness signal needs both).
     """
+    nouns = _object_words(tuple(synonym_lines))
     scored = []
     for text in dict.fromkeys(responses):  # drop duplicate texts, keep order
         hallucinated, mentions = count_hallucinations(text, gt, synonym_lines)
@@ -109,11 +113,29 @@ def pairs_from_samples(
                 continue  # the chosen answer would name fewer real objects: a lesson in saying less
             if same_mentions and win[2] != lose[2]:
                 continue  # one names more objects than the other: the pair would differ in length
-            words_a, words_b = Counter(a[0].lower().split()), Counter(b[0].lower().split())
-            changed = sum(((words_a - words_b) + (words_b - words_a)).values())  # words not shared, in any order
+            changed = style_difference(a[0], b[0], nouns)
             candidates.append(((changed, abs(a[3] - b[3])), rng.random(), (win[0], lose[0], win[1], lose[1])))
     candidates.sort()
     return [pair for _, _, pair in candidates[:max_pairs]]
+
+
+@functools.lru_cache(maxsize=8)
+def _object_words(synonym_lines: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(w for line in synonym_lines for name in line.split(",") for n in (name.strip().lower(),)
+                     for form in (n, plural(n)) for w in form.split())
+
+
+def style_difference(a: str, b: str, object_words: Iterable[str]) -> int:
+    """Words of `a` and `b` not shared by the other, as multisets of lower-case words with every object name
+    replaced by one placeholder: 0 when two answers differ only in which objects they name (or in statement order).
+    """
+    nouns = frozenset(object_words)
+
+    def words(text: str) -> Counter:
+        return Counter("<object>" if w in nouns else w for w in re.findall(r"[a-z]+", text.lower()))
+
+    words_a, words_b = words(a), words(b)
+    return sum(((words_a - words_b) + (words_b - words_a)).values())
 
 
 def length_balance(rows: Sequence[dict]) -> dict[str, float]:
