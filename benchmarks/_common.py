@@ -71,11 +71,12 @@ WORDS = (
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """`--device` as a string: `auto` by dama's one policy (`dama.devices`); a named CUDA device must exist."""
+    from dama import devices
+
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
-    return name
+    return str(devices.resolve_device(name))
 
 
 def _sentence(rng: random.Random, n_words: int, words: list[str] = WORDS) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from dama.devices import resolve_device, resolve_dtype
 from dama.errors import DamaError
 from dama.objective import EMA_INPUTS, LOSS_NORMALISATIONS, MODEL_AWARE_FORMS, REWARD_SCALES
 from dama.official import OFFICIAL_DELTA_MEAN
@@ -134,7 +135,7 @@ class DAMAConfig(DPOConfig):
     def __post_init__(self) -> None:
         # TRL defaults bf16 to True, which fails on machines without a bf16-capable GPU; decide from the hardware.
         if self.bf16 is None and not self.fp16:
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            self.bf16 = resolve_dtype("auto", resolve_device("auto")) == torch.bfloat16  # dama.devices' policy
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = True
         super().__post_init__()

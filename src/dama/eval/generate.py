@@ -17,6 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from dama.devices import DTYPES, resolve_device, resolve_dtype
 from dama.eval.benchmark import Decoding
 from dama.eval.records import RecordError, read_jsonl_lines
 from dama.eval.registry import BENCHMARKS, generate_names
@@ -133,28 +134,6 @@ def read_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _pick_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local folder (or hub name) of a VLM loadable by AutoModel")
     parser.add_argument(
@@ -168,7 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="override the benchmark preset")
     parser.add_argument("--limit", type=int, help="answer only the first N questions of the file")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="auto: float32 on CPU, bfloat16 on a GPU that supports it, else float16 (dama.devices)",
+    )
     parser.add_argument("--model-name", help="name recorded in each row's 'model' field (default: --model)")
 
 
@@ -211,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if not pending:
         return 0
 
-    device = _pick_device(args.device)
-    dtype = _pick_dtype(args.dtype, device)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     out_path.parent.mkdir(parents=True, exist_ok=True)

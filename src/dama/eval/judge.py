@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from dama.devices import resolve_device, resolve_dtype
 from dama.errors import DamaError
 from dama.eval.records import write_json_atomic
 
@@ -178,16 +179,13 @@ class HFJudge:
     """A local transformers causal LM as judge: chat template when the tokenizer has one, greedy decoding."""
 
     def __init__(self, path: str, max_new_tokens: int = 512, device: str = "auto"):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not Path(path).exists():
             raise JudgeError(f"judge model folder not found: {path}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = resolve_dtype("auto", self.device)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         self.max_new_tokens = max_new_tokens
         self.judge_id = f"hf:{Path(path).resolve()}"

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--scorer", choices=SCORERS, default="union_softmax")
     sc.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sc.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                    help="auto: float16 on GPU, float32 on CPU")
+                    help="auto: float32 on CPU, bfloat16 on a GPU that supports it, else float16 (dama.devices)")
     sc.add_argument("--text-batch-size", type=positive_int, default=256)
     sc.add_argument("--image-batch-size", type=positive_int, default=32)
     sc.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: cores − 1, ≤ 8)")

@@ -87,7 +87,7 @@ class LocalGenerator:
     ) -> LocalGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from dama.hardness.scorers import resolve_device, resolve_dtype
+        from dama.devices import resolve_device, resolve_dtype
 
         dev = resolve_device(device)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers.activations import QuickGELUActivation
 
+from dama.devices import resolve_device, resolve_dtype
 from dama.tiny import build_clip
 
 SCORERS = ("union_softmax", "mean_cosine")
@@ -81,27 +82,6 @@ def get_scoring_function(name: str) -> Callable[..., PairScore]:
     if name == "mean_cosine":
         return mean_cosine
     raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` is float16 on an accelerator and float32 on a CPU (half precision is slow there)."""
-    if dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, float16 or bfloat16")
-    return table[dtype]
 
 
 class InplaceQuickGELU(QuickGELUActivation):
