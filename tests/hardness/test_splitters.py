@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dama.hardness.llm import GenerationCache, GenerationError, LocalGenerator, OpenAIGenerator
 from dama.hardness.splitters import (
     INSTRUCTION,
     ColumnSplitter,
@@ -18,6 +17,7 @@ from dama.hardness.splitters import (
     merge_short,
     parse_statements,
 )
+from dama.llm import ChatEndpoint, LLMError, LocalLM, SqliteReplyCache
 
 
 def test_sentence_splitter_basic(splitter):
@@ -79,7 +79,7 @@ class CountingGenerator:
 
 def test_llm_splitter_caches_every_call(tmp_path):
     gen = CountingGenerator()
-    cache = GenerationCache(tmp_path / "cache.sqlite")
+    cache = SqliteReplyCache(tmp_path / "cache.sqlite")
     split = LLMSplitter(gen, cache, batch_size=2)
     reqs = [SplitRequest("What is there?", f"Answer number {i}.", "chosen") for i in range(3)]
     reqs.append(reqs[0])  # a repeated prompt is generated once
@@ -89,7 +89,7 @@ def test_llm_splitter_caches_every_call(tmp_path):
     assert INSTRUCTION in gen.calls[0][0] and "Answer number 0." in gen.calls[0][0]
     # a new splitter on the same cache file asks nothing
     gen2 = CountingGenerator()
-    again = LLMSplitter(gen2, GenerationCache(tmp_path / "cache.sqlite")).split(reqs)
+    again = LLMSplitter(gen2, SqliteReplyCache(tmp_path / "cache.sqlite")).split(reqs)
     assert again == first and gen2.calls == []
     assert len(cache) == 3
 
@@ -105,12 +105,12 @@ def test_local_generator_tiny_causal_lm(tmp_path):
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    gen = LocalGenerator(LlamaForCausalLM(config), tok, max_new_tokens=6, name="tiny-llama")
+    gen = LocalLM(LlamaForCausalLM(config), tok, max_new_tokens=6, name="tiny-llama")
     prompts = ["Describe: a cat.", "Describe the picture with a dog and a much longer question here."]
     batched = gen.generate(prompts)
     assert len(batched) == 2 and all(isinstance(b, str) for b in batched)
     assert batched == [gen.generate([p])[0] for p in prompts]  # left padding: batching changes nothing
-    split = LLMSplitter(gen, GenerationCache(tmp_path / "c.sqlite"), batch_size=2)
+    split = LLMSplitter(gen, SqliteReplyCache(tmp_path / "c.sqlite"), batch_size=2)
     out = split.split([SplitRequest("q", "A cat sits.", "chosen"), SplitRequest("q", "A dog runs.", "rejected")])
     assert len(out) == 2 and all(isinstance(s, list) for s in out)
 
@@ -159,8 +159,8 @@ def fake_server():
 
 def test_openai_endpoint_parsing_caching_and_key(fake_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MY_TEST_KEY", "sk-test")
-    gen = OpenAIGenerator(f"{fake_server}/v1", "judge-model", api_key_env="MY_TEST_KEY", concurrency=2)
-    split = LLMSplitter(gen, GenerationCache(tmp_path / "c.sqlite"))
+    gen = ChatEndpoint(f"{fake_server}/v1", "judge-model", api_key_env="MY_TEST_KEY", concurrency=2)
+    split = LLMSplitter(gen, SqliteReplyCache(tmp_path / "c.sqlite"))
     reqs = [SplitRequest("What?", "A red cat on a mat.", "chosen"), SplitRequest("What?", "A blue bus.", "rejected")]
     assert split.split(reqs) == [["The cat is red.", "The cat sits on a mat."], ["A bus is blue."]]
     assert len(FakeOpenAI.requests) == 2
@@ -172,8 +172,8 @@ def test_openai_endpoint_parsing_caching_and_key(fake_server, tmp_path, monkeypa
 
 @pytest.mark.parametrize(("prefix", "expected"), [("down", "HTTP 500"), ("auth", "HTTP 401"), ("weird", "choices")])
 def test_openai_endpoint_errors_surface(fake_server, prefix, expected):
-    gen = OpenAIGenerator(f"{fake_server}/{prefix}/v1", "m", api_key_env="DAMA_UNSET_KEY_FOR_TEST", retries=0)
-    with pytest.raises(GenerationError) as info:
+    gen = ChatEndpoint(f"{fake_server}/{prefix}/v1", "m", api_key_env="DAMA_UNSET_KEY_FOR_TEST", retries=0)
+    with pytest.raises(LLMError) as info:
         LLMSplitter(gen).split([SplitRequest("q", "A cat.", "chosen")])
     message = str(info.value)
     assert expected in message and fake_server in message
@@ -184,8 +184,8 @@ def test_openai_endpoint_errors_surface(fake_server, prefix, expected):
 
 
 def test_openai_endpoint_unreachable():
-    gen = OpenAIGenerator("http://127.0.0.1:9/v1", "m", retries=0, timeout=2)
-    with pytest.raises(GenerationError, match="cannot reach"):
+    gen = ChatEndpoint("http://127.0.0.1:9/v1", "m", retries=0, timeout=2)
+    with pytest.raises(LLMError, match="cannot reach"):
         gen.generate(["hello"])
 
 

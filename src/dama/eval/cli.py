@@ -23,6 +23,7 @@ from dama.eval.benchmark import UsageError, add_response_arguments
 from dama.eval.records import RecordError
 from dama.eval.registry import BENCHMARKS, score_names
 from dama.io import atomic_write_text
+from dama.llm import LLMError
 
 
 def _score_parser(bench: str | None) -> argparse.ArgumentParser:
@@ -88,8 +89,6 @@ def main(argv: list[str]) -> int:
     if command not in COMMANDS:
         print(f"dama eval: unknown subcommand {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    from dama.eval.judge import JudgeError
-
     try:
         return COMMANDS[command](rest)
     except (RecordError, ValueError, OSError) as err:
@@ -97,6 +96,6 @@ def main(argv: list[str]) -> int:
             raise  # `dama --debug eval ...` sets DAMA_DEBUG: the traceback is wanted
         print(f"dama eval {command}: error: {err}", file=sys.stderr)
         return 2
-    except JudgeError as err:  # the judge (endpoint or model) failed: not bad input, but no traceback either
+    except LLMError as err:  # the judge (endpoint or model) failed: not bad input, but no traceback either
         print(f"dama eval {command}: judge error: {err}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dama.eval.benchmark import Benchmark, Decoding
-from dama.eval.judge import CachedJudge, Judge, JudgeError, build_judge
+from dama.eval.judge import CachedJudge, Judge, build_judge
 from dama.eval.records import (
     RecordError,
     completeness,
@@ -36,6 +36,7 @@ from dama.eval.records import (
     write_results,
 )
 from dama.eval.records import load_responses as load_responses_file
+from dama.llm import LLMError
 
 MMHAL_TEMPLATE = """\
 You are an impartial judge. An AI assistant answered a question about an image; decide how informative its answer \
@@ -454,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
             progress=lambda xs: tqdm(xs, total=len(responses), desc=f"judging {bench}"),
             workers=args.judge_workers,
         )
-    except JudgeError as err:
+    except LLMError as err:
         raise RecordError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
     split = args.split or benchmark.default_split
     result = {

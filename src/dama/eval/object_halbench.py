@@ -443,7 +443,8 @@ def score_command(args: argparse.Namespace) -> int:
     modes = ("rule", "llm") if args.mode == "both" else (args.mode,)
     if "llm" in modes and not args.judge:
         raise UsageError("--mode llm/both needs --judge")
-    from dama.eval.judge import JudgeError, build_judge  # standard library only: cheap to import
+    from dama.eval.judge import build_judge  # standard library only: cheap to import
+    from dama.llm import LLMError
 
     try:
         judge = build_judge(args.judge, args.judge_cache or str(out / "judge_cache")) if "llm" in modes else None
@@ -460,7 +461,7 @@ def score_command(args: argparse.Namespace) -> int:
             prompt=args.prompt,
             tagger=build_tagger(args.tagger, engine) if "llm" in modes else None,
         )
-    except JudgeError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
+    except LLMError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
         raise RecordError(f"judge {args.judge!r}: {err}") from err
     return write_outputs(outputs, out, args.strict)
 

@@ -21,7 +21,7 @@ class RecordError(DamaError, ValueError):
     """A file `dama eval` cannot use as it is — a question, response, annotation, ground-truth or results file, an
     image it names, an output folder, or options that do not fit it; the message names the file, the line and the
     field. The one error class of bad evaluation input (`dama eval` exits with 2); a judge or endpoint that cannot
-    answer is `dama.eval.judge.JudgeError` instead."""
+    answer is `dama.llm.LLMError` instead."""
 
 
 def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:

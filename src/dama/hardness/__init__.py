@@ -2,8 +2,8 @@
 
 Files, one concept each:
     reader.py    streaming the input (parquet, JSONL, JSON list, datasets folder) in fixed-size chunks
-    splitters.py sentence / llm / column splitters behind one interface
-    llm.py       local and OpenAI-compatible generators for the llm splitter, and their on-disk cache
+    splitters.py sentence / llm / column splitters behind one interface (the llm one's clients and cache:
+                 `dama.llm`, shared with the judges of `dama eval`)
     scorers.py   union_softmax / mean_cosine (pure maths) and the dual-encoder wrapper
     decode.py    image decoding in worker processes, ordered and bounded
     shard.py     the hardness columns of one shard

@@ -95,18 +95,18 @@ def build_splitter(args: argparse.Namespace):
                 f"--subsentence-columns needs two names CHOSEN,REJECTED, got {args.subsentence_columns!r}"
             )
         return splitters.ColumnSplitter(*names)
-    from dama.hardness.llm import GenerationCache, LocalGenerator, OpenAIGenerator
+    from dama.llm import ChatEndpoint, LocalLM, SqliteReplyCache
 
     if not args.llm_model:
         raise HardnessRunError("--splitter llm needs --llm-model (a local model, or the endpoint's model name)")
     if args.llm_endpoint:
-        generator = OpenAIGenerator(args.llm_endpoint, args.llm_model, api_key_env=args.llm_api_key_env,
-                                    max_tokens=args.llm_max_new_tokens, concurrency=args.llm_concurrency,
-                                    retries=args.llm_retries)
+        generator = ChatEndpoint(args.llm_endpoint, args.llm_model, api_key_env=args.llm_api_key_env,
+                                 max_tokens=args.llm_max_new_tokens, concurrency=args.llm_concurrency,
+                                 retries=args.llm_retries)
     else:
-        generator = LocalGenerator.from_pretrained(args.llm_model, device=args.device, dtype=args.dtype,
-                                                   max_new_tokens=args.llm_max_new_tokens)
-    cache = GenerationCache(args.llm_cache or Path(args.out) / ".llm_cache.sqlite")
+        generator = LocalLM.from_pretrained(args.llm_model, device=args.device, dtype=args.dtype,
+                                            max_new_tokens=args.llm_max_new_tokens)
+    cache = SqliteReplyCache(args.llm_cache or Path(args.out) / ".llm_cache.sqlite")
     return splitters.LLMSplitter(generator, cache, batch_size=args.llm_batch_size)
 
 
