@@ -36,6 +36,7 @@ from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.io import atomic_write_json
 from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss, reduce_loss_per_rank
 from dama.prefix import PrefixSharingUnavailable, shared_prefix_forward, unsupported_reason
+from dama.rows import resolve_delta_mean
 from dama.state import RewardGapEMA
 
 logger = logging.getLogger(__name__)
@@ -178,19 +179,18 @@ class DAMATrainer(DPOTrainer):
                 "--clip <CLIP model> --out <dir>` and train on <dir>, import official DAMA JSON (it carries "
                 "chosen_logits/rejected_logits), or set data_aware=False."
             )
-        if config.delta_mean is not None:
-            return require_finite(config.delta_mean, "delta_mean (δ̄)")
-        if stored is not None:
-            return require_finite(stored, "δ̄ (delta_mean) stored with the training data")
-        if not isinstance(dataset, Dataset):
+        given = config.delta_mean is not None or stored is not None
+        if not given and not isinstance(dataset, Dataset):
             raise RecipeError("delta_mean is required with a streaming dataset (set --delta_mean).")
-        values = torch.tensor(dataset[config.hardness_column], dtype=torch.float64)
-        if not torch.isfinite(values).all():
-            bad = int((~torch.isfinite(values)).nonzero()[0])
-            raise NonFiniteError(
-                f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad].item()})"
-            )
-        return require_finite(float(values.mean()), f"δ̄ (mean of {config.hardness_column!r})")
+        value, _ = resolve_delta_mean(
+            None if given else dataset[config.hardness_column],
+            override=config.delta_mean,
+            stored=stored,
+            stored_name="δ̄ (delta_mean) stored with the training data",
+            column=config.hardness_column,
+            rows="training row",
+        )
+        return value
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

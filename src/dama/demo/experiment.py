@@ -30,6 +30,7 @@ from dama.errors import DamaError
 from dama.eval.chair import ChairEngine, ChairItem, chair_metrics, count_words
 from dama.hardness import read_hardness_output
 from dama.hardness.cli import main as hardness_main
+from dama.rows import HARDNESS_COLUMN, response_text
 from dama.trainer import DAMATrainer
 
 # method -> DAMA switches (everything else identical)
@@ -166,7 +167,7 @@ def add_reference_logps(data: Dataset, base_path: Path, processor, workdir: Path
 def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
     """Fixed pairs for the responsiveness curves: the `n` easiest and hardest by δ (what DAMA sees) and by the
     ground-truth gap (what is true: easy = the largest hallucination gaps, hard = a gap of one; ties by δ)."""
-    deltas = list(data["dama_delta"])  # the column alone: indexing rows would decode every image
+    deltas = list(data[HARDNESS_COLUMN])  # the column alone: indexing rows would decode every image
     gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
     n = min(n, len(deltas) // 2)
     by_delta = sorted(range(len(deltas)), key=deltas.__getitem__)
@@ -267,9 +268,9 @@ def select_learning_rate(candidates: list[dict], base_recall: float) -> float:
 def hardness_signal(data: Dataset, extra_deltas: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """Is δ a hardness signal? Its correlation with the ground-truth gap and with the length difference."""
     gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
-    lengths = [len(c[0]["content"].split()) - len(r[0]["content"].split())
+    lengths = [len(response_text(c).split()) - len(response_text(r).split())
                for c, r in zip(data["chosen"], data["rejected"])]
-    signals = {"union_softmax": [float(d) for d in data["dama_delta"]], **(extra_deltas or {})}
+    signals = {"union_softmax": [float(d) for d in data[HARDNESS_COLUMN]], **(extra_deltas or {})}
     return {name: {"corr_gap": pearson(deltas, gaps), "corr_length_difference": pearson(deltas, lengths),
                    "mean": statistics.fmean(deltas), "positive_fraction": sum(d > 0 for d in deltas) / len(deltas)}
             for name, deltas in signals.items()}
@@ -342,7 +343,7 @@ def run_experiment(
     prefs.to_parquet(str(source))
     data, delta_mean = run_hardness(source, models, out / "hardness")
     normalised, _ = run_hardness(source, models, out / "hardness-mean_cosine", scorer="mean_cosine")
-    signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised["dama_delta"]]})
+    signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised[HARDNESS_COLUMN]]})
     data = add_reference_logps(data, models.vlm_path, models.vlm_processor, out / "runs")
     timings["hardness"] = time.perf_counter() - clock
     log(f"[demo] dama hardness: δ̄ = {delta_mean:.4f}; corr(δ, gap) {signal['union_softmax']['corr_gap']:+.2f}, "
@@ -406,7 +407,7 @@ def run_experiment(
         "config": asdict(replace(cfg, models=cfg.models)),
         "delta_mean": delta_mean,
         "n_pairs": len(data),
-        "deltas": [float(d) for d in data["dama_delta"]],  # a list: datasets returns a lazy column object
+        "deltas": [float(d) for d in data[HARDNESS_COLUMN]],  # a list: datasets returns a lazy column object
         "pair_gaps": [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])],
         "build_metrics": models.metrics,
         "base": base,

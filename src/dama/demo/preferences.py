@@ -22,6 +22,7 @@ from dama.demo.models import prompt_messages, sample_responses
 from dama.demo.stats import pearson
 from dama.demo.world import QUESTIONS, World, gt_classes
 from dama.eval.chair import ChairEngine
+from dama.rows import response_text
 
 
 @functools.lru_cache(maxsize=8)
@@ -120,8 +121,8 @@ def length_balance(rows: Sequence[dict]) -> dict[str, float]:
     """Mean word count of chosen and rejected answers, their difference relative to the mean length, and the
     Pearson correlation of the label gap (rejected − chosen hallucinations) with the length difference
     (chosen − rejected words): how much of the preference a length heuristic could learn."""
-    chosen = [len(_text(r["chosen"]).split()) for r in rows]
-    rejected = [len(_text(r["rejected"]).split()) for r in rows]
+    chosen = [len(response_text(r["chosen"]).split()) for r in rows]
+    rejected = [len(response_text(r["rejected"]).split()) for r in rows]
     gaps = [r["n_hall_rejected"] - r["n_hall_chosen"] for r in rows]
     diffs = [c - j for c, j in zip(chosen, rejected)]
     mean_c, mean_r = statistics.fmean(chosen), statistics.fmean(rejected)
@@ -131,10 +132,6 @@ def length_balance(rows: Sequence[dict]) -> dict[str, float]:
         "relative_length_difference": (mean_c - mean_r) / ((mean_c + mean_r) / 2),
         "corr_gap_length_difference": pearson(gaps, diffs),
     }
-
-
-def _text(turns: list[dict] | str) -> str:
-    return turns if isinstance(turns, str) else turns[0]["content"]
 
 
 def build_preferences(

@@ -21,7 +21,7 @@ from dama.devices import DTYPES, resolve_device, resolve_dtype
 from dama.eval.benchmark import Decoding
 from dama.eval.records import RecordError, read_jsonl_lines
 from dama.eval.registry import BENCHMARKS, generate_names
-from dama.images import ImageError, load_image, resolve_image_path
+from dama.images import ImageError, is_base64_image, load_image, resolve_image_path
 from dama.io import check_writable
 
 # Reference decoding per benchmark (each benchmark's record in `dama.eval.registry` holds its own).
@@ -44,7 +44,7 @@ def check_items(items: list[dict], image_root: str | Path | None) -> None:
             raise RecordError(f"{item['where']}: duplicate id {item['id']!r} (first at {seen[item['id']]})")
         seen[item["id"]] = item["where"]
         image = item["image"]
-        if isinstance(image, str) and len(image) <= 256:  # a path, not inline base64
+        if isinstance(image, str) and not is_base64_image(image):  # a path
             try:
                 path = resolve_image_path(image, image_root) if image_root else Path(image)
             except ImageError as err:

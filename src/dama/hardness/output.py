@@ -27,17 +27,17 @@ import pyarrow.parquet as pq
 from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.io import atomic_target, atomic_write_bytes
 from dama.io import atomic_write_json as write_json
+from dama.rows import HARDNESS_COLUMN
 
 FORMAT = "dama-hardness"
 METADATA_FILE = "hardness.json"
-DELTA_COLUMN = "dama_delta"
-NEW_COLUMNS = ("chosen_subsentences", "rejected_subsentences", "chosen_clip_probs", "rejected_clip_probs", DELTA_COLUMN)
+NEW_COLUMNS = ("chosen_subsentences", "rejected_subsentences", "chosen_clip_probs", "rejected_clip_probs", HARDNESS_COLUMN)
 NEW_TYPES = {
     "chosen_subsentences": pa.list_(pa.string()),
     "rejected_subsentences": pa.list_(pa.string()),
     "chosen_clip_probs": pa.list_(pa.float64()),
     "rejected_clip_probs": pa.list_(pa.float64()),
-    DELTA_COLUMN: pa.float64(),
+    HARDNESS_COLUMN: pa.float64(),
 }
 
 
@@ -215,7 +215,7 @@ def read_hardness_output(path: str | Path, as_dataset: bool = True):
     """Load a complete `dama hardness` output folder.
 
     Returns:
-        `(data, delta_mean)`: the pairs with their `dama_delta` column — a `datasets.Dataset` (default) or a
+        `(data, delta_mean)`: the pairs with their δ column (`dama.rows.HARDNESS_COLUMN`) — a `datasets.Dataset` (default) or a
         `pyarrow.Table` with `as_dataset=False` — and δ̄ as stored (docs/paper_mapping.md §2 step 4: the computed mean, the official
         constant for imported official data, or the override given to `dama hardness --delta-mean`).
 

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from dama import __version__
 from dama.errors import DamaError, require_finite
 from dama.hardness.output import (
-    DELTA_COLUMN,
     FORMAT,
     METADATA_FILE,
     DamagedOutputError,
@@ -36,9 +35,10 @@ from dama.hardness.output import (
     with_hardness_columns,
     write_summary,
 )
-from dama.hardness.reader import InputSource, count_rows, response_text
+from dama.hardness.reader import InputSource, count_rows
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
 from dama.io import atomic_write_bytes, cleanup_temporaries
+from dama.rows import HARDNESS_COLUMN, mean_delta, resolve_delta_mean, response_text
 
 STATE_DIR = ".state"
 
@@ -136,7 +136,7 @@ def _non_finite_field(result: ShardResult, j: int, delta: Any) -> tuple[str, str
         bad = [v for v in (scores[j] if j < len(scores) and scores[j] else []) if v is None or not math.isfinite(v)]
         if bad:
             return f"{side}_clip_probs", f"score {bad[0]} is not a finite number, so δ is not either"
-    return DELTA_COLUMN, f"δ is not a finite number ({delta})"
+    return HARDNESS_COLUMN, f"δ is not a finite number ({delta})"
 
 
 def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: ShardProcessor) -> ShardResult:
@@ -153,7 +153,7 @@ def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: Sha
     rejected = table.column("rejected").to_pylist() if "rejected" in table.column_names else None
     problems: dict[int, RowProblem] = {}
     for j, i in enumerate(result.kept):
-        delta = result.columns[DELTA_COLUMN][j]
+        delta = result.columns[HARDNESS_COLUMN][j]
         if chosen is not None and rejected is not None:
             text = response_text(chosen[i])
             if text and text == response_text(rejected[i]):
@@ -265,12 +265,13 @@ def finalize(
     states = [read_output_json(out / STATE_DIR / f"{s}.json") for s in shards]
     deltas: list[float] = []
     for s in shards:
-        deltas.extend(pq.read_table(out / "data" / s, columns=[DELTA_COLUMN]).column(DELTA_COLUMN).to_pylist())
-    computed = math.fsum(deltas) / len(deltas) if deltas else None
-    if delta_mean is None:
-        if computed is None:
-            raise RuntimeError(f"{out}: no row was scored (all skipped?); no δ̄ can be computed. See skipped.jsonl")
-        delta_mean, delta_mean_source = computed, "computed"
+        deltas.extend(pq.read_table(out / "data" / s, columns=[HARDNESS_COLUMN]).column(HARDNESS_COLUMN).to_pylist())
+    if delta_mean is None and not deltas:
+        raise RuntimeError(f"{out}: no row was scored (all skipped?); no δ̄ can be computed. See skipped.jsonl")
+    computed = mean_delta(deltas) if deltas else None
+    delta_mean, how = resolve_delta_mean(deltas, override=delta_mean, override_name="δ̄ override (--delta-mean)")
+    if how != "override":  # an override keeps the caller's label ("override", or "official" for the release's δ̄)
+        delta_mean_source = how
     skipped = [rec for st in states for rec in st["skipped"]]
     stats = [st["stats"] for st in states]
     truncation = {}
@@ -292,7 +293,7 @@ def finalize(
         "delta_mean": float(delta_mean),
         "delta_mean_source": delta_mean_source,
         "delta_mean_computed": computed,
-        "delta_column": DELTA_COLUMN,
+        "delta_column": HARDNESS_COLUMN,
         "delta_stats": delta_stats(deltas),
         "n_input_rows": sum(st["n_input"] for st in states),
         "n_rows": len(deltas),
