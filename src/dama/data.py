@@ -306,7 +306,7 @@ def check_plain_prompts(dataset: Dataset, source: str, image_token: str | None) 
             where = row_where(source, i, dataset[i] if id_key else {}, id_key, label="id")
             errors.append(
                 f"{where}: field 'prompt' is plain text with {found} {image_token!r} placeholder(s) for {n_images} "
-                "image(s); use the conversational format ([{\"role\": \"user\", \"content\": ...}]) so the chat "
+                'image(s); use the conversational format ([{"role": "user", "content": ...}]) so the chat '
                 "template inserts it, or add the placeholder"
             )
             if len(errors) >= MAX_REPORTED_ERRORS:

@@ -48,9 +48,7 @@ def image_field(columns: Iterable[str]) -> str | None:
     return first_field(columns, IMAGE_FIELDS)
 
 
-def row_where(
-    source: str, index: int, row: Mapping[str, Any], id_key: str | None, label: str | None = None
-) -> str:
+def row_where(source: str, index: int, row: Mapping[str, Any], id_key: str | None, label: str | None = None) -> str:
     """How a row is named in messages: `"<source> row <index> (<label> <id>)"`, the id part when there is one;
     `label` defaults to the id field's name."""
     return f"{source} row {index}" + (f" ({label or id_key} {row[id_key]})" if id_key else "")

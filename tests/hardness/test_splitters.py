@@ -31,7 +31,9 @@ def test_sentence_splitter_basic(splitter):
 
 
 def test_sentence_splitter_strips_list_markers_and_markdown(splitter):
-    text = "Objects:\n1. A red bus on the street.\n2) **A tall tree** behind it.\n- A person with an umbrella\n* Two cars"
+    text = (
+        "Objects:\n1. A red bus on the street.\n2) **A tall tree** behind it.\n- A person with an umbrella\n* Two cars"
+    )
     assert splitter.split_text(text) == [
         "Objects: A red bus on the street.",  # "Objects:" alone is too short: merged into the next sentence
         "A tall tree behind it.",
@@ -101,9 +103,18 @@ def test_local_generator_tiny_causal_lm(tmp_path):
     from dama.tiny import build_tokenizer
 
     tok = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     gen = LocalLM(LlamaForCausalLM(config), tok, max_new_tokens=6, name="tiny-llama")
     prompts = ["Describe: a cat.", "Describe the picture with a dog and a much longer question here."]
@@ -130,8 +141,11 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if self.path.startswith("/weird"):
             return self._reply(200, {"nothing": True})
         prompt = body["messages"][0]["content"]
-        answer = "Statements:\n1. The cat is red.\n2. The cat sits on a mat." if "cat" in prompt.split("Answer:")[1] \
+        answer = (
+            "Statements:\n1. The cat is red.\n2. The cat sits on a mat."
+            if "cat" in prompt.split("Answer:")[1]
             else "- A bus is blue."
+        )
         return self._reply(200, {"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
     def _reply(self, code, payload):
@@ -197,14 +211,32 @@ def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
     from dama.hardness.cli import main
 
     data = write_parquet(tmp_path / "d.parquet", make_rows(3))
-    argv = ["--data", str(data), "--clip", str(clip_dir), "--out", str(tmp_path / "o"), "--workers", "0",
-            "--no-progress", "--splitter", "llm", "--llm-endpoint", f"{fake_server}/v1", "--llm-model", "m"]
+    argv = [
+        "--data",
+        str(data),
+        "--clip",
+        str(clip_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--splitter",
+        "llm",
+        "--llm-endpoint",
+        f"{fake_server}/v1",
+        "--llm-model",
+        "m",
+    ]
     assert main(argv) == 0
     out, _ = read_hardness_output(tmp_path / "o")
     assert out["chosen_subsentences"][0] == ["The cat is red.", "The cat sits on a mat."]
     assert out["rejected_subsentences"][0] == ["A bus is blue."]
     assert len(FakeOpenAI.requests) == 6 and (tmp_path / "o" / ".llm_cache.sqlite").is_file()
-    assert main([*argv[:5], str(tmp_path / "o2"), *argv[6:], "--llm-cache", str(tmp_path / "o" / ".llm_cache.sqlite")]) == 0
+    assert (
+        main([*argv[:5], str(tmp_path / "o2"), *argv[6:], "--llm-cache", str(tmp_path / "o" / ".llm_cache.sqlite")])
+        == 0
+    )
     assert len(FakeOpenAI.requests) == 6  # all answers came from the cache
     argv[-3] = f"{fake_server}/down/v1"
     assert dama(["hardness", *argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 2

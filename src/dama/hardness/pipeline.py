@@ -56,8 +56,11 @@ class ShardProcessor(Protocol):
 def _input_fingerprint(source: InputSource) -> dict[str, Any]:
     path = source.path.resolve()
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    stats = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
-             for f in files if f.is_file()]
+    stats = [
+        (str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+        for f in files
+        if f.is_file()
+    ]
     return {"path": str(path), "kind": source.kind, "split": source.split, "files": stats}
 
 
@@ -173,8 +176,9 @@ def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: Sha
     keep = [j for j in range(len(result.kept)) if j not in problems]
     columns = {name: [values[j] for j in keep] for name, values in result.columns.items()}
     position = {row_id: k for k, row_id in reversed(list(enumerate(ids)))}
-    skipped = sorted([*result.skipped, *(p.record() for p in problems.values())],
-                     key=lambda rec: position.get(rec["row_id"], -1))
+    skipped = sorted(
+        [*result.skipped, *(p.record() for p in problems.values())], key=lambda rec: position.get(rec["row_id"], -1)
+    )
     return ShardResult([result.kept[j] for j in keep], columns, skipped, result.stats)
 
 
@@ -236,8 +240,13 @@ def run_shards(
                 result = _screen(processor.process(table, n_input), table, n_input, processor)
                 kept = table.take(pa.array(result.kept, type=pa.int64()))
                 atomic_write_table(out / "data" / name, with_hardness_columns(kept, result.columns, source.features))
-                state = {"first_row": n_input, "n_input": table.num_rows, "n_rows": len(result.kept),
-                         "skipped": result.skipped, "stats": result.stats}
+                state = {
+                    "first_row": n_input,
+                    "n_input": table.num_rows,
+                    "n_rows": len(result.kept),
+                    "skipped": result.skipped,
+                    "stats": result.stats,
+                }
                 atomic_write_json(state_path, state)
                 del kept, result  # the next shard is read before `for` rebinds these: keep one shard alive
             shards.append(name)

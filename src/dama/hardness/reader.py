@@ -39,8 +39,11 @@ class InputSource:
             ds = _load_datasets_folder(self.path, self.split)
             yield from ds.with_format("arrow").iter(batch_size=rows_per_table)
         else:
-            records = ((r for _, r in iter_jsonl(self.path, InputError)) if self.kind == "jsonl"
-                       else _iter_json_list(self.path))
+            records = (
+                (r for _, r in iter_jsonl(self.path, InputError))
+                if self.kind == "jsonl"
+                else _iter_json_list(self.path)
+            )
             chunk: list[dict] = []
             first = 0
             for record in records:

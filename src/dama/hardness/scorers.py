@@ -164,7 +164,10 @@ class DualEncoderScorer:
 
     def _context_length(self) -> int:
         text_config = getattr(self.model.config, "text_config", self.model.config)
-        limits = [getattr(text_config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        limits = [
+            getattr(text_config, "max_position_embeddings", None),
+            getattr(self.tokenizer, "model_max_length", None),
+        ]
         limits = [int(x) for x in limits if x is not None and 0 < int(x) < 1_000_000]
         return min(limits) if limits else 77
 
@@ -184,7 +187,9 @@ class DualEncoderScorer:
         return self.encode_token_ids(texts, self.tokenize(texts))
 
     @torch.inference_mode()
-    def encode_token_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[bool]]:
+    def encode_token_ids(
+        self, texts: Sequence[str], token_ids: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, list[bool]]:
         """Embeddings of texts already tokenized by `tokenize` (`token_ids[i]` of `texts[i]`).
 
         A text longer than the encoder's context is tokenized again with the tokenizer's own truncation (which keeps
@@ -196,8 +201,10 @@ class DualEncoderScorer:
         """
         ids = [list(x) for x in token_ids]
         if not ids or len(ids) != len(texts):
-            raise ValueError(f"encode_token_ids needs one id list per text and at least one text "
-                             f"(got {len(texts)} texts, {len(ids)} id lists)")
+            raise ValueError(
+                f"encode_token_ids needs one id list per text and at least one text "
+                f"(got {len(texts)} texts, {len(ids)} id lists)"
+            )
         truncated = [len(x) > self.max_text_tokens for x in ids]
         long = [i for i, cut in enumerate(truncated) if cut]
         if long:

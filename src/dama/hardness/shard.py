@@ -209,8 +209,12 @@ class ClipShardProcessor:
             key = image_key(value)
             if key is None:
                 empty = value is None or value == "" or (isinstance(value, dict) and not any(value.values()))
-                reason = "missing image" if empty else (
-                    f"expected an image (a path, bytes or {{bytes, path}}), got {type(value).__name__} {value!r:.60}"
+                reason = (
+                    "missing image"
+                    if empty
+                    else (
+                        f"expected an image (a path, bytes or {{bytes, path}}), got {type(value).__name__} {value!r:.60}"
+                    )
                 )
                 self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
             else:
@@ -274,8 +278,14 @@ class ClipShardProcessor:
     def _score(self, ids, row_key, sentences, image_emb, text_emb, truncated, tokens, problems) -> ShardResult:
         """Eq. 3–5 per surviving row, in input order; truncation counted per field."""
         columns: dict[str, list] = {c: [] for c in NEW_COLUMNS}
-        stats: dict[str, Any] = {"n_texts": 0, "truncated_chosen": 0, "truncated_rejected": 0, "truncated_rows": 0,
-                                 "examples": [], "max_tokens": self.scorer.max_text_tokens}
+        stats: dict[str, Any] = {
+            "n_texts": 0,
+            "truncated_chosen": 0,
+            "truncated_rejected": 0,
+            "truncated_rows": 0,
+            "examples": [],
+            "max_tokens": self.scorer.max_text_tokens,
+        }
         kept = [i for i in sorted(row_key) if i not in problems]
         for i in kept:
             subs = {f: sentences[(i, f)] for f in RESPONSE_FIELDS}
