@@ -32,7 +32,7 @@ def read_questions(bench: str, path: str | Path) -> list[dict]:
     """Read a benchmark's question file into items, in file order. Images stay references until generation."""
     benchmark = BENCHMARKS.get(bench)
     if benchmark is None or benchmark.read_questions is None:
-        raise RecordError(f"unknown benchmark {bench!r}; choose from {', '.join(PRESETS)}")
+        raise RecordError(f"unknown benchmark {bench!r}; choose from {', '.join(generate_names())}")
     return benchmark.read_questions(Path(path))
 
 
