@@ -24,6 +24,8 @@ from datasets import Dataset
 from PIL import Image
 from transformers import TrainerCallback
 
+from dama.rows import HARDNESS_COLUMN
+
 # name -> keyword arguments of dama.tiny.build_llava
 MODELS: dict[str, dict[str, int]] = {
     "tiny": {},  # the tiny recipe model: build_llava() defaults
@@ -71,11 +73,12 @@ WORDS = (
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """`--device` as a string: `auto` by dama's one policy (`dama.devices`); a named CUDA device must exist."""
+    from dama import devices
+
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
-    return name
+    return str(devices.resolve_device(name))
 
 
 def _sentence(rng: random.Random, n_words: int, words: list[str] = WORDS) -> str:
@@ -88,7 +91,7 @@ def make_pairs(n: int, seed: int = 0, prompt_words: int = 34, answer_words: int 
     Answers vary in length around `answer_words` so padding is realistic; the rejected answer is the longer one.
     """
     rng = random.Random(seed)
-    rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": [], "dama_delta": []}
+    rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": [], HARDNESS_COLUMN: []}
     for i in range(n):
         rows["image"].append(Image.new("RGB", (64, 64), (37 * i % 256, 90 + i % 50, 200 - 13 * i % 200)))
         prompt = [
@@ -99,7 +102,7 @@ def make_pairs(n: int, seed: int = 0, prompt_words: int = 34, answer_words: int 
         rejected = _sentence(rng, answer_words + i % 7)
         rows["chosen"].append([{"role": "assistant", "content": [{"type": "text", "text": chosen}]}])
         rows["rejected"].append([{"role": "assistant", "content": [{"type": "text", "text": rejected}]}])
-        rows["dama_delta"].append(round(rng.uniform(-0.5, 0.9), 3))
+        rows[HARDNESS_COLUMN].append(round(rng.uniform(-0.5, 0.9), 3))
     return Dataset.from_dict(rows)
 
 
@@ -137,7 +140,7 @@ def make_llava_pairs(n: int, seed: int = 0) -> Dataset:
     rng = random.Random(seed)
     lengths = answer_lengths(2 * n, seed + 1)
     chosen_len, rejected_len = lengths[:n], lengths[n:]
-    rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": [], "dama_delta": []}
+    rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": [], HARDNESS_COLUMN: []}
     for i in range(n):
         image = Image.new("RGB", (336, 336), (37 * i % 256, 90 + i % 50, 200 - 13 * i % 200))
         image.paste((255 - 37 * i % 256, 40, 90), (84, 84, 252, 252))
@@ -148,7 +151,7 @@ def make_llava_pairs(n: int, seed: int = 0) -> Dataset:
             # "a" first: it is one token without a leading space too (the prompt ends in the space)
             text = " ".join(["a", _sentence(rng, length - 1 - ANSWER_TEMPLATE_TOKENS, ONE_TOKEN_WORDS)])
             rows[key].append([{"role": "assistant", "content": [{"type": "text", "text": text}]}])
-        rows["dama_delta"].append(round(rng.uniform(-0.5, 0.9), 3))
+        rows[HARDNESS_COLUMN].append(round(rng.uniform(-0.5, 0.9), 3))
     return Dataset.from_dict(rows)
 
 
@@ -257,7 +260,7 @@ def build_trainer(
             model=model,
             ref_model=ref,
             args=args,
-            train_dataset=data.remove_columns("dama_delta"),
+            train_dataset=data.remove_columns(HARDNESS_COLUMN),
             processing_class=processor,
             callbacks=callbacks,
         )

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from dama.devices import resolve_device, resolve_dtype
 from dama.errors import DamaError
 from dama.objective import EMA_INPUTS, LOSS_NORMALISATIONS, MODEL_AWARE_FORMS, REWARD_SCALES
 from dama.official import OFFICIAL_DELTA_MEAN
+from dama.rows import HARDNESS_COLUMN
 
 
 class RecipeError(DamaError, ValueError):
@@ -33,7 +35,7 @@ class DAMAConfig(DPOConfig):
         gamma: γ of the running estimate R̄ (§4, Eq. 14).
         beta_min: lower clamp of β_C (§5, Eq. 16).
         delta_mean: δ̄ override; by default read from the hardness output, else the training-set mean of δ (§2).
-        hardness_column: per-pair δ column (`dama hardness` writes `dama_delta`).
+        hardness_column: per-pair δ column (`dama hardness` writes `dama_delta`, `dama.rows.HARDNESS_COLUMN`).
         reward_scale: R_i = h_i (`margin`, code) or β·h_i (`beta_margin`, paper) (§3 step 1).
         model_aware_form: mean of sigmoids (`mean_sigmoid`, code) or sigmoid of the mean (`sigmoid_mean`, paper) (§3 step 3).
         ema_input: R̄ is fed the mean of all N gaps (`all`, code) or of the kept ones (`kept`, paper) (§4).
@@ -83,7 +85,8 @@ class DAMAConfig(DPOConfig):
         },
     )
     hardness_column: str = field(
-        default="dama_delta", metadata={"help": "Per-pair hardness δ column (written by `dama hardness`)."}
+        default=HARDNESS_COLUMN,
+        metadata={"help": "Per-pair hardness δ column (written by `dama hardness` and the official-data import)."},
     )
     reward_scale: str = field(
         default="margin",
@@ -134,7 +137,7 @@ class DAMAConfig(DPOConfig):
     def __post_init__(self) -> None:
         # TRL defaults bf16 to True, which fails on machines without a bf16-capable GPU; decide from the hardware.
         if self.bf16 is None and not self.fp16:
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            self.bf16 = resolve_dtype("auto", resolve_device("auto")) == torch.bfloat16  # dama.devices' policy
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = True
         super().__post_init__()

@@ -26,13 +26,13 @@ from typing import Any
 from datasets import Dataset
 
 from dama.errors import DamaError
+from dama.rows import strip_placeholders, text_of
 
 TRAINING_TEXTS = ("chat_template", "vicuna_v1")
 VICUNA_V1_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
-IMAGE_PLACEHOLDERS = ("<image>\n", "<image>")
 
 
 class TrainingTextError(DamaError, ValueError):
@@ -44,29 +44,10 @@ def vicuna_v1_pair(question: str, answer: str, bos: str, eos: str, image_token: 
     return f"{bos}{VICUNA_V1_SYSTEM} USER: {image_token}\n{question} ASSISTANT:", f" {answer}{eos}"
 
 
-def _text(value: Any, role: str | None = None) -> str:
-    """The text of a string or of a conversational message list (only `role`'s messages when given)."""
-    if isinstance(value, str):
-        return value
-    parts = []
-    for message in value or []:
-        if not isinstance(message, dict) or (role is not None and message.get("role") != role):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return "".join(parts)
-
-
 def _question(prompt: Any, image_token: str) -> str:
     """The user's text with any image placeholder removed (the template puts `<image>\\n` first); otherwise verbatim,
     as the official loader uses `sample['question']` unchanged."""
-    text = _text(prompt, role="user")
-    for placeholder in (f"{image_token}\n", image_token, *IMAGE_PLACEHOLDERS):
-        text = text.replace(placeholder, "")
-    return text
+    return strip_placeholders(text_of(prompt, role="user"), image_token)
 
 
 def render_training_text(
@@ -100,7 +81,7 @@ def render_training_text(
         for i in todo:
             question = _question(batch["prompt"][i], image_token)
             for key in ("chosen", "rejected"):
-                out["prompt"][i], out[key][i] = vicuna_v1_pair(question, _text(batch[key][i]), bos, eos, image_token)
+                out["prompt"][i], out[key][i] = vicuna_v1_pair(question, text_of(batch[key][i]), bos, eos, image_token)
         # TRL concatenates separately tokenized prompt and completion: check that gives the whole string's ids
         heads = dict(zip(todo, ids([out["prompt"][i] for i in todo])))
         for key in ("chosen", "rejected"):

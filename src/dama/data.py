@@ -35,6 +35,7 @@ from dama.hardness.output import read_hardness_output
 from dama.images import ImageError, load_image, resolve_image_path
 from dama.jsonl import first_type_change, iter_jsonl
 from dama.official import LOGIT_FIELDS, OFFICIAL_DELTA_MEAN, official_delta, official_scores
+from dama.rows import HARDNESS_COLUMN, id_field, image_field, prompt_text, response_text, row_where
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 MAX_REPORTED_ERRORS = 20
@@ -163,15 +164,6 @@ def _stored_delta_mean(meta: Path) -> float | None:
     return None if value is None else require_finite(value, f"{meta}: field 'delta_mean' (δ̄)")
 
 
-def _id_key(columns: list[str]) -> str | None:
-    return next((k for k in ("id", "idx") if k in columns), None)
-
-
-def _official_where(source: str, index: int, row: dict[str, Any], id_key: str | None) -> str:
-    """How an official record is named in errors: file, row and, when the data has one, its id."""
-    return f"{source} row {index}" + (f" ({id_key} {row[id_key]})" if id_key else "")
-
-
 def detect_format(columns: list[str]) -> str:
     if "image_path" in columns and "chosen_logits" in columns:
         return "official"
@@ -192,28 +184,13 @@ REQUIRED = {
 }
 
 
-def _text_of(value: Any) -> str:
-    """The text of a response: a string, or the concatenated text parts of a conversational message list."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    parts = []
-    for message in value if isinstance(value, list) else [value]:
-        content = message.get("content") if isinstance(message, dict) else message
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p.get("text") or "" for p in content if isinstance(p, dict))
-    return "".join(parts)
-
-
-def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
-    """Convert RLAIF-V / official rows to TRL's conversational vision format (and δ for official data)."""
+def _to_trl(dataset: Dataset, fmt: str, source: str, hardness_column: str = HARDNESS_COLUMN) -> Dataset:
+    """Convert RLAIF-V / official rows to TRL's conversational vision format (and δ, as `hardness_column`, for official
+    data)."""
     if fmt == "trl":
         return dataset
 
-    id_key = _id_key(dataset.column_names)
+    id_key = id_field(dataset.column_names)
 
     def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -224,8 +201,8 @@ def _to_trl(dataset: Dataset, fmt: str, source: str) -> Dataset:
         if fmt == "official":
             out["image"] = row["image_path"]
             # the one parser of the official encoding (JSON strings or lists); raises naming row and field
-            where = _official_where(source, index, row, id_key)
-            out["dama_delta"] = official_delta(row["chosen_logits"], row["rejected_logits"], where)
+            where = row_where(source, index, row, id_key)
+            out[hardness_column] = official_delta(row["chosen_logits"], row["rejected_logits"], where)
         return out
 
     removed = [c for c in ("question", "chosen", "rejected", "image_path", "logps") if c in dataset.column_names]
@@ -242,7 +219,7 @@ def validate(
     """Check every row; raise `DataValidationError` listing each problem as "<source> row i (id): field 'x': ..."."""
     errors: list[str] = []
     columns = dataset.column_names
-    image_key = "image" if "image" in columns else ("images" if "images" in columns else None)
+    image_key = image_field(columns)
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in columns]
     if missing:
         raise DataValidationError(f"{source}: missing columns {missing} (has {columns})")
@@ -252,7 +229,7 @@ def validate(
             f"`dama hardness --data {source} --clip <CLIP model> --out <dir>` and train on <dir>, or set "
             "data_aware=False."
         )
-    id_key = next((k for k in ("id", "idx") if k in columns), None)
+    id_key = id_field(columns)
     ref_columns = tuple(c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in columns)
     # Decode nothing while scanning: images are checked one by one below, from their raw values.
     raw = dataset
@@ -261,21 +238,21 @@ def validate(
             raw = dataset.cast_column(image_key, ImageFeature(decode=False))
         except (pa.ArrowException, TypeError, ValueError) as err:  # the whole column has a non-image type
             first = dataset[0]
-            where = f"{source} row 0" + (f" (id {first[id_key]})" if id_key else "")
+            where = row_where(source, 0, first, id_key, label="id")
             raise DataValidationError(
                 f"{where}: field 'image': expected an image (a path, bytes or {{bytes, path}}), got "
                 f"{type(first[image_key]).__name__} {first[image_key]!r:.60}"
             ) from err
     for i, row in enumerate(raw):
-        where = f"{source} row {i}" + (f" (id {row[id_key]})" if id_key else "")
-        chosen, rejected = _text_of(row["chosen"]).strip(), _text_of(row["rejected"]).strip()
+        where = row_where(source, i, row, id_key, label="id")
+        chosen, rejected = response_text(row["chosen"]), response_text(row["rejected"])
         if not chosen:
             errors.append(f"{where}: field 'chosen' is empty")
         if not rejected:
             errors.append(f"{where}: field 'rejected' is empty")
         if chosen and chosen == rejected:
             errors.append(f"{where}: fields 'chosen' and 'rejected' are identical — the pair carries no preference")
-        if not _text_of(row["prompt"]).strip() and image_key is None:
+        if not prompt_text(row["prompt"]) and image_key is None:
             errors.append(f"{where}: field 'prompt' is empty")
         for name in ((hardness_column,) if hardness_column is not None else ()) + ref_columns:
             value = row[name]
@@ -309,14 +286,14 @@ def check_plain_prompts(dataset: Dataset, source: str, image_token: str | None) 
     model trains, naming the row.
     """
     columns = dataset.column_names
-    image_key = "image" if "image" in columns else ("images" if "images" in columns else None)
+    image_key = image_field(columns)
     if image_key is None or not image_token:
         return
     prompts = dataset["prompt"]
     if not any(isinstance(prompt, str) for prompt in prompts):
         return
     errors: list[str] = []
-    id_key = next((k for k in ("id", "idx") if k in columns), None)
+    id_key = id_field(columns)
     if image_key == "images":  # counted from the Arrow list lengths: no image is decoded
         counts = pc.fill_null(pc.list_value_length(dataset.data.column("images")), 0).to_pylist()
     else:
@@ -326,10 +303,10 @@ def check_plain_prompts(dataset: Dataset, source: str, image_token: str | None) 
             continue
         found = prompt.count(image_token)
         if found != n_images:
-            where = f"{source} row {i}" + (f" (id {dataset[i][id_key]})" if id_key else "")
+            where = row_where(source, i, dataset[i] if id_key else {}, id_key, label="id")
             errors.append(
                 f"{where}: field 'prompt' is plain text with {found} {image_token!r} placeholder(s) for {n_images} "
-                "image(s); use the conversational format ([{\"role\": \"user\", \"content\": ...}]) so the chat "
+                'image(s); use the conversational format ([{"role": "user", "content": ...}]) so the chat '
                 "template inserts it, or add the placeholder"
             )
             if len(errors) >= MAX_REPORTED_ERRORS:
@@ -380,11 +357,17 @@ def load_preference_dataset(
 ) -> tuple[Dataset, float | None]:
     """Read, convert to TRL's format, validate. Returns the dataset and the stored δ̄ (hardness output, official data).
 
-    `hardness_column` is required to be present and finite when given (pass it when `data_aware=True`).
+    `hardness_column` is required to be present and finite when given (pass it when `data_aware=True`). The δ this
+    import produces (official data; a `dama hardness` output) is stored under that name (default
+    `dama.rows.HARDNESS_COLUMN`).
     """
     path = Path(path)
     source = str(path)
+    column = hardness_column or HARDNESS_COLUMN
     dataset, delta_mean = _read_raw(path)
+    names = dataset.column_names
+    if (path / "hardness.json").is_file() and HARDNESS_COLUMN in names and column not in names:
+        dataset = dataset.rename_column(HARDNESS_COLUMN, column)  # a hardness output's δ, under the asked name
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     fmt = detect_format(dataset.column_names) if dataset_format == "auto" else dataset_format
@@ -395,16 +378,16 @@ def load_preference_dataset(
         )
     if fmt == "official":
         problems = []
-        id_key = _id_key(dataset.column_names)
+        id_key = id_field(dataset.column_names)
         columns = ["image_path", *LOGIT_FIELDS, *([id_key] if id_key else [])]
         for i, row in enumerate(dataset.select_columns(columns)):
             try:
                 resolve_image_path(row["image_path"], image_root)
             except ImageError as err:
                 raise DataValidationError(f"{source} row {i}: field 'image_path': {err}") from err
-            # δ is computed from these: the one parser (dama.official) names them, not the derived dama_delta;
+            # δ is computed from these: the one parser (dama.official) names them, not the derived δ column;
             # every bad field of the file is reported together
-            where = _official_where(source, i, row, id_key)
+            where = row_where(source, i, row, id_key)
             for name in LOGIT_FIELDS:
                 try:
                     official_scores(row[name], where, name)
@@ -419,6 +402,6 @@ def load_preference_dataset(
             raise kind(f"{len(problems)} problem(s) in {source}:\n  " + "\n  ".join(shown))
         if delta_mean is None:
             delta_mean = OFFICIAL_DELTA_MEAN
-    dataset = _to_trl(dataset, fmt, source)
+    dataset = _to_trl(dataset, fmt, source, column)
     validate(dataset, source, image_root, hardness_column, check_images)
     return _resolve_images(dataset, image_root, source), delta_mean

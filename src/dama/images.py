@@ -22,6 +22,13 @@ class ImageError(DamaError, ValueError):
     """An image that cannot be read; the message names where it came from."""
 
 
+def is_base64_image(value: str) -> bool:
+    """Whether a string image value is inline base64 rather than a path: long (> 256 characters) with no "/" in its
+    first 64 (base64 of an image starts with its header's letters; a path that long has folders). Every reader of
+    image values decides with this."""
+    return len(value) > 256 and "/" not in value[:64]
+
+
 def resolve_image_path(path: str | Path, image_root: str | Path | None) -> Path:
     """Resolve `path` under `image_root`, refusing one that escapes it (`../`, absolute paths elsewhere, symlinks)."""
     path = Path(path)
@@ -59,7 +66,7 @@ def load_image(value: Any, image_root: str | Path | None = None, where: str = "i
         text = str(value)
         if not text:
             raise ImageError(f"{where}: empty image reference")
-        if isinstance(value, str) and len(text) > 256 and "/" not in text[:64]:
+        if isinstance(value, str) and is_base64_image(text):
             try:
                 return _decode(base64.b64decode(text, validate=False), where)
             except (binascii.Error, ImageError):

@@ -3,8 +3,8 @@
 The override is one method, `_compute_loss`, written as a straight line:
 forward → policy log-probs → reference log-probs → β_C (pure functions of `dama.objective`) → loss → metrics.
 Everything else is glue: carrying the per-pair hardness (and precomputed reference log-probs) through TRL's collator,
-which drops unknown columns; keeping the model-aware statistics global across data-parallel ranks; saving R̄ in
-checkpoints; the reference log-prob pass for vision data, which TRL refuses (`_reference_logps`, stored by
+which drops unknown columns (`dama.training_data`); keeping the model-aware statistics global across data-parallel
+ranks; saving R̄ in checkpoints that are complete or absent (`dama.checkpoints`); the reference log-prob pass for vision data, which TRL refuses (`_reference_logps`, stored by
 `dama precompute-ref`); prefix sharing, which sends each pair's image and prompt through the policy and reference
 forwards once for both answers (`dama.prefix`, in `_policy_forward` and `compute_ref_log_probs`).
 """
@@ -12,13 +12,7 @@ forwards once for both answers (`dama.prefix`, in `_policy_forward` and `compute
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
-import os
-import re
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,92 +20,24 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed
 from trl.trainer.utils import use_adapter
 
+from dama.checkpoints import COMPLETE_MARKER, STATE_FILE, CheckpointError, CheckpointingMixin
 from dama.config import DAMAConfig, RecipeError
-from dama.errors import DamaError, NonFiniteError, require_finite
-from dama.io import atomic_write_json
 from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss, reduce_loss_per_rank
 from dama.prefix import PrefixSharingUnavailable, shared_prefix_forward, unsupported_reason
 from dama.state import RewardGapEMA
+from dama.step_metrics import StepMetricsMixin
+from dama.training_data import REF_COLUMNS, ExtraColumnsCollator, dataset_columns, training_delta_mean
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "dama_state.json"
-COMPLETE_MARKER = "dama_checkpoint.json"  # written last: a checkpoint without it is incomplete
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+__all__ = ["COMPLETE_MARKER", "STATE_FILE", "CheckpointError", "DAMATrainer"]
 
 
-class CheckpointError(DamaError, FileNotFoundError):
-    """A checkpoint that cannot be resumed from (incomplete, damaged, or not written by DAMATrainer)."""
-
-
-def _is_complete(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER))
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` folder of `output_dir` with the completion marker; unmarked ones are skipped with a
-    warning (a save that was killed midway), so resuming never picks a half-written checkpoint."""
-    if not os.path.isdir(output_dir):
-        return None
-    steps = []
-    for name in os.listdir(output_dir):
-        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
-    for _, folder in sorted(steps, reverse=True):
-        if _is_complete(folder):
-            return folder
-        logger.warning(
-            "skipping %s: it has no %s (its save was interrupted); resuming from an earlier checkpoint",
-            folder,
-            COMPLETE_MARKER,
-        )
-    return None
-
-
-def require_complete_checkpoint(folder: str) -> None:
-    """`CheckpointError` unless `folder` is a checkpoint whose save finished."""
-    if not os.path.isdir(folder):
-        raise CheckpointError(f"resume_from_checkpoint {folder!r}: no such folder")
-    if not _is_complete(folder):
-        raise CheckpointError(
-            f"checkpoint {folder} is incomplete (no {COMPLETE_MARKER}: its save was interrupted, or it was not "
-            "written by DAMATrainer); resume from an earlier checkpoint, or with resume_from_checkpoint=true to pick "
-            "the newest complete one"
-        )
-
-
-class ExtraColumnsCollator:
-    """Wrap a TRL collator so per-pair float columns survive it (TRL's collators return only model inputs)."""
-
-    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], columns: tuple[str, ...]) -> None:
-        self.inner = inner
-        self.columns = columns
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        extras = {
-            name: torch.tensor([float(example[name]) for example in examples], dtype=torch.float32)
-            for name in self.columns
-            if name in examples[0]
-        }
-        batch = self.inner(examples)
-        batch.update(extras)
-        return batch
-
-
-def dataset_columns(dataset: Any) -> list[str]:
-    names = getattr(dataset, "column_names", None)
-    if names is None:
-        names = list(next(iter(dataset)).keys())
-    return list(names)
-
-
-class DAMATrainer(DPOTrainer):
+class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
     """TRL `DPOTrainer` whose sigmoid loss uses β_C,i = max(β·α_D,i·α_M, β_min) and the outlier keep-mask.
 
     Extra arguments beyond `DPOTrainer`'s:
@@ -142,7 +68,7 @@ class DAMATrainer(DPOTrainer):
         self._vision_precompute = self._is_vision_data and (config.precompute_ref_log_probs or has_ref_columns)
         if self._vision_precompute:
             config.precompute_ref_log_probs = False
-        self.delta_mean = self._resolve_delta_mean(config, train_dataset, columns, delta_mean)
+        self.delta_mean = training_delta_mean(config, train_dataset, columns, delta_mean)
         try:
             super().__init__(*args, **kwargs)
         finally:
@@ -165,33 +91,6 @@ class DAMATrainer(DPOTrainer):
             self._precompute_vision_ref_logps(has_ref_columns)
 
     # ----------------------------------------------------------------------------------------------------- data glue
-    @staticmethod
-    def _resolve_delta_mean(
-        config: DAMAConfig, dataset: Any, columns: list[str], stored: float | None
-    ) -> float | None:
-        if not config.data_aware:
-            return None
-        if config.hardness_column not in columns:
-            raise RecipeError(
-                f"data_aware=True needs the per-pair hardness column {config.hardness_column!r}, which the training "
-                f"dataset does not have (columns: {columns}). Produce it with `dama hardness --data <your data> "
-                "--clip <CLIP model> --out <dir>` and train on <dir>, import official DAMA JSON (it carries "
-                "chosen_logits/rejected_logits), or set data_aware=False."
-            )
-        if config.delta_mean is not None:
-            return require_finite(config.delta_mean, "delta_mean (δ̄)")
-        if stored is not None:
-            return require_finite(stored, "δ̄ (delta_mean) stored with the training data")
-        if not isinstance(dataset, Dataset):
-            raise RecipeError("delta_mean is required with a streaming dataset (set --delta_mean).")
-        values = torch.tensor(dataset[config.hardness_column], dtype=torch.float64)
-        if not torch.isfinite(values).all():
-            bad = int((~torch.isfinite(values)).nonzero()[0])
-            raise NonFiniteError(
-                f"training row {bad}: field {config.hardness_column!r} is not finite ({values[bad].item()})"
-            )
-        return require_finite(float(values.mean()), f"δ̄ (mean of {config.hardness_column!r})")
-
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         for name in getattr(self, "_extra_columns", ()):
@@ -441,185 +340,3 @@ class DAMATrainer(DPOTrainer):
         if args.data_aware:
             stats["dama/alpha_d_mean"] = global_alpha_d.mean()
         return beta_c, keep_local, n_kept, stats
-
-    @torch.no_grad()
-    def _log_step_metrics(
-        self,
-        mode: str,
-        inputs: dict[str, torch.Tensor],
-        outputs: Any,
-        seq_len: int,
-        chosen_logps: torch.Tensor,
-        rejected_logps: torch.Tensor,
-        chosen_rewards: torch.Tensor,
-        rejected_rewards: torch.Tensor,
-        stats: dict[str, torch.Tensor],
-        guard: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
-    ) -> None:
-        """TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`, with one gather and one host sync.
-
-        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio. `guard` is `(loss, Σ β_C)` of this rank: they
-        are summed over ranks in the same gather, so a NaN or infinity on any rank stops every rank at the same step
-        with `NonFiniteError` (training on would write a NaN model; TRL's logging would even show the loss as 0).
-        """
-        mask = inputs["completion_mask"][..., 1:]
-        chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
-        chosen_mean_logits, rejected_mean_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
-        chosen_is_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
-        b = float(chosen_rewards.numel())
-        # name -> (local numerator, local denominator); global value = Σ numerators / Σ denominators
-        # masked sums, not boolean indexing: indexing has a data-dependent shape, i.e. a host sync on GPU
-        fractions = {
-            "entropy": ((outputs.entropy[:, -seq_len:] * mask).sum(), mask.sum()),
-            "logits/chosen": (torch.where(chosen_mask, chosen_mean_logits, 0).sum(), chosen_mask.sum()),
-            "logits/rejected": (torch.where(rejected_mask, rejected_mean_logits, 0).sum(), rejected_mask.sum()),
-            "mean_token_accuracy": ((chosen_is_top1 & chosen_mask).sum(), chosen_mask.sum()),
-            "rewards/chosen": (chosen_rewards.sum(), b),
-            "rewards/rejected": (rejected_rewards.sum(), b),
-            "rewards/accuracies": ((chosen_rewards > rejected_rewards).sum(), b),
-            "rewards/margins": ((chosen_rewards - rejected_rewards).sum(), b),
-            "logps/chosen": (chosen_logps.sum(), b),
-            "logps/rejected": (rejected_logps.sum(), b),
-        }
-        if self.aux_loss_enabled:
-            fractions["aux_loss"] = (outputs.aux_loss, 1.0)
-        device = chosen_rewards.device
-
-        def scalar(value: torch.Tensor | float) -> torch.Tensor:
-            # a Python number is filled in on the device: as_tensor would copy it from the host, a blocking copy on GPU
-            if isinstance(value, torch.Tensor):
-                return value.detach().float().reshape(()).to(device)
-            return torch.full((), value, dtype=torch.float32, device=device)
-
-        checks = [scalar(v) for v in guard] if guard is not None else []
-        local = torch.stack(
-            [scalar(v) for pair in fractions.values() for v in pair]
-            + [inputs["attention_mask"].sum().float().to(device)]
-            + checks
-        )
-        totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
-        stat_values = [v.detach().float().reshape(()).to(device) for v in stats.values()]
-        values = torch.cat([totals, torch.stack(stat_values)]) if stat_values else totals
-        values = values.tolist()  # the one host sync of the step's metrics
-        for i, name in enumerate(fractions):
-            num, den = values[2 * i], values[2 * i + 1]
-            self._metrics[mode][name].append(num / den if den > 0 else 0.0)
-        n_tokens = values[2 * len(fractions)]
-        if checks:
-            loss_total, beta_total = values[2 * len(fractions) + 1 : 2 * len(fractions) + 3]
-            if not (math.isfinite(loss_total) and math.isfinite(beta_total)):
-                what = "β_C (the per-pair β, Eq. 16)" if not math.isfinite(beta_total) else "loss"
-                raise NonFiniteError(
-                    f"non-finite {what} at {mode} step {self.state.global_step + 1} (β_C sum {beta_total}, loss "
-                    f"{loss_total}); training stopped and the model is not saved. Check the inputs (hardness δ, δ̄, "
-                    "reference log-probs) or lower the learning rate; checkpoints written before this step are kept"
-                )
-        if mode == "train":
-            self._total_train_tokens += int(n_tokens) // self._tp_size
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        for name, value in zip(stats, values[2 * len(fractions) + 1 + len(checks) :]):
-            self._metrics[mode][name].append(value)
-
-    # ------------------------------------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, model, trial) -> None:
-        """Save a checkpoint that is marked complete only once every file is in place.
-
-        `dama_state.json` (R̄) goes first, then TRL/transformers' files, then the marker `dama_checkpoint.json`;
-        rotation (`save_total_limit`) runs only after the marker, so a kill at any moment leaves the previous
-        complete checkpoint in place, and `train(resume_from_checkpoint=True)` skips the unmarked one.
-        """
-        self.require_finite_weights("the checkpoint is not written")
-        run_dir = self._get_output_dir(trial=trial)
-        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.args.should_save:
-            os.makedirs(folder, exist_ok=True)
-            Path(folder, COMPLETE_MARKER).unlink(missing_ok=True)  # an overwritten checkpoint is incomplete until done
-            state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean}
-            atomic_write_json(os.path.join(folder, STATE_FILE), state)
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None  # rotated below, once this checkpoint is complete
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        if self.args.should_save:
-            atomic_write_json(os.path.join(folder, COMPLETE_MARKER), {"global_step": self.state.global_step})
-            if limit is not None:
-                rotate_checkpoints(
-                    output_dir=run_dir,
-                    save_total_limit=limit,
-                    best_model_checkpoint=self.state.best_model_checkpoint,
-                    use_mtime=True,
-                )
-
-    def require_finite_weights(self, consequence: str) -> None:
-        """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity; `consequence` says
-        what is therefore not written (a checkpoint, the final model)."""
-        params = [(name, p) for name, p in self.model.named_parameters() if p.numel() > 0]
-        if not params:
-            return
-        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])  # one host sync below
-        local = (~finite).any().float().reshape(1).to(self.accelerator.device)
-        if float(self.accelerator.gather(local).sum()) > 0:
-            first = next((name for (name, _), ok in zip(params, finite.tolist()) if not ok), "on another rank")
-            raise NonFiniteError(
-                f"the weights hold non-finite values at step {self.state.global_step} (first: {first}); {consequence}. "
-                "Lower the learning rate or check the data"
-            )
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        """Reload weights through `from_pretrained`, which applies the model's checkpoint key conversions.
-
-        `Trainer._load_from_checkpoint` feeds the saved safetensors straight to `load_state_dict(strict=False)`; for
-        models whose saved key names differ from their module names (LLaVA in transformers 5 saves the legacy
-        `language_model.model.*` layout) nothing matches and the resumed run silently starts from random weights.
-        """
-        model = model if model is not None else self.model
-        plain = not (is_peft_model(model) or self.is_deepspeed_enabled or self.is_fsdp_enabled)
-        if not plain or not hasattr(model, "config") or not hasattr(type(model), "from_pretrained"):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
-        result = model.load_state_dict(loaded.state_dict(), strict=False)
-        del loaded
-        if result.missing_keys or result.unexpected_keys:
-            raise RuntimeError(
-                f"resuming from {resume_from_checkpoint}: weights do not match the model "
-                f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
-            )
-
-    def load_dama_state(self, checkpoint: str) -> None:
-        """Restore R̄ (and the filter's sampling position) from a checkpoint folder."""
-        path = os.path.join(checkpoint, STATE_FILE)
-        if not os.path.isfile(path):
-            if self.args.tracks_reward_gap:
-                raise CheckpointError(
-                    f"{path} is missing: the checkpoint was not written by DAMATrainer, so the running reward-gap "
-                    "estimate R̄ cannot be restored. Resume from a DAMATrainer checkpoint or start a new run."
-                )
-            return
-        try:
-            with open(path, encoding="utf-8") as handle:
-                state = json.load(handle)
-            self.reward_gap.load_state_dict(state["reward_gap"])
-            require_finite(self.reward_gap.mean, f"{path}: field 'reward_gap.mean' (R̄)")
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
-        stored = state.get("delta_mean")
-        if self.args.data_aware and stored is not None and self.delta_mean is not None:
-            if not math.isclose(stored, self.delta_mean, rel_tol=1e-9, abs_tol=1e-12):
-                logger.warning("delta_mean differs from the checkpoint's (%s vs %s)", self.delta_mean, stored)
-
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise CheckpointError(
-                    f"no complete checkpoint in output_dir {self.args.output_dir} (a checkpoint is complete when it "
-                    f"holds {COMPLETE_MARKER}, written last by DAMATrainer); start a new run without "
-                    "resume_from_checkpoint"
-                )
-        elif resume_from_checkpoint:
-            require_complete_checkpoint(str(resume_from_checkpoint))
-        if resume_from_checkpoint:
-            self.load_dama_state(str(resume_from_checkpoint))
-        return super().train(resume_from_checkpoint, *args, **kwargs)

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from dama.eval import judged
-from dama.eval.judge import CachedJudge, FakeJudge, JudgeError, build_judge
+from dama.eval.judge import CachedJudge, FakeJudge, build_judge
+from dama.llm import LLMError
 
 KEY = "sk-test-SECRET-4242"
 MAX_REQUESTS = 40  # the fake server refuses beyond this, so a retry bug cannot loop for long
@@ -101,13 +102,13 @@ def test_fake_judge_is_deterministic_and_answers_in_the_asked_format():
 
 @pytest.mark.parametrize("spec", ["gpt4", "fake:abc", "openai:", "hf:"])
 def test_bad_specs_are_refused_by_name(spec):
-    with pytest.raises(JudgeError, match="judge spec"):
+    with pytest.raises(LLMError, match="judge spec"):
         build_judge(spec)
 
 
 def test_remote_endpoint_without_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
-    with pytest.raises(JudgeError, match="MY_JUDGE_KEY"):
+    with pytest.raises(LLMError, match="MY_JUDGE_KEY"):
         build_judge("openai:gpt-4o-mini@https://api.example.com/v1", api_key_env="MY_JUDGE_KEY")
 
 
@@ -156,13 +157,13 @@ def test_openai_judge_retries_after_a_timeout(server, api_key):
     assert _openai(server, timeout=0.2).complete("hi") == "ok"
     assert len(server.requests) == 2
     server.script = [("sleep", "1.0")] * 2
-    with pytest.raises(JudgeError, match="after 2 attempt.*timed out"):
+    with pytest.raises(LLMError, match="after 2 attempt.*timed out"):
         _openai(server, timeout=0.2, retries=1).complete("hi")
 
 
 def test_openai_judge_persistent_error_names_url_and_status_not_key(server, api_key):
     server.script = [(500, f"internal error while using {KEY}")] * 3
-    with pytest.raises(JudgeError) as info:
+    with pytest.raises(LLMError) as info:
         _openai(server, retries=2).complete("hi")
     message = str(info.value)
     assert server.base_url + "/chat/completions" in message and "HTTP 500" in message and "3 attempt" in message
@@ -172,14 +173,14 @@ def test_openai_judge_persistent_error_names_url_and_status_not_key(server, api_
 
 def test_openai_judge_does_not_retry_a_rejected_key(server, api_key):
     server.script = [(401, '{"error": "invalid key"}')]
-    with pytest.raises(JudgeError, match="HTTP 401"):
+    with pytest.raises(LLMError, match="HTTP 401"):
         _openai(server).complete("hi")
     assert len(server.requests) == 1
 
 
 def test_openai_judge_malformed_reply_is_retried_then_reported(server, api_key):
     server.script = [(200, "<html>proxy error</html>"), (200, '{"choices": []}')]
-    with pytest.raises(JudgeError, match="not a chat completion"):
+    with pytest.raises(LLMError, match="not a chat completion"):
         _openai(server, retries=1).complete("hi")
     server.script = [(200, "<html>proxy error</html>")]
     assert _openai(server, retries=1).complete("hi") == "ok"
@@ -271,9 +272,9 @@ def test_hf_judge_from_a_tiny_causal_lm_answers_and_is_cached(tmp_path):
     assert judge.complete("Is there a cat? Answer yes or no.") == reply
     assert judge.hits == 1 and judge.calls == 1
 
-    # a template that cannot render a lone system message is a JudgeError naming the way out, not a traceback
+    # a template that cannot render a lone system message is an LLMError naming the way out, not a traceback
     judge.inner.tokenizer.chat_template = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
-    with pytest.raises(JudgeError, match="cannot render a lone system message .*--prompt dama-v1"):
+    with pytest.raises(LLMError, match="cannot render a lone system message .*--prompt dama-v1"):
         judge.complete("List the objects.", role="system")
 
 

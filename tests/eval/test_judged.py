@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dama.eval import judged
-from dama.eval.judged import ScoreError, parse_llava, parse_mmhal, parse_mmvet, score
+from dama.eval.judged import parse_llava, parse_mmhal, parse_mmvet, score
 from dama.eval.records import RecordError
 
 
@@ -186,7 +186,7 @@ def test_bad_response_files_are_refused_with_file_and_line(tmp_path):
     with pytest.raises(RecordError, match=r"'77' at .*unknown.jsonl:2"):
         judged.load_responses(unknown, "mmhal", items)
     other = _jsonl(tmp_path / "other.jsonl", [{"id": "0", "response": "a", "bench": "pope"}])
-    with pytest.raises(ScoreError, match=r"other.jsonl:1: response is for bench 'pope'"):
+    with pytest.raises(RecordError, match=r"other.jsonl:1: response is for bench 'pope'"):
         judged.load_responses(other, "mmhal", items)
     no_response = _jsonl(tmp_path / "none.jsonl", [{"id": "0", "answer": "a"}])
     with pytest.raises(RecordError, match=r"none.jsonl:1: field 'response' must be a string"):
@@ -202,16 +202,16 @@ def test_bad_response_files_are_refused_with_file_and_line(tmp_path):
 
 def test_bad_annotation_files_and_missing_options(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps([{"question": "Colour?", "gt_answer": "Black."}]))
-    with pytest.raises(ScoreError, match=r"q.json item 0: missing field 'image_content'"):
+    with pytest.raises(RecordError, match=r"q.json item 0: missing field 'image_content'"):
         judged.load_mmhal(tmp_path / "q.json")
     q, a, c = _llava_files(tmp_path)
     _jsonl(c, [{"image": "a.jpg", "caption": "A cup."}])
-    with pytest.raises(ScoreError, match=r"q.jsonl:3: image 'b.jpg' has no caption row"):
+    with pytest.raises(RecordError, match=r"q.jsonl:3: image 'b.jpg' has no caption row"):
         judged.load_llava_bench(q, a, c)
     responses = _responses(tmp_path / "r.jsonl", "llava-bench", {"1": "x"})
-    with pytest.raises(ScoreError, match="needs --answers"):
+    with pytest.raises(RecordError, match="needs --answers"):
         _run(
             tmp_path, "--bench", "llava-bench", "--responses", str(responses), "--questions", str(q), "--judge", "fake"
         )
-    with pytest.raises(ScoreError, match="needs --judge"):
+    with pytest.raises(RecordError, match="needs --judge"):
         _run(tmp_path, "--bench", "mmvet", "--responses", str(responses), "--questions", str(q))

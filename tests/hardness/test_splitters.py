@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dama.hardness.llm import GenerationCache, GenerationError, LocalGenerator, OpenAIGenerator
 from dama.hardness.splitters import (
     INSTRUCTION,
     ColumnSplitter,
@@ -18,6 +17,7 @@ from dama.hardness.splitters import (
     merge_short,
     parse_statements,
 )
+from dama.llm import ChatEndpoint, LLMError, LocalLM, SqliteReplyCache
 
 
 def test_sentence_splitter_basic(splitter):
@@ -31,7 +31,9 @@ def test_sentence_splitter_basic(splitter):
 
 
 def test_sentence_splitter_strips_list_markers_and_markdown(splitter):
-    text = "Objects:\n1. A red bus on the street.\n2) **A tall tree** behind it.\n- A person with an umbrella\n* Two cars"
+    text = (
+        "Objects:\n1. A red bus on the street.\n2) **A tall tree** behind it.\n- A person with an umbrella\n* Two cars"
+    )
     assert splitter.split_text(text) == [
         "Objects: A red bus on the street.",  # "Objects:" alone is too short: merged into the next sentence
         "A tall tree behind it.",
@@ -79,7 +81,7 @@ class CountingGenerator:
 
 def test_llm_splitter_caches_every_call(tmp_path):
     gen = CountingGenerator()
-    cache = GenerationCache(tmp_path / "cache.sqlite")
+    cache = SqliteReplyCache(tmp_path / "cache.sqlite")
     split = LLMSplitter(gen, cache, batch_size=2)
     reqs = [SplitRequest("What is there?", f"Answer number {i}.", "chosen") for i in range(3)]
     reqs.append(reqs[0])  # a repeated prompt is generated once
@@ -89,7 +91,7 @@ def test_llm_splitter_caches_every_call(tmp_path):
     assert INSTRUCTION in gen.calls[0][0] and "Answer number 0." in gen.calls[0][0]
     # a new splitter on the same cache file asks nothing
     gen2 = CountingGenerator()
-    again = LLMSplitter(gen2, GenerationCache(tmp_path / "cache.sqlite")).split(reqs)
+    again = LLMSplitter(gen2, SqliteReplyCache(tmp_path / "cache.sqlite")).split(reqs)
     assert again == first and gen2.calls == []
     assert len(cache) == 3
 
@@ -101,16 +103,25 @@ def test_local_generator_tiny_causal_lm(tmp_path):
     from dama.tiny import build_tokenizer
 
     tok = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
-    gen = LocalGenerator(LlamaForCausalLM(config), tok, max_new_tokens=6, name="tiny-llama")
+    gen = LocalLM(LlamaForCausalLM(config), tok, max_new_tokens=6, name="tiny-llama")
     prompts = ["Describe: a cat.", "Describe the picture with a dog and a much longer question here."]
     batched = gen.generate(prompts)
     assert len(batched) == 2 and all(isinstance(b, str) for b in batched)
     assert batched == [gen.generate([p])[0] for p in prompts]  # left padding: batching changes nothing
-    split = LLMSplitter(gen, GenerationCache(tmp_path / "c.sqlite"), batch_size=2)
+    split = LLMSplitter(gen, SqliteReplyCache(tmp_path / "c.sqlite"), batch_size=2)
     out = split.split([SplitRequest("q", "A cat sits.", "chosen"), SplitRequest("q", "A dog runs.", "rejected")])
     assert len(out) == 2 and all(isinstance(s, list) for s in out)
 
@@ -130,8 +141,11 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if self.path.startswith("/weird"):
             return self._reply(200, {"nothing": True})
         prompt = body["messages"][0]["content"]
-        answer = "Statements:\n1. The cat is red.\n2. The cat sits on a mat." if "cat" in prompt.split("Answer:")[1] \
+        answer = (
+            "Statements:\n1. The cat is red.\n2. The cat sits on a mat."
+            if "cat" in prompt.split("Answer:")[1]
             else "- A bus is blue."
+        )
         return self._reply(200, {"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
     def _reply(self, code, payload):
@@ -159,8 +173,8 @@ def fake_server():
 
 def test_openai_endpoint_parsing_caching_and_key(fake_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MY_TEST_KEY", "sk-test")
-    gen = OpenAIGenerator(f"{fake_server}/v1", "judge-model", api_key_env="MY_TEST_KEY", concurrency=2)
-    split = LLMSplitter(gen, GenerationCache(tmp_path / "c.sqlite"))
+    gen = ChatEndpoint(f"{fake_server}/v1", "judge-model", api_key_env="MY_TEST_KEY", concurrency=2)
+    split = LLMSplitter(gen, SqliteReplyCache(tmp_path / "c.sqlite"))
     reqs = [SplitRequest("What?", "A red cat on a mat.", "chosen"), SplitRequest("What?", "A blue bus.", "rejected")]
     assert split.split(reqs) == [["The cat is red.", "The cat sits on a mat."], ["A bus is blue."]]
     assert len(FakeOpenAI.requests) == 2
@@ -172,8 +186,8 @@ def test_openai_endpoint_parsing_caching_and_key(fake_server, tmp_path, monkeypa
 
 @pytest.mark.parametrize(("prefix", "expected"), [("down", "HTTP 500"), ("auth", "HTTP 401"), ("weird", "choices")])
 def test_openai_endpoint_errors_surface(fake_server, prefix, expected):
-    gen = OpenAIGenerator(f"{fake_server}/{prefix}/v1", "m", api_key_env="DAMA_UNSET_KEY_FOR_TEST", retries=0)
-    with pytest.raises(GenerationError) as info:
+    gen = ChatEndpoint(f"{fake_server}/{prefix}/v1", "m", api_key_env="DAMA_UNSET_KEY_FOR_TEST", retries=0)
+    with pytest.raises(LLMError) as info:
         LLMSplitter(gen).split([SplitRequest("q", "A cat.", "chosen")])
     message = str(info.value)
     assert expected in message and fake_server in message
@@ -184,8 +198,8 @@ def test_openai_endpoint_errors_surface(fake_server, prefix, expected):
 
 
 def test_openai_endpoint_unreachable():
-    gen = OpenAIGenerator("http://127.0.0.1:9/v1", "m", retries=0, timeout=2)
-    with pytest.raises(GenerationError, match="cannot reach"):
+    gen = ChatEndpoint("http://127.0.0.1:9/v1", "m", retries=0, timeout=2)
+    with pytest.raises(LLMError, match="cannot reach"):
         gen.generate(["hello"])
 
 
@@ -197,14 +211,32 @@ def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
     from dama.hardness.cli import main
 
     data = write_parquet(tmp_path / "d.parquet", make_rows(3))
-    argv = ["--data", str(data), "--clip", str(clip_dir), "--out", str(tmp_path / "o"), "--workers", "0",
-            "--no-progress", "--splitter", "llm", "--llm-endpoint", f"{fake_server}/v1", "--llm-model", "m"]
+    argv = [
+        "--data",
+        str(data),
+        "--clip",
+        str(clip_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--splitter",
+        "llm",
+        "--llm-endpoint",
+        f"{fake_server}/v1",
+        "--llm-model",
+        "m",
+    ]
     assert main(argv) == 0
     out, _ = read_hardness_output(tmp_path / "o")
     assert out["chosen_subsentences"][0] == ["The cat is red.", "The cat sits on a mat."]
     assert out["rejected_subsentences"][0] == ["A bus is blue."]
     assert len(FakeOpenAI.requests) == 6 and (tmp_path / "o" / ".llm_cache.sqlite").is_file()
-    assert main([*argv[:5], str(tmp_path / "o2"), *argv[6:], "--llm-cache", str(tmp_path / "o" / ".llm_cache.sqlite")]) == 0
+    assert (
+        main([*argv[:5], str(tmp_path / "o2"), *argv[6:], "--llm-cache", str(tmp_path / "o" / ".llm_cache.sqlite")])
+        == 0
+    )
     assert len(FakeOpenAI.requests) == 6  # all answers came from the cache
     argv[-3] = f"{fake_server}/down/v1"
     assert dama(["hardness", *argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 2

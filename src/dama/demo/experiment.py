@@ -30,6 +30,7 @@ from dama.errors import DamaError
 from dama.eval.chair import ChairEngine, ChairItem, chair_metrics, count_words
 from dama.hardness import read_hardness_output
 from dama.hardness.cli import main as hardness_main
+from dama.rows import HARDNESS_COLUMN, response_text
 from dama.trainer import DAMATrainer
 
 # method -> DAMA switches (everything else identical)
@@ -70,15 +71,36 @@ class ExperimentConfig:
 
     @classmethod
     def quick(cls, seeds: int = 2) -> ExperimentConfig:
-        return cls(seeds=tuple(range(seeds)), n_pref_images=240, n_eval_images=100, n_val_images=60, steps=80,
-                   learning_rates=(5e-5,), track_every=20, n_track=8, max_new_tokens=40, models=DemoConfig.quick())
+        return cls(
+            seeds=tuple(range(seeds)),
+            n_pref_images=240,
+            n_eval_images=100,
+            n_val_images=60,
+            steps=80,
+            learning_rates=(5e-5,),
+            track_every=20,
+            n_track=8,
+            max_new_tokens=40,
+            models=DemoConfig.quick(),
+        )
 
     @classmethod
     def tiny(cls) -> ExperimentConfig:
         """Seconds-scale, for tests: models barely trained, every stage still runs."""
-        return cls(seeds=(0, 1), n_pref_images=24, n_samples=3, n_eval_images=12, n_val_images=8, steps=4,
-                   batch_size=4, learning_rates=(1e-4, 3e-4), track_every=2, n_track=4, max_new_tokens=16,
-                   models=DemoConfig.tiny())
+        return cls(
+            seeds=(0, 1),
+            n_pref_images=24,
+            n_samples=3,
+            n_eval_images=12,
+            n_val_images=8,
+            steps=4,
+            batch_size=4,
+            learning_rates=(1e-4, 3e-4),
+            track_every=2,
+            n_track=4,
+            max_new_tokens=16,
+            models=DemoConfig.tiny(),
+        )
 
 
 class DemoError(DamaError, RuntimeError):
@@ -120,8 +142,9 @@ class MarginTracker(TrainerCallback):
 def score_responses(engine: ChairEngine, responses: list[str], items: list[dict]) -> dict[str, Any]:
     """CHAIR metrics (percent) of `responses` against the world's ground truth."""
     scored = [
-        ChairItem(id=item["id"], mentions=engine.extract(text), gt=frozenset(item["gt_classes"]),
-                  n_words=count_words(text))
+        ChairItem(
+            id=item["id"], mentions=engine.extract(text), gt=frozenset(item["gt_classes"]), n_words=count_words(text)
+        )
         for item, text in zip(items, responses)
     ]
     return chair_metrics(scored)
@@ -133,8 +156,15 @@ def generate(model, processor, items: list[dict], max_new_tokens: int) -> list[s
     for question in QUESTIONS:
         idx = [k for k, item in enumerate(items) if item["question"] == question]
         if idx:
-            out = sample_responses(model, processor, [items[k]["image"] for k in idx], question, n=1,
-                                   temperature=0.0, max_new_tokens=max_new_tokens)
+            out = sample_responses(
+                model,
+                processor,
+                [items[k]["image"] for k in idx],
+                question,
+                n=1,
+                temperature=0.0,
+                max_new_tokens=max_new_tokens,
+            )
             for k, texts in zip(idx, out):
                 answers[k] = texts[0]
     return answers
@@ -142,9 +172,24 @@ def generate(model, processor, items: list[dict], max_new_tokens: int) -> list[s
 
 def run_hardness(source: Path, models: DemoModels, out: Path, scorer: str = "union_softmax") -> tuple[Dataset, float]:
     """`dama hardness` on the preference pairs in `source` with the world's CLIP (sentence splitter, `scorer`)."""
-    code = hardness_main(["--data", str(source), "--clip", str(models.clip_path), "--out", str(out),
-                          "--device", "cpu", "--overwrite", "--no-progress", "--on-error", "skip",
-                          "--scorer", scorer])
+    code = hardness_main(
+        [
+            "--data",
+            str(source),
+            "--clip",
+            str(models.clip_path),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--overwrite",
+            "--no-progress",
+            "--on-error",
+            "skip",
+            "--scorer",
+            scorer,
+        ]
+    )
     if code:
         raise DemoError(f"dama hardness failed with exit code {code}")
     data, delta_mean = read_hardness_output(out)
@@ -156,9 +201,19 @@ def run_hardness(source: Path, models: DemoModels, out: Path, scorer: str = "uni
 def add_reference_logps(data: Dataset, base_path: Path, processor, workdir: Path) -> Dataset:
     """Reference log-probs of the base model, once, with the training collator; every run then reuses them."""
     model = LlavaForConditionalGeneration.from_pretrained(base_path)
-    config = DAMAConfig(output_dir=str(workdir / "reference"), use_cpu=True, report_to=[], data_aware=False,
-                        model_aware=False, keep_ratio=1.0, precompute_ref_log_probs=True, max_length=None,
-                        per_device_train_batch_size=16, activation_checkpointing=False, disable_tqdm=True)
+    config = DAMAConfig(
+        output_dir=str(workdir / "reference"),
+        use_cpu=True,
+        report_to=[],
+        data_aware=False,
+        model_aware=False,
+        keep_ratio=1.0,
+        precompute_ref_log_probs=True,
+        max_length=None,
+        per_device_train_batch_size=16,
+        activation_checkpointing=False,
+        disable_tqdm=True,
+    )
     trainer = DAMATrainer(model=model, args=config, train_dataset=data, processing_class=processor)
     return trainer.train_dataset
 
@@ -166,7 +221,7 @@ def add_reference_logps(data: Dataset, base_path: Path, processor, workdir: Path
 def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
     """Fixed pairs for the responsiveness curves: the `n` easiest and hardest by δ (what DAMA sees) and by the
     ground-truth gap (what is true: easy = the largest hallucination gaps, hard = a gap of one; ties by δ)."""
-    deltas = list(data["dama_delta"])  # the column alone: indexing rows would decode every image
+    deltas = list(data[HARDNESS_COLUMN])  # the column alone: indexing rows would decode every image
     gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
     n = min(n, len(deltas) // 2)
     by_delta = sorted(range(len(deltas)), key=deltas.__getitem__)
@@ -213,8 +268,9 @@ def train_one(
         precompute_ref_log_probs=True,
         **METHODS[method],
     )
-    trainer = DAMATrainer(model=model, args=config, train_dataset=data, processing_class=processor,
-                          delta_mean=delta_mean)
+    trainer = DAMATrainer(
+        model=model, args=config, train_dataset=data, processing_class=processor, delta_mean=delta_mean
+    )
     trainer.remove_callback(PrinterCallback)  # the demo prints its own one-line summaries
     tracker = None
     if track:
@@ -248,8 +304,11 @@ def training_summary(history: list[dict]) -> dict[str, float]:
     tail = logged[-max(1, len(logged) // 10) :]
     if not tail:
         return {}
-    return {key.split("/")[-1]: statistics.fmean(h[key] for h in tail)
-            for key in ("rewards/margins", "rewards/accuracies", "loss") if key in tail[0]}
+    return {
+        key.split("/")[-1]: statistics.fmean(h[key] for h in tail)
+        for key in ("rewards/margins", "rewards/accuracies", "loss")
+        if key in tail[0]
+    }
 
 
 def select_learning_rate(candidates: list[dict], base_recall: float) -> float:
@@ -267,16 +326,24 @@ def select_learning_rate(candidates: list[dict], base_recall: float) -> float:
 def hardness_signal(data: Dataset, extra_deltas: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """Is δ a hardness signal? Its correlation with the ground-truth gap and with the length difference."""
     gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
-    lengths = [len(c[0]["content"].split()) - len(r[0]["content"].split())
-               for c, r in zip(data["chosen"], data["rejected"])]
-    signals = {"union_softmax": [float(d) for d in data["dama_delta"]], **(extra_deltas or {})}
-    return {name: {"corr_gap": pearson(deltas, gaps), "corr_length_difference": pearson(deltas, lengths),
-                   "mean": statistics.fmean(deltas), "positive_fraction": sum(d > 0 for d in deltas) / len(deltas)}
-            for name, deltas in signals.items()}
+    lengths = [
+        len(response_text(c).split()) - len(response_text(r).split()) for c, r in zip(data["chosen"], data["rejected"])
+    ]
+    signals = {"union_softmax": [float(d) for d in data[HARDNESS_COLUMN]], **(extra_deltas or {})}
+    return {
+        name: {
+            "corr_gap": pearson(deltas, gaps),
+            "corr_length_difference": pearson(deltas, lengths),
+            "mean": statistics.fmean(deltas),
+            "positive_fraction": sum(d > 0 for d in deltas) / len(deltas),
+        }
+        for name, deltas in signals.items()
+    }
 
 
 def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[str, dict[str, Any]]:
     """The conditions under which "does DAMA beat DPO?" is answerable here (issue #10), each with its value."""
+
     def check(value: float | None, ok: bool, rule: str) -> dict[str, Any]:
         return {"value": value, "ok": bool(ok), "rule": rule}
 
@@ -288,8 +355,11 @@ def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[
         "base recall": check(base_r, base_r >= 60, "≥ 60%: the base model sees"),
         "base CHAIR_i": check(base_i, 10 <= base_i <= 40, "in [10%, 40%]: it hallucinates, but not blindly"),
         "base CHAIR_s": check(base_s, base_s >= 30, "≥ 30%"),
-        "pair length balance": check(100 * rel_len, abs(rel_len) <= 0.10,
-                                     "mean chosen − mean rejected words within ±10% of the mean length (value in %)"),
+        "pair length balance": check(
+            100 * rel_len,
+            abs(rel_len) <= 0.10,
+            "mean chosen − mean rejected words within ±10% of the mean length (value in %)",
+        ),
         "corr(δ, gap)": check(corr, corr >= 0.3, "≥ 0.3: CLIP's δ tracks the true hallucination gap"),
         "DPO CHAIR_i": check(dpo_i, dpo_i is not None and dpo_i <= 0.75 * base_i, "≤ 0.75 × base: DPO works"),
         "DPO recall": check(dpo_r, dpo_r is not None and dpo_r >= 0.9 * base_r, "≥ 0.9 × base: without blinding"),
@@ -298,8 +368,10 @@ def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[
 
 def compare(results: dict[str, list[dict]], treatment: str, control: str = "DPO") -> dict[str, dict]:
     """Paired (by seed) differences treatment − control of CHAIR_i, CHAIR_s, recall and length, with 95% intervals."""
-    return {key: paired_interval([m[key] for m in results[treatment]], [m[key] for m in results[control]])
-            for key in ("CHAIR_i", "CHAIR_s", "recall", "avg_len")}
+    return {
+        key: paired_interval([m[key] for m in results[treatment]], [m[key] for m in results[control]])
+        for key in ("CHAIR_i", "CHAIR_s", "recall", "avg_len")
+    }
 
 
 def run_experiment(
@@ -326,35 +398,54 @@ def run_experiment(
     base = {"test": evaluate(models.vlm, testset), "val": evaluate(models.vlm, valset)}
     log(f"[demo] base model (test): {_brief(base['test'])}")
 
-    prefs = build_preferences(models.vlm, models.vlm_processor, world, n_images=cfg.n_pref_images,
-                              n_samples=cfg.n_samples, temperature=cfg.sample_temperature,
-                              max_new_tokens=cfg.max_new_tokens, seed=4, as_dataset=True)
+    prefs = build_preferences(
+        models.vlm,
+        models.vlm_processor,
+        world,
+        n_images=cfg.n_pref_images,
+        n_samples=cfg.n_samples,
+        temperature=cfg.sample_temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=4,
+        as_dataset=True,
+    )
     if len(prefs) < 2 * cfg.batch_size:
         raise DemoError(f"only {len(prefs)} preference pairs: the base model's samples are too alike")
     balance = length_balance(prefs)
     timings["base_eval_and_preferences"] = time.perf_counter() - clock
-    log(f"[demo] {len(prefs)} preference pairs from {cfg.n_pref_images} images; chosen {balance['chosen_words']:.1f} "
+    log(
+        f"[demo] {len(prefs)} preference pairs from {cfg.n_pref_images} images; chosen {balance['chosen_words']:.1f} "
         f"vs rejected {balance['rejected_words']:.1f} words, corr(gap, length diff) "
-        f"{balance['corr_gap_length_difference']:+.2f}")
+        f"{balance['corr_gap_length_difference']:+.2f}"
+    )
 
     clock = time.perf_counter()
     source = out / "preferences.parquet"
     prefs.to_parquet(str(source))
     data, delta_mean = run_hardness(source, models, out / "hardness")
     normalised, _ = run_hardness(source, models, out / "hardness-mean_cosine", scorer="mean_cosine")
-    signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised["dama_delta"]]})
+    signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised[HARDNESS_COLUMN]]})
     data = add_reference_logps(data, models.vlm_path, models.vlm_processor, out / "runs")
     timings["hardness"] = time.perf_counter() - clock
-    log(f"[demo] dama hardness: δ̄ = {delta_mean:.4f}; corr(δ, gap) {signal['union_softmax']['corr_gap']:+.2f}, "
-        f"corr(δ, length diff) {signal['union_softmax']['corr_length_difference']:+.2f}")
+    log(
+        f"[demo] dama hardness: δ̄ = {delta_mean:.4f}; corr(δ, gap) {signal['union_softmax']['corr_gap']:+.2f}, "
+        f"corr(δ, length diff) {signal['union_softmax']['corr_length_difference']:+.2f}"
+    )
 
     track = easy_and_hard(data, cfg.n_track)
 
     def run(method: str, seed: int, lr: float) -> tuple[dict[str, Any], LlavaForConditionalGeneration]:
-        model, history, margins, seconds = train_one(method, seed, lr, cfg, models.vlm_path, models.vlm_processor,
-                                                     data, delta_mean, out / "runs", track)
-        record = {"seed": seed, "lr": lr, "history": history, "margins": margins, "seconds": seconds,
-                  "training": training_summary(history)}
+        model, history, margins, seconds = train_one(
+            method, seed, lr, cfg, models.vlm_path, models.vlm_processor, data, delta_mean, out / "runs", track
+        )
+        record = {
+            "seed": seed,
+            "lr": lr,
+            "history": history,
+            "margins": margins,
+            "seconds": seconds,
+            "training": training_summary(history),
+        }
         return record, model
 
     # 1. The learning-rate sweep: the first seed, validation images only, the same grid for every method. Only the
@@ -369,8 +460,10 @@ def run_experiment(
             record["val"] = evaluate(model, valset)
             trained[lr] = record, model
             candidates.append({"lr": lr, "val": record["val"], "training": record["training"]})
-            log(f"[demo] sweep {method:<17} lr {lr:g}: val {_brief(record['val'])}  "
-                f"margin {record['training'].get('margins', float('nan')):.2f}  ({record['seconds']:.0f}s)")
+            log(
+                f"[demo] sweep {method:<17} lr {lr:g}: val {_brief(record['val'])}  "
+                f"margin {record['training'].get('margins', float('nan')):.2f}  ({record['seconds']:.0f}s)"
+            )
         chosen = select_learning_rate(candidates, base["val"]["recall"])
         record, model = trained.pop(chosen)
         record["test"] = evaluate(model, testset)
@@ -406,7 +499,7 @@ def run_experiment(
         "config": asdict(replace(cfg, models=cfg.models)),
         "delta_mean": delta_mean,
         "n_pairs": len(data),
-        "deltas": [float(d) for d in data["dama_delta"]],  # a list: datasets returns a lazy column object
+        "deltas": [float(d) for d in data[HARDNESS_COLUMN]],  # a list: datasets returns a lazy column object
         "pair_gaps": [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])],
         "build_metrics": models.metrics,
         "base": base,

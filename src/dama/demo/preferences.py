@@ -23,6 +23,7 @@ from dama.demo.models import prompt_messages, sample_responses
 from dama.demo.stats import pearson
 from dama.demo.world import QUESTIONS, World, gt_classes, plural
 from dama.eval.chair import ChairEngine
+from dama.rows import response_text
 
 
 @functools.lru_cache(maxsize=8)
@@ -55,8 +56,14 @@ def hallucination_rates(responses: Sequence[str], gts: Sequence[set[str]], synon
         gt_total += len(gt)
         words += len(text.split())
     n = max(len(responses), 1)
-    return {"chair_i": hall / max(mentions, 1), "chair_s": bad / n, "recall": covered / max(gt_total, 1),
-            "mentions_per_response": mentions / n, "words_per_response": words / n, "n": len(responses)}
+    return {
+        "chair_i": hall / max(mentions, 1),
+        "chair_s": bad / n,
+        "recall": covered / max(gt_total, 1),
+        "mentions_per_response": mentions / n,
+        "words_per_response": words / n,
+        "n": len(responses),
+    }
 
 
 def evaluation_set(world: World, n: int, seed: int = 3) -> list[dict]:
@@ -66,8 +73,13 @@ def evaluation_set(world: World, n: int, seed: int = 3) -> list[dict]:
     """
     rng = random.Random(f"{world.seed}/eval-questions/{seed}")
     return [
-        {"id": f"eval-{seed}-{k}", "image": world.render(s), "question": rng.choice(QUESTIONS),
-         "gt_classes": gt_classes(s), "scene": s}
+        {
+            "id": f"eval-{seed}-{k}",
+            "image": world.render(s),
+            "question": rng.choice(QUESTIONS),
+            "gt_classes": gt_classes(s),
+            "scene": s,
+        }
         for k, s in enumerate(world.sample_scenes(n, seed))
     ]
 
@@ -142,8 +154,8 @@ def length_balance(rows: Sequence[dict]) -> dict[str, float]:
     """Mean word count of chosen and rejected answers, their difference relative to the mean length, and the
     Pearson correlation of the label gap (rejected − chosen hallucinations) with the length difference
     (chosen − rejected words): how much of the preference a length heuristic could learn."""
-    chosen = [len(_text(r["chosen"]).split()) for r in rows]
-    rejected = [len(_text(r["rejected"]).split()) for r in rows]
+    chosen = [len(response_text(r["chosen"]).split()) for r in rows]
+    rejected = [len(response_text(r["rejected"]).split()) for r in rows]
     gaps = [r["n_hall_rejected"] - r["n_hall_chosen"] for r in rows]
     diffs = [c - j for c, j in zip(chosen, rejected)]
     mean_c, mean_r = statistics.fmean(chosen), statistics.fmean(rejected)
@@ -153,10 +165,6 @@ def length_balance(rows: Sequence[dict]) -> dict[str, float]:
         "relative_length_difference": (mean_c - mean_r) / ((mean_c + mean_r) / 2),
         "corr_gap_length_difference": pearson(gaps, diffs),
     }
-
-
-def _text(turns: list[dict] | str) -> str:
-    return turns if isinstance(turns, str) else turns[0]["content"]
 
 
 def build_preferences(
@@ -188,21 +196,32 @@ def build_preferences(
         idx = [k for k, qk in enumerate(questions) if qk == q]
         if not idx:
             continue
-        samples = sample_responses(model, processor, [images[k] for k in idx], q, n=n_samples,
-                                   temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        samples = sample_responses(
+            model,
+            processor,
+            [images[k] for k in idx],
+            q,
+            n=n_samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
         for k, responses in zip(idx, samples):
             gt = gt_classes(scenes[k])
-            for p, (chosen, rejected, hc, hr) in enumerate(pairs_from_samples(responses, gt, lines,
-                                                                                max_pairs_per_image, rng)):
-                rows.append({
-                    "id": f"pref-{seed}-{k}-{p}",
-                    "image": images[k],
-                    "prompt": prompt_messages(q),
-                    "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                    "n_hall_chosen": hc,
-                    "n_hall_rejected": hr,
-                    "gt_classes": sorted(gt),
-                })
+            for p, (chosen, rejected, hc, hr) in enumerate(
+                pairs_from_samples(responses, gt, lines, max_pairs_per_image, rng)
+            ):
+                rows.append(
+                    {
+                        "id": f"pref-{seed}-{k}-{p}",
+                        "image": images[k],
+                        "prompt": prompt_messages(q),
+                        "chosen": [{"role": "assistant", "content": chosen}],
+                        "rejected": [{"role": "assistant", "content": rejected}],
+                        "n_hall_chosen": hc,
+                        "n_hall_rejected": hr,
+                        "gt_classes": sorted(gt),
+                    }
+                )
     rows.sort(key=lambda r: tuple(int(x) for x in r["id"].split("-")[2:]))
     return Dataset.from_list(rows) if as_dataset else rows

@@ -26,6 +26,7 @@ sentence -> No, counted in `n_fallback`); "No" is the positive class. AMBER scor
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -33,10 +34,19 @@ from typing import Protocol
 
 from tqdm import tqdm
 
+from dama.eval.benchmark import Benchmark, Decoding, add_response_arguments, output_folder, write_outputs
 from dama.eval.chair import is_word, tokenize
 from dama.eval.plurals import lemma_table
 from dama.eval.pope import parse_answer
-from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_json, run_metadata
+from dama.eval.records import (
+    RecordError,
+    completeness,
+    load_responses,
+    match_ids,
+    read_json,
+    require_field,
+    run_metadata,
+)
 
 # annotations.json `type` -> (dimension, attribute sub-type). These are the type names of AMBER's released file;
 # its inference.py counts "discriminative-hallucination" as existence, the three attribute types as attribute, and
@@ -530,3 +540,67 @@ def score(
 def amber_score(chair: float, f1: float) -> float:
     """AMBER score = ((100 − CHAIR) + F1) / 2, from the generative CHAIR and the discriminative F1 (percent)."""
     return ((100.0 - chair) + f1) / 2.0
+
+
+# --- the benchmark records -----------------------------------------------------------------------------------------
+
+
+def read_questions(path: Path) -> list[dict]:
+    """AMBER's query files (`query/query_*.json`, a JSON list of {id, image, query}) as generation items."""
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise RecordError(f"{path}: expected an AMBER query file (a JSON list of {{id, image, query}})")
+    items = []
+    for index, row in enumerate(data):
+        where = f"{path} item {index}"
+        qid, question = require_field(row, "id", where), require_field(row, "query", where)
+        items.append(
+            {"id": str(qid), "question": question, "image": require_field(row, "image", where), "where": where}
+        )
+    return items
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    add_response_arguments(parser)
+    parser.add_argument("--amber-dir", required=True, help="AMBER data folder (annotations.json, relation.json, ...)")
+    parser.add_argument(
+        "--extraction",
+        choices=EXTRACTIONS,
+        default="auto",
+        help="amber-g nouns: reference (AMBER's inference.py exactly; needs the eval-reference extra and its data), "
+        "vocab-match (offline approximation) or auto (reference when installed; recorded in the results)",
+    )
+    parser.add_argument(
+        "--similarity",
+        choices=("none", "spacy"),
+        help="word-similarity backend for vocab-match (default none; reference always uses spaCy)",
+    )
+
+
+def score_command(args: argparse.Namespace) -> int:
+    out = output_folder(args)
+    similarity = build_similarity(args.similarity) if args.similarity else None
+    result = score(args.responses, args.amber_dir, args.bench[-1], similarity, args.extraction)
+    return write_outputs([result], out, args.strict)
+
+
+# Generation answers both halves' query files into one amber.jsonl; AMBER mixes yes/no queries with "Describe this
+# image." (its generative half), which needs room for a full description (yes/no answers stop at EOS anyway).
+AMBER = Benchmark(
+    name="amber",
+    summary="AMBER query files (generative and yes/no), answered into one file",
+    decoding=Decoding(num_beams=1, max_new_tokens=512),
+    read_questions=read_questions,
+)
+AMBER_G = Benchmark(
+    name="amber-g",
+    summary="AMBER generative: CHAIR, Cover, Hal, Cog",
+    add_arguments=add_score_arguments,
+    score=score_command,
+)
+AMBER_D = Benchmark(
+    name="amber-d",
+    summary="AMBER discriminative: yes/no accuracy, F1",
+    add_arguments=add_score_arguments,
+    score=score_command,
+)

@@ -11,117 +11,29 @@ a rerun skips ids already there. A last line cut short by a crash is detected an
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from dama.errors import DamaError
-from dama.eval.records import RecordError, read_json, read_jsonl_lines
-from dama.images import ImageError, load_image, resolve_image_path
+from dama.devices import DTYPES, resolve_device, resolve_dtype
+from dama.eval.benchmark import Decoding
+from dama.eval.records import RecordError, read_jsonl_lines
+from dama.eval.registry import BENCHMARKS, generate_names
+from dama.images import ImageError, is_base64_image, load_image, resolve_image_path
 from dama.io import check_writable
 
-
-@dataclass(frozen=True)
-class Decoding:
-    """Deterministic decoding: greedy when `num_beams` is 1, beam search otherwise (no sampling: reproducible)."""
-
-    num_beams: int = 1
-    max_new_tokens: int = 1024
-
-    def to_record(self) -> dict:
-        return {"do_sample": False, "temperature": 0, **asdict(self)}
-
-
-# Reference decoding per benchmark. Object HalBench: RLHF-V/RLAIF-V protocol (temperature 0, 3 beams, 1024 tokens).
-# POPE answers yes/no, so a short budget suffices. AMBER mixes yes/no queries with "Describe this image." (its
-# generative half), which needs room for a full description; yes/no answers stop at EOS anyway.
-PRESETS: dict[str, Decoding] = {
-    "object-halbench": Decoding(num_beams=3, max_new_tokens=1024),
-    "amber": Decoding(num_beams=1, max_new_tokens=512),
-    "pope": Decoding(num_beams=1, max_new_tokens=32),
-    "mmhal": Decoding(num_beams=1, max_new_tokens=1024),
-    "llava-bench": Decoding(num_beams=1, max_new_tokens=1024),
-    "mmvet": Decoding(num_beams=1, max_new_tokens=1024),
-    "generic": Decoding(num_beams=1, max_new_tokens=1024),
-}
-
-
-class GenerateError(DamaError, ValueError):
-    """A question file, image or output file that cannot be used; the message names the file and line."""
-
-
-# --- question files: each reader returns items {"id", "question", "image", "image_id"?, "where"} -----------------
-
-
-def _need(row: dict, key: str, where: str) -> Any:
-    if not isinstance(row, dict):
-        raise GenerateError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if row.get(key) in (None, ""):
-        raise GenerateError(f"{where}: missing field {key!r}")
-    return row[key]
-
-
-def _jsonl_items(path: Path, id_keys: tuple[str, ...], question_key: str, image_key: str) -> list[dict]:
-    items = []
-    for line, row in read_jsonl_lines(path):
-        where = f"{path}:{line}"
-        qid = next((row[k] for k in id_keys if row.get(k) not in (None, "")), None)
-        if qid is None:
-            raise GenerateError(f"{where}: no id field (looked for {', '.join(id_keys)})")
-        item = {"id": str(qid), "question": _need(row, question_key, where), "image": _need(row, image_key, where)}
-        if "image_id" in row:
-            item["image_id"] = row["image_id"]
-        items.append({**item, "where": where})
-    return items
+# Reference decoding per benchmark (each benchmark's record in `dama.eval.registry` holds its own).
+PRESETS: dict[str, Decoding] = {name: b.decoding for name, b in BENCHMARKS.items() if b.decoding is not None}
 
 
 def read_questions(bench: str, path: str | Path) -> list[dict]:
     """Read a benchmark's question file into items, in file order. Images stay references until generation."""
-    path = Path(path)
-    if bench == "object-halbench":  # JSONL {image_id, question, image: base64}
-        items = _jsonl_items(path, ("id", "question_id", "image_id"), "question", "image")
-        for item in items:  # always base64 here, however short: decode now so a bad value fails before the model loads
-            try:
-                item["image"] = {"bytes": base64.b64decode(item["image"], validate=True)}
-            except (binascii.Error, TypeError, ValueError) as err:
-                raise GenerateError(f"{item['where']}: field 'image' is not base64 ({err})") from err
-        return items
-    if bench in ("pope", "llava-bench"):  # JSONL {question_id, image, text}
-        return _jsonl_items(path, ("question_id",), "text", "image")
-    if bench == "generic":
-        return _jsonl_items(path, ("id",), "question", "image")
-    data = read_json(path)
-    if bench == "amber":  # JSON list [{id, image, query}]
-        if not isinstance(data, list):
-            raise GenerateError(f"{path}: expected an AMBER query file (a JSON list of {{id, image, query}})")
-        return [
-            {"id": str(_need(r, "id", w)), "question": _need(r, "query", w), "image": _need(r, "image", w), "where": w}
-            for w, r in ((f"{path} item {i}", r) for i, r in enumerate(data))
-        ]
-    if bench == "mmhal":  # JSON list; ids are list positions, as the MMHal scorer expects
-        if not isinstance(data, list):
-            raise GenerateError(f"{path}: expected MMHal-Bench's response_template.json (a JSON list)")
-        items = []
-        for i, row in enumerate(data):
-            where = f"{path} item {i}"
-            image = row.get("image_path") or Path(str(_need(row, "image_src", where))).name
-            items.append({"id": str(i), "question": _need(row, "question", where), "image": image, "where": where})
-            if "image_id" in row:
-                items[-1]["image_id"] = row["image_id"]
-        return items
-    if bench == "mmvet":  # JSON {id: {imagename, question, ...}}
-        if not isinstance(data, dict):
-            raise GenerateError(f"{path}: expected MM-Vet's mm-vet.json (a JSON object id -> question)")
-        return [
-            {"id": str(k), "question": _need(r, "question", w), "image": _need(r, "imagename", w), "where": w}
-            for k, r, w in ((k, r, f"{path} item {k!r}") for k, r in data.items())
-        ]
-    raise GenerateError(f"unknown benchmark {bench!r}; choose from {', '.join(PRESETS)}")
+    benchmark = BENCHMARKS.get(bench)
+    if benchmark is None or benchmark.read_questions is None:
+        raise RecordError(f"unknown benchmark {bench!r}; choose from {', '.join(generate_names())}")
+    return benchmark.read_questions(Path(path))
 
 
 def check_items(items: list[dict], image_root: str | Path | None) -> None:
@@ -129,17 +41,17 @@ def check_items(items: list[dict], image_root: str | Path | None) -> None:
     seen: dict[str, str] = {}
     for item in items:
         if item["id"] in seen:
-            raise GenerateError(f"{item['where']}: duplicate id {item['id']!r} (first at {seen[item['id']]})")
+            raise RecordError(f"{item['where']}: duplicate id {item['id']!r} (first at {seen[item['id']]})")
         seen[item["id"]] = item["where"]
         image = item["image"]
-        if isinstance(image, str) and len(image) <= 256:  # a path, not inline base64
+        if isinstance(image, str) and not is_base64_image(image):  # a path
             try:
                 path = resolve_image_path(image, image_root) if image_root else Path(image)
             except ImageError as err:
-                raise GenerateError(f"{item['where']}: {err}") from err
+                raise RecordError(f"{item['where']}: {err}") from err
             if not path.is_file():
                 hint = "" if image_root else " (pass --image-root with the benchmark's image folder)"
-                raise GenerateError(f"{item['where']}: image file not found: {path}{hint}")
+                raise RecordError(f"{item['where']}: image file not found: {path}{hint}")
 
 
 # --- generation -------------------------------------------------------------------------------------------------
@@ -162,7 +74,7 @@ def generate_responses(
 
     decoding = Decoding(**decoding) if isinstance(decoding, dict) else (decoding or Decoding())
     if getattr(processor, "chat_template", None) is None:
-        raise GenerateError("the processor has no chat template; save one with the processor (chat_template.jinja)")
+        raise RecordError("the processor has no chat template; save one with the processor (chat_template.jinja)")
     tokenizer = processor.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -212,42 +124,20 @@ def read_done(path: Path) -> dict[str, dict]:
     try:
         rows = read_jsonl_lines(path)
     except RecordError as err:
-        raise GenerateError(f"{err}; the output file is damaged in the middle, not just at the end") from err
+        raise RecordError(f"{err}; the output file is damaged in the middle, not just at the end") from err
     for line, row in rows:
         if "id" not in row or "response" not in row:
-            raise GenerateError(f"{path}:{line}: not a response row (needs 'id' and 'response')")
+            raise RecordError(f"{path}:{line}: not a response row (needs 'id' and 'response')")
         if str(row["id"]) in done:
-            raise GenerateError(f"{path}:{line}: duplicate id {row['id']!r} in the output file")
+            raise RecordError(f"{path}:{line}: duplicate id {row['id']!r} in the output file")
         done[str(row["id"])] = row
     return done
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _pick_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local folder (or hub name) of a VLM loadable by AutoModel")
     parser.add_argument(
-        "--bench", required=True, choices=sorted(PRESETS), help="benchmark whose question file is read"
+        "--bench", required=True, choices=sorted(generate_names()), help="benchmark whose question file is read"
     )
     parser.add_argument("--questions", required=True, help="the benchmark's question file (see docs/eval-judges.md)")
     parser.add_argument("--out", required=True, help="output folder; answers go to <out>/<bench>.jsonl")
@@ -257,7 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="override the benchmark preset")
     parser.add_argument("--limit", type=int, help="answer only the first N questions of the file")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="auto: float32 on CPU, bfloat16 on a GPU that supports it, else float16 (dama.devices)",
+    )
     parser.add_argument("--model-name", help="name recorded in each row's 'model' field (default: --model)")
 
 
@@ -265,13 +160,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    decoding = PRESETS[args.bench]
+    decoding = BENCHMARKS[args.bench].decoding
     if args.num_beams is not None:
         decoding = replace(decoding, num_beams=args.num_beams)
     if args.max_new_tokens is not None:
         decoding = replace(decoding, max_new_tokens=args.max_new_tokens)
     if args.batch_size < 1 or decoding.num_beams < 1 or decoding.max_new_tokens < 1:
-        raise GenerateError("--batch-size, --num-beams and --max-new-tokens must be at least 1")
+        raise RecordError("--batch-size, --num-beams and --max-new-tokens must be at least 1")
     all_items = read_questions(args.bench, args.questions)
     items = all_items if args.limit is None else all_items[: args.limit]
     check_items(items, args.image_root)
@@ -290,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         )
     for qid, row in done.items():
         if row.get("model") != model_name or row.get("decoding") != decoding.to_record():
-            raise GenerateError(
+            raise RecordError(
                 f"{out_path}: id {qid!r} was generated by model {row.get('model')!r} with decoding "
                 f"{row.get('decoding')}, not {model_name!r} with {decoding.to_record()}; use another --out "
                 "so answers from different settings are not mixed"
@@ -300,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if not pending:
         return 0
 
-    device = _pick_device(args.device)
-    dtype = _pick_dtype(args.dtype, device)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,30 +10,24 @@ Three kinds, chosen by a spec string (`build_judge`):
 Every judge built with a `cache_dir` answers repeated prompts from disk: one JSON file per (judge id, sha256 of the
 prompt), written atomically, so re-scoring a run gives the same numbers and costs no new calls. Failed calls are
 not cached; unparsable replies are (they are the judge's answer, and the scorer's re-ask is a different prompt).
+
+The endpoint client, the local model and the cache are `dama.llm`'s, shared with the LLM sentence splitter of
+`dama hardness`; a judge that cannot answer raises `dama.llm.LLMError`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
-import sys
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dama.errors import DamaError
-from dama.eval.records import write_json_atomic
+from dama.llm import DEFAULT_OPENAI_URL, ChatEndpoint, FileReplyCache, LLMError, LocalLM, check_role, load_causal_lm
 
-DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-# Answered with a retry: rate limits, timeouts and server-side failures. Other 4xx (bad key, bad model) are final.
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Judge(Protocol):
@@ -43,26 +37,6 @@ class Judge(Protocol):
     judge_id: str
 
     def complete(self, prompt: str, role: str = "user") -> str: ...
-
-
-ROLES = ("user", "system")
-
-
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise ValueError(f"unknown message role {role!r}; choose from {', '.join(ROLES)}")
-
-
-class JudgeError(DamaError, RuntimeError):
-    """A judge that cannot answer; the message names the endpoint (never the key) and the HTTP status."""
-
-
-def prompt_sha256(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "judge"
 
 
 class FakeJudge:
@@ -78,7 +52,7 @@ class FakeJudge:
         self.judge_id = f"fake:{seed}"
 
     def complete(self, prompt: str, role: str = "user") -> str:
-        _check_role(role)
+        check_role(role)
         digest = hashlib.sha256(f"{self.seed}\n{prompt}".encode()).digest()
         lowered = prompt.lower()
         if "rating: <k>" in lowered:
@@ -92,12 +66,8 @@ class FakeJudge:
         return f"fake reply {digest.hex()[:12]}"
 
 
-class _MalformedReply(Exception):
-    """A 200 reply that is not a chat completion (a proxy error page, a truncated body): retried."""
-
-
-class OpenAIJudge:
-    """A chat-completions endpoint, greedy (temperature 0), with retries and exponential backoff."""
+class OpenAIJudge(ChatEndpoint):
+    """A chat-completions endpoint (`dama.llm.ChatEndpoint`) as judge; a remote one needs its key up front."""
 
     def __init__(
         self,
@@ -109,122 +79,37 @@ class OpenAIJudge:
         retries: int = 5,
         backoff: float = 1.0,
     ):
-        self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/chat/completions"
-        self.api_key_env = api_key_env
-        self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+        super().__init__(
+            base_url, model, api_key_env=api_key_env, max_tokens=max_tokens, timeout=timeout, retries=retries,
+            concurrency=1, backoff=backoff,
+        )  # fmt: skip
         self.judge_id = f"openai:{model}@{self.base_url}"
-        host = urllib.parse.urlparse(self.url).hostname or ""
         # Local servers usually take no key; a remote endpoint without one would only fail later with a 401.
-        if not os.environ.get(api_key_env) and host not in {"127.0.0.1", "localhost", "::1"}:
-            raise JudgeError(
+        if not os.environ.get(api_key_env) and (urllib.parse.urlparse(self.url).hostname or "") not in LOOPBACK_HOSTS:
+            raise LLMError(
                 f"judge endpoint {self.url} needs an API key: set the environment variable {api_key_env} "
                 "(or name another variable with --judge-key-env)"
             )
 
-    def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
 
-    def _request_once(self, body: bytes) -> str:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = response.read().decode("utf-8", errors="replace")
-        try:
-            content = json.loads(payload)["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
-            raise _MalformedReply(
-                f"reply is not a chat completion ({err.__class__.__name__}): {payload[:200]!r}"
-            ) from err
-        if not isinstance(content, str):
-            raise _MalformedReply(f"reply content is {type(content).__name__}, not text")
-        return content
+class HFJudge(LocalLM):
+    """A local transformers causal LM (`dama.llm.LocalLM`) as judge: chat template when it has one, greedy."""
 
-    def complete(self, prompt: str, role: str = "user") -> str:
-        _check_role(role)
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": [{"role": role, "content": prompt}],
-                "temperature": 0,
-                "max_tokens": self.max_tokens,
-            }
-        ).encode("utf-8")
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                return self._request_once(body)
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", errors="replace")[:200] if err.fp else ""
-                last = f"HTTP {err.code} {err.reason}: {detail}"
-                if err.code not in RETRYABLE_STATUS:
-                    break
-            except (urllib.error.URLError, TimeoutError, ConnectionError, _MalformedReply) as err:
-                last = str(getattr(err, "reason", err))
-        raise JudgeError(self._scrub(f"judge request to {self.url} failed after {attempt + 1} attempt(s): {last}"))
-
-
-class HFJudge:
-    """A local transformers causal LM as judge: chat template when the tokenizer has one, greedy decoding."""
+    role_hint = "; for Object HalBench use --prompt dama-v1, which is sent as a user message"
 
     def __init__(self, path: str, max_new_tokens: int = 512, device: str = "auto"):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if not Path(path).exists():
-            raise JudgeError(f"judge model folder not found: {path}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        self.max_new_tokens = max_new_tokens
+            raise LLMError(f"judge model folder not found: {path}")
+        model, tokenizer = load_causal_lm(path, device, "auto")
+        super().__init__(model, tokenizer, max_new_tokens=max_new_tokens, name=path)
+        self.device = model.device
         self.judge_id = f"hf:{Path(path).resolve()}"
-
-    def complete(self, prompt: str, role: str = "user") -> str:
-        import torch
-
-        _check_role(role)
-        if self.tokenizer.chat_template:
-            try:
-                text = self.tokenizer.apply_chat_template(
-                    [{"role": role, "content": prompt}], tokenize=False, add_generation_prompt=True
-                )
-            # jinja templates raise their own error types, e.g. "conversation roles must alternate user/assistant"
-            except Exception as err:
-                raise JudgeError(
-                    f"{self.judge_id}: its chat template cannot render a lone {role} message ({err}); "
-                    "for Object HalBench use --prompt dama-v1, which is sent as a user message"
-                ) from err
-        else:
-            text = prompt
-        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=not self.tokenizer.chat_template)
-        inputs = inputs.to(self.device)
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id
-        with torch.no_grad():
-            out = self.model.generate(
-                **inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens, pad_token_id=pad_id
-            )
-        # out: (1, prompt_len + new_len); keep the continuation only
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 @dataclass
 class CachedJudge:
-    """Wraps a judge with an on-disk cache: `<cache_dir>/<judge slug>-<id hash>/<prompt sha256>.json`."""
+    """Wraps a judge with the on-disk reply cache (`dama.llm.FileReplyCache`):
+    `<cache_dir>/<judge slug>-<id hash>/<prompt sha256>.json`."""
 
     inner: Judge
     cache_dir: Path
@@ -232,34 +117,28 @@ class CachedJudge:
     calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # scorers may ask from threads
 
+    def __post_init__(self) -> None:
+        self._cache = FileReplyCache(self.cache_dir)
+
     @property
     def judge_id(self) -> str:
         return self.inner.judge_id
 
     @property
     def folder(self) -> Path:
-        id_hash = hashlib.sha256(self.judge_id.encode("utf-8")).hexdigest()[:12]
-        return Path(self.cache_dir) / f"{_slug(self.judge_id)}-{id_hash}"
+        return self._cache.folder(self.judge_id)
 
     def complete(self, prompt: str, role: str = "user") -> str:
-        _check_role(role)
-        # user prompts keep their plain digest (existing caches stay valid); other roles are part of the key
-        digest = prompt_sha256(prompt if role == "user" else f"[{role}]\n{prompt}")
-        path = self.folder / f"{digest}.json"
-        if path.is_file():
-            try:
-                entry = json.loads(path.read_text(encoding="utf-8"))
-                if entry.get("judge_id") == self.judge_id and isinstance(entry.get("reply"), str):
-                    with self._lock:
-                        self.hits += 1
-                    return entry["reply"]
-            except json.JSONDecodeError:
-                print(f"judge cache: ignoring unreadable entry {path}", file=sys.stderr)
+        check_role(role)
+        cached = self._cache.get(self.judge_id, prompt, role)
+        if cached is not None:
+            with self._lock:
+                self.hits += 1
+            return cached
         reply = self.inner.complete(prompt) if role == "user" else self.inner.complete(prompt, role=role)
         with self._lock:
             self.calls += 1
-        entry = {"judge_id": self.judge_id, "prompt_sha256": digest, "role": role, "prompt": prompt, "reply": reply}
-        write_json_atomic(path, entry)
+        self._cache.put(self.judge_id, prompt, reply, role)
         return reply
 
 
@@ -278,12 +157,12 @@ def build_judge(
     kind, _, rest = spec.partition(":")
     if kind == "fake":
         if rest and not rest.lstrip("-").isdigit():
-            raise JudgeError(f"judge spec {spec!r}: the fake judge takes an integer seed, e.g. 'fake:1'")
+            raise LLMError(f"judge spec {spec!r}: the fake judge takes an integer seed, e.g. 'fake:1'")
         judge: Judge = FakeJudge(int(rest) if rest else 0)
     elif kind == "openai":
         model, _, base_url = rest.partition("@")
         if not model:
-            raise JudgeError(f"judge spec {spec!r}: expected 'openai:MODEL' or 'openai:MODEL@BASE_URL'")
+            raise LLMError(f"judge spec {spec!r}: expected 'openai:MODEL' or 'openai:MODEL@BASE_URL'")
         judge = OpenAIJudge(
             model,
             base_url or DEFAULT_OPENAI_URL,
@@ -295,10 +174,10 @@ def build_judge(
         )
     elif kind == "hf":
         if not rest:
-            raise JudgeError(f"judge spec {spec!r}: expected 'hf:/path/to/local/model'")
+            raise LLMError(f"judge spec {spec!r}: expected 'hf:/path/to/local/model'")
         judge = HFJudge(rest, max_new_tokens=max_tokens, device=device)
     else:
-        raise JudgeError(
+        raise LLMError(
             f"unknown judge spec {spec!r}: use 'openai:MODEL[@BASE_URL]', 'hf:/path/to/model' or 'fake[:SEED]'"
         )
     return CachedJudge(judge, Path(cache_dir)) if cache_dir is not None else judge

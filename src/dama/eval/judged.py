@@ -1,7 +1,7 @@
 """Judge-based scorers: MMHal-Bench, LLaVA-Bench (in-the-wild, qa90) and MM-Vet (`docs/eval-judges.md`).
 
-Each benchmark is three small pieces — an annotation loader, a prompt template, a reply parser — and one shared
-loop: ask the judge; if the reply cannot be parsed, re-ask (the previous reply is quoted and the format restated);
+Each benchmark is one record (`JudgedBenchmark`, at the end of this module): its annotation loader, prompt template,
+reply parser and metrics. They share one loop: ask the judge; if the reply cannot be parsed, re-ask (the previous reply is quoted and the format restated);
 if it still cannot, flag the item. Flagged items are listed in the results and never averaged in.
 
 The prompt templates are ours. They paraphrase each benchmark's criteria; MMHal's rating scale follows its
@@ -22,25 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dama.errors import DamaError
-from dama.eval.judge import CachedJudge, Judge, JudgeError, build_judge
+from dama.eval.benchmark import Benchmark, Decoding
+from dama.eval.judge import CachedJudge, Judge, build_judge
 from dama.eval.records import (
+    RecordError,
     completeness,
     match_ids,
+    question_items,
     read_json,
     read_jsonl_lines,
+    require_field,
     run_metadata,
     write_results,
 )
 from dama.eval.records import load_responses as load_responses_file
-
-BENCHES = ("mmhal", "llava-bench", "mmvet")
-PROMPT_VERSION = {"mmhal": "dama-mmhal-v1", "llava-bench": "dama-llava-bench-v1", "mmvet": "dama-mmvet-v1"}
-UNITS = {
-    "mmhal": "score: mean judge rating 0-6; hallucination_rate: fraction 0-1 of ratings below 3",
-    "llava-bench": "relative_score: percent of the reference answers' mean; *_mean: judge scores 1-10",
-    "mmvet": "percent (mean correctness x 100)",
-}
+from dama.llm import LLMError
 
 MMHAL_TEMPLATE = """\
 You are an impartial judge. An AI assistant answered a question about an image; decide how informative its answer \
@@ -109,19 +105,8 @@ Now grade:
 
 Reply with the correctness score only: one number between 0.0 and 1.0."""
 
-FORMAT_HINT = {
-    "mmhal": 'end with one line "Rating: <k>", with <k> a single integer from 0 to 6',
-    "llava-bench": "write the two scores (integers from 1 to 10, Assistant 1 first) separated by a space, "
-    "alone on the first line",
-    "mmvet": "reply with one number between 0.0 and 1.0 and nothing else",
-}
-
 # MMHal-Bench's eight question types, in the order of its questions (index % 8).
 MMHAL_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
-
-
-class ScoreError(DamaError, ValueError):
-    """An annotation or response file that cannot be scored; the message names the file, line and field."""
 
 
 # --- reply parsers: return the parsed value, or a string saying what is wrong ----------------------------------
@@ -156,18 +141,11 @@ def parse_mmvet(reply: str) -> float | str:
     return float(numbers[0])
 
 
-PARSERS: dict[str, Callable[[str], Any]] = {"mmhal": parse_mmhal, "llava-bench": parse_llava, "mmvet": parse_mmvet}
-
-
 # --- annotation loaders: id -> {"prompt fields", "group"} --------------------------------------------------------
 
 
-def _field(row: dict, key: str, where: str) -> Any:
-    if not isinstance(row, dict):
-        raise ScoreError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if key not in row:
-        raise ScoreError(f"{where}: missing field {key!r}")
-    return row[key]
+def _field(row: Any, key: str, where: str) -> Any:
+    return require_field(row, key, where, allow_empty=True)
 
 
 def load_mmhal(path: str | Path) -> dict[str, dict]:
@@ -177,7 +155,7 @@ def load_mmhal(path: str | Path) -> dict[str, dict]:
     """
     rows = read_json(path)
     if not isinstance(rows, list):
-        raise ScoreError(f"{path}: expected a JSON list of MMHal-Bench questions")
+        raise RecordError(f"{path}: expected a JSON list of MMHal-Bench questions")
     items = {}
     for index, row in enumerate(rows):
         where = f"{path} item {index}"
@@ -214,11 +192,11 @@ def load_llava_bench(questions: str | Path, answers: str | Path, context: str | 
         where = f"{questions}:{line}"
         qid, image = str(_field(row, "question_id", where)), str(_field(row, "image", where))
         if qid in items:
-            raise ScoreError(f"{where}: duplicate question_id {qid!r}")
+            raise RecordError(f"{where}: duplicate question_id {qid!r}")
         if qid not in references:
-            raise ScoreError(f"{where}: question_id {qid!r} has no reference answer in {answers}")
+            raise RecordError(f"{where}: question_id {qid!r} has no reference answer in {answers}")
         if image not in contexts:
-            raise ScoreError(f"{where}: image {image!r} has no caption row in {context}")
+            raise RecordError(f"{where}: image {image!r} has no caption row in {context}")
         items[qid] = {
             "group": str(_field(row, "category", where)),
             "question": _field(row, "text", where),
@@ -232,7 +210,7 @@ def load_mmvet(path: str | Path) -> dict[str, dict]:
     """MM-Vet's `mm-vet.json`: {id: {question, answer, capability: [...]}}."""
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ScoreError(f"{path}: expected a JSON object mapping question id -> question")
+        raise RecordError(f"{path}: expected a JSON object mapping question id -> question")
     items = {}
     for qid, row in data.items():
         where = f"{path} item {qid!r}"
@@ -245,15 +223,23 @@ def load_mmvet(path: str | Path) -> dict[str, dict]:
     return items
 
 
-def build_prompt(bench: str, item: dict, response: str) -> str:
-    if bench == "mmhal":
-        return MMHAL_TEMPLATE.format(response=response, **{k: v for k, v in item.items() if k != "group"})
-    if bench == "llava-bench":
-        return LLAVA_TEMPLATE.format(response=response, **{k: v for k, v in item.items() if k != "group"})
+def fill_mmhal(item: dict, response: str) -> str:
+    return MMHAL_TEMPLATE.format(response=response, **{k: v for k, v in item.items() if k != "group"})
+
+
+def fill_llava(item: dict, response: str) -> str:
+    return LLAVA_TEMPLATE.format(response=response, **{k: v for k, v in item.items() if k != "group"})
+
+
+def fill_mmvet(item: dict, response: str) -> str:
     # MM-Vet's table row is one line: newlines inside the answer would break it
     return MMVET_TEMPLATE.format(
         question=item["question"], reference=item["reference"], response=" ".join(response.split())
     )
+
+
+def build_prompt(bench: str, item: dict, response: str) -> str:
+    return JUDGED[bench].fill(item, response)
 
 
 # --- responses ---------------------------------------------------------------------------------------------------
@@ -268,7 +254,7 @@ def load_responses(path: str | Path, bench: str, items: dict[str, dict]) -> tupl
     rows = load_responses_file(path)
     for row in rows.values():
         if row.get("bench") not in (None, bench):
-            raise ScoreError(f"{row['_where']}: response is for bench {row['bench']!r}, but scoring {bench!r}")
+            raise RecordError(f"{row['_where']}: response is for bench {row['bench']!r}, but scoring {bench!r}")
     present = match_ids(list(items), rows, path, "the question/annotation file")
     return {key: rows[key]["response"] for key in present}, run_metadata(list(rows.values()), path)
 
@@ -285,7 +271,8 @@ class Verdict:
 
 def ask(judge: Judge, bench: str, prompt: str, reasks: int) -> Verdict:
     """Ask, parse, and re-ask up to `reasks` times quoting the unreadable reply; `value` is None when flagged."""
-    parse, replies, current = PARSERS[bench], [], prompt
+    benchmark = JUDGED[bench]
+    parse, replies, current = benchmark.parse, [], prompt
     for _ in range(reasks + 1):
         reply = judge.complete(current)
         replies.append(reply)
@@ -294,7 +281,7 @@ def ask(judge: Judge, bench: str, prompt: str, reasks: int) -> Verdict:
             return Verdict(parsed, replies, None)
         current = (
             f"{prompt}\n\nYour previous reply was:\n{reply}\n\nIt could not be read ({parsed}). "
-            f"Answer again and {FORMAT_HINT[bench]}."
+            f"Answer again and {benchmark.format_hint}."
         )
     return Verdict(None, replies, parsed)
 
@@ -309,28 +296,41 @@ def metrics_for(bench: str, values: dict[str, Any], items: dict[str, dict]) -> d
     Flat keys, `metric` overall and `metric/group` per question type, category or capability, so `dama eval compare`
     can put them in one table.
     """
+    return JUDGED[bench].metrics(values, items)
+
+
+def _by_group(values: dict[str, Any], items: dict[str, dict]) -> dict[str, list]:
+    """Values overall (group "") and per item group, groups sorted."""
     groups: dict[str, list] = defaultdict(list)
+    for qid, value in values.items():
+        groups[""].append(value)
+        groups[items[qid]["group"]].append(value)
+    return {group: groups[group] for group in sorted(groups)}
+
+
+def mmhal_metrics(values: dict[str, int], items: dict[str, dict]) -> dict:
     metrics: dict[str, float | None] = {}
-    if bench == "mmhal":
-        for qid, rating in values.items():
-            groups[""].append(rating)
-            groups[items[qid]["group"]].append(rating)
-        for group in sorted(groups):
-            suffix = f"/{group}" if group else ""
-            metrics[f"score{suffix}"] = _mean(groups[group])
-            metrics[f"hallucination_rate{suffix}"] = _mean([float(r < 3) for r in groups[group]])
-        return metrics or {"score": None, "hallucination_rate": None}
-    if bench == "llava-bench":
-        for qid, pair in values.items():
-            groups[""].append(pair)
-            groups[items[qid]["group"]].append(pair)
-        for group in sorted(groups):
-            suffix = f"/{group}" if group else ""
-            ref, model = _mean([p[0] for p in groups[group]]), _mean([p[1] for p in groups[group]])
-            metrics[f"relative_score{suffix}"] = 100 * model / ref if ref else None
-            metrics[f"model_mean{suffix}"], metrics[f"reference_mean{suffix}"] = model, ref
-        return metrics or {"relative_score": None, "model_mean": None, "reference_mean": None}
+    for group, ratings in _by_group(values, items).items():
+        suffix = f"/{group}" if group else ""
+        metrics[f"score{suffix}"] = _mean(ratings)
+        metrics[f"hallucination_rate{suffix}"] = _mean([float(r < 3) for r in ratings])
+    return metrics or {"score": None, "hallucination_rate": None}
+
+
+def llava_metrics(values: dict[str, tuple[float, float]], items: dict[str, dict]) -> dict:
+    metrics: dict[str, float | None] = {}
+    for group, pairs in _by_group(values, items).items():
+        suffix = f"/{group}" if group else ""
+        ref, model = _mean([p[0] for p in pairs]), _mean([p[1] for p in pairs])
+        metrics[f"relative_score{suffix}"] = 100 * model / ref if ref else None
+        metrics[f"model_mean{suffix}"], metrics[f"reference_mean{suffix}"] = model, ref
+    return metrics or {"relative_score": None, "model_mean": None, "reference_mean": None}
+
+
+def mmvet_metrics(values: dict[str, float], items: dict[str, dict]) -> dict:
+    groups: dict[str, list] = defaultdict(list)
     combos: dict[str, list] = defaultdict(list)
+    metrics: dict[str, float | None] = {}
     for qid, value in values.items():
         for cap in ["", *items[qid]["group"]]:
             groups[cap].append(value)
@@ -425,18 +425,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`dama eval score --bench {mmhal,llava-bench,mmvet}`: writes `<out>/<bench>[_<split>].<judge>.metrics.json`."""
     bench = args.bench
-    if bench not in BENCHES:
-        raise ScoreError(f"--bench {bench!r} is not judge-based; judge-based benchmarks: {', '.join(BENCHES)}")
+    if bench not in JUDGED:
+        raise RecordError(f"--bench {bench!r} is not judge-based; judge-based benchmarks: {', '.join(BENCHES)}")
+    benchmark = JUDGED[bench]
     if not args.judge:
-        raise ScoreError(f"--bench {bench} needs --judge (e.g. openai:gpt-4o-mini, hf:/path/to/model)")
+        raise RecordError(f"--bench {bench} needs --judge (e.g. openai:gpt-4o-mini, hf:/path/to/model)")
     if not args.questions:
-        raise ScoreError(f"--bench {bench} needs --questions (the benchmark's question/annotation file)")
-    if bench == "llava-bench":
-        if not (args.answers and args.context):
-            raise ScoreError("--bench llava-bench needs --answers (reference answers) and --context (captions)")
-        items = load_llava_bench(args.questions, args.answers, args.context)
-    else:
-        items = load_mmhal(args.questions) if bench == "mmhal" else load_mmvet(args.questions)
+        raise RecordError(f"--bench {bench} needs --questions (the benchmark's question/annotation file)")
+    items = benchmark.load_items(args)
     responses, meta = load_responses(args.responses, bench, items)
     out = Path(args.out) if args.out else Path(args.responses).parent
     try:
@@ -459,16 +455,16 @@ def run(args: argparse.Namespace) -> int:
             progress=lambda xs: tqdm(xs, total=len(responses), desc=f"judging {bench}"),
             workers=args.judge_workers,
         )
-    except JudgeError as err:
-        raise ScoreError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
-    split = args.split or ("in-the-wild" if bench == "llava-bench" else None)
+    except LLMError as err:
+        raise RecordError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
+    split = args.split or benchmark.default_split
     result = {
         "benchmark": bench,
         "split": split,
         **meta,
         "judge_id": judge.judge_id,
-        "prompt_version": PROMPT_VERSION[bench],
-        "units": UNITS[bench],
+        "prompt_version": benchmark.prompt_version,
+        "units": benchmark.units,
         "annotations": {"questions_file": Path(args.questions).name, "sha256": _sha256_file(args.questions)},
         "responses_file": str(args.responses),
         **result,
@@ -491,3 +487,100 @@ def run(args: argparse.Namespace) -> int:
 
 def _sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --- the benchmark records ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgedBenchmark(Benchmark):
+    """A judge-scored benchmark: how its annotations are read, its judge prompt, reply format and metrics. The judge
+    loop (`score`), the options (`add_arguments`) and the results file (`run`) are shared."""
+
+    prompt_version: str  # recorded with every result: numbers compare only under the same prompt
+    units: str
+    load_items: Callable[[argparse.Namespace], dict[str, dict]]  # annotations: id -> {prompt fields, "group"}
+    fill: Callable[[dict, str], str]  # (annotation item, response) -> judge prompt
+    parse: Callable[[str], Any]  # judge reply -> value, or a string saying what is wrong
+    format_hint: str  # restated when a reply cannot be parsed ("Answer again and ...")
+    metrics: Callable[[dict[str, Any], dict[str, dict]], dict]
+    default_split: str | None = None
+    decoding: Decoding | None = Decoding(num_beams=1, max_new_tokens=1024)
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = add_arguments
+    score: Callable[[argparse.Namespace], int] | None = run
+
+
+def read_mmhal_questions(path: Path) -> list[dict]:
+    """MMHal-Bench's response_template.json as generation items; ids are list positions, as the scorer expects."""
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise RecordError(f"{path}: expected MMHal-Bench's response_template.json (a JSON list)")
+    items = []
+    for i, row in enumerate(data):
+        where = f"{path} item {i}"
+        image = row.get("image_path") or Path(str(require_field(row, "image_src", where))).name
+        items.append({"id": str(i), "question": require_field(row, "question", where), "image": image, "where": where})
+        if "image_id" in row:
+            items[-1]["image_id"] = row["image_id"]
+    return items
+
+
+def read_mmvet_questions(path: Path) -> list[dict]:
+    """MM-Vet's mm-vet.json ({id: {imagename, question, ...}}) as generation items."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise RecordError(f"{path}: expected MM-Vet's mm-vet.json (a JSON object id -> question)")
+    items = []
+    for key, row in data.items():
+        where = f"{path} item {key!r}"
+        question, image = require_field(row, "question", where), require_field(row, "imagename", where)
+        items.append({"id": str(key), "question": question, "image": image, "where": where})
+    return items
+
+
+def _llava_items(args: argparse.Namespace) -> dict[str, dict]:
+    if not (args.answers and args.context):
+        raise RecordError("--bench llava-bench needs --answers (reference answers) and --context (captions)")
+    return load_llava_bench(args.questions, args.answers, args.context)
+
+
+MMHAL = JudgedBenchmark(
+    name="mmhal",
+    summary="MMHal-Bench: judge rating 0-6 and hallucination rate",
+    read_questions=read_mmhal_questions,
+    prompt_version="dama-mmhal-v1",
+    units="score: mean judge rating 0-6; hallucination_rate: fraction 0-1 of ratings below 3",
+    load_items=lambda args: load_mmhal(args.questions),
+    fill=fill_mmhal,
+    parse=parse_mmhal,
+    format_hint='end with one line "Rating: <k>", with <k> a single integer from 0 to 6',
+    metrics=mmhal_metrics,
+)
+LLAVA_BENCH = JudgedBenchmark(
+    name="llava-bench",
+    summary="LLaVA-Bench (in-the-wild, qa90): judge score relative to the reference answers",
+    read_questions=lambda path: question_items(path, ("question_id",), "text", "image"),  # {question_id, image, text}
+    prompt_version="dama-llava-bench-v1",
+    units="relative_score: percent of the reference answers' mean; *_mean: judge scores 1-10",
+    load_items=_llava_items,
+    fill=fill_llava,
+    parse=parse_llava,
+    format_hint="write the two scores (integers from 1 to 10, Assistant 1 first) separated by a space, alone on the "
+    "first line",
+    metrics=llava_metrics,
+    default_split="in-the-wild",
+)
+MMVET = JudgedBenchmark(
+    name="mmvet",
+    summary="MM-Vet: judge correctness per capability",
+    read_questions=read_mmvet_questions,
+    prompt_version="dama-mmvet-v1",
+    units="percent (mean correctness x 100)",
+    load_items=lambda args: load_mmvet(args.questions),
+    fill=fill_mmvet,
+    parse=parse_mmvet,
+    format_hint="reply with one number between 0.0 and 1.0 and nothing else",
+    metrics=mmvet_metrics,
+)
+JUDGED: dict[str, JudgedBenchmark] = {benchmark.name: benchmark for benchmark in (MMHAL, LLAVA_BENCH, MMVET)}
+BENCHES = tuple(JUDGED)

@@ -22,6 +22,9 @@ Numbers from the two modes are written to separate files, each labelled with its
 
 from __future__ import annotations
 
+import argparse
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -31,9 +34,27 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from dama.eval.chair import ChairEngine, ChairItem, Mention, chair_metrics, is_word, reference_length, tokenize
+from dama.eval.benchmark import Benchmark, Decoding, UsageError, add_response_arguments, output_folder, write_outputs
+from dama.eval.chair import (
+    VERSIONS,
+    ChairEngine,
+    ChairItem,
+    Mention,
+    chair_metrics,
+    is_word,
+    reference_length,
+    tokenize,
+)
 from dama.eval.coco import CocoGroundTruth, coco_image_id
-from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_jsonl_lines, run_metadata
+from dama.eval.records import (
+    RecordError,
+    completeness,
+    load_responses,
+    match_ids,
+    question_items,
+    read_jsonl_lines,
+    run_metadata,
+)
 
 
 class Judge(Protocol):
@@ -357,3 +378,106 @@ def score_responses(
         details = [item.detail() for item in items] + [{"id": key, "judge_failure": True} for key in failures]
         outputs.append((f"{bench}_{mode}", result, details))
     return outputs
+
+
+# --- the benchmark records -----------------------------------------------------------------------------------------
+
+
+def read_generation_questions(path: Path) -> list[dict]:
+    """The question JSONL {image_id, question, image: base64} as generation items, images decoded from base64 now, so
+    a bad value fails before the model loads (the field is always base64 here, however short)."""
+    items = question_items(path, ("id", "question_id", "image_id"), "question", "image")
+    for item in items:
+        try:
+            item["image"] = {"bytes": base64.b64decode(item["image"], validate=True)}
+        except (binascii.Error, TypeError, ValueError) as err:
+            raise RecordError(f"{item['where']}: field 'image' is not base64 ({err})") from err
+    return items
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    add_response_arguments(parser)
+    parser.add_argument(
+        "--coco-annotations", required=True, help="folder with instances_val2014.json + captions_val2014.json"
+    )
+    parser.add_argument(
+        "--questions", help="Object HalBench question JSONL; needed to detect missing responses (partial results)"
+    )
+    parser.add_argument("--mode", choices=("rule", "llm", "both"), default="rule", help="object extraction mode")
+    parser.add_argument("--judge", help="llm mode: openai:MODEL[@BASE_URL], hf:/path/to/causal-lm or fake[:SEED]")
+    parser.add_argument("--judge-cache", help="llm mode: judge cache folder (default: judge_cache/ next to --out)")
+    parser.add_argument(
+        "--prompt",
+        choices=tuple(PROMPTS),
+        default="rlaif-v",
+        help="llm mode: extraction prompt; rlaif-v (default, RLAIF-V's, as a system message) or dama-v1",
+    )
+    parser.add_argument(
+        "--tagger",
+        choices=("auto", "spacy", "approx"),
+        default="auto",
+        help="llm mode: POS tagger for reducing listed names; spacy (en_core_web_trf, the reference), approx "
+        "(offline approximation) or auto (spacy when installed, else approx; recorded in the results)",
+    )
+    parser.add_argument(
+        "--synonyms",
+        default="chair-refined-v1",
+        help="chair-refined-v1 (default), chair-original, or a file of 'class, synonym, ...' lines",
+    )
+    parser.add_argument("--cache-dir", help="ground-truth cache folder (default: ~/.cache/dama/coco)")
+
+
+def chair_engine(spec: str) -> ChairEngine:
+    """The engine of `--synonyms`: a shipped list by name, or a file of synonym lines."""
+    if spec in VERSIONS:
+        return ChairEngine(version=spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise RecordError(f"--synonyms {spec!r}: neither {', '.join(VERSIONS)} nor a file")
+    return ChairEngine(synonym_lines=path.read_text(encoding="utf-8").splitlines())
+
+
+def score_command(args: argparse.Namespace) -> int:
+    """`dama eval score --bench chair|object-halbench`: one results file per extraction mode."""
+    out = output_folder(args)
+    modes = ("rule", "llm") if args.mode == "both" else (args.mode,)
+    if "llm" in modes and not args.judge:
+        raise UsageError("--mode llm/both needs --judge")
+    from dama.eval.judge import build_judge  # standard library only: cheap to import
+    from dama.llm import LLMError
+
+    try:
+        judge = build_judge(args.judge, args.judge_cache or str(out / "judge_cache")) if "llm" in modes else None
+        engine = chair_engine(args.synonyms)
+        ground_truth = CocoGroundTruth(args.coco_annotations, engine, args.cache_dir)
+        outputs = score_responses(
+            args.responses,
+            engine,
+            ground_truth,
+            bench=args.bench,
+            questions_path=args.questions,
+            modes=modes,
+            judge=judge,
+            prompt=args.prompt,
+            tagger=build_tagger(args.tagger, engine) if "llm" in modes else None,
+        )
+    except LLMError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
+        raise RecordError(f"judge {args.judge!r}: {err}") from err
+    return write_outputs(outputs, out, args.strict)
+
+
+# RLHF-V/RLAIF-V protocol: temperature 0, 3 beams, 1024 tokens.
+OBJECT_HALBENCH = Benchmark(
+    name="object-halbench",
+    summary="Object HalBench: CHAIR on 300 COCO val2014 descriptions (rule or llm extraction)",
+    decoding=Decoding(num_beams=3, max_new_tokens=1024),
+    read_questions=read_generation_questions,
+    add_arguments=add_score_arguments,
+    score=score_command,
+)
+CHAIR = Benchmark(
+    name="chair",
+    summary="CHAIR on any COCO 2014 captions (rule or llm extraction)",
+    add_arguments=add_score_arguments,
+    score=score_command,
+)

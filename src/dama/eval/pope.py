@@ -11,10 +11,20 @@ Positive class = yes; Accuracy, Precision, Recall, F1 and yes-ratio, in percent.
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
-from dama.eval.records import RecordError, completeness, load_responses, match_ids, read_jsonl_lines, run_metadata
+from dama.eval.benchmark import Benchmark, Decoding, add_response_arguments, output_folder, write_outputs
+from dama.eval.records import (
+    RecordError,
+    completeness,
+    load_responses,
+    match_ids,
+    question_items,
+    read_jsonl_lines,
+    run_metadata,
+)
 
 SPLITS = ("random", "popular", "adversarial")
 NO_TOKENS = frozenset({"no", "No", "not"})
@@ -111,3 +121,25 @@ def score(responses_path: str | Path, questions_path: str | Path, split: str | N
         "units": "percent (accuracy, precision, recall, f1, yes_ratio)",
     }
     return f"pope_{split}", result, details
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    add_response_arguments(parser)
+    parser.add_argument("--questions", required=True, help="POPE question file (JSONL: question_id, text, label)")
+    parser.add_argument("--split", choices=SPLITS, help="default: from the file name")
+
+
+def score_command(args: argparse.Namespace) -> int:
+    out = output_folder(args)
+    return write_outputs([score(args.responses, args.questions, args.split)], out, args.strict)
+
+
+POPE = Benchmark(
+    name="pope",
+    summary="POPE yes/no object existence (random, popular, adversarial)",
+    # yes/no answers: a short budget suffices
+    decoding=Decoding(num_beams=1, max_new_tokens=32),
+    read_questions=lambda path: question_items(path, ("question_id",), "text", "image"),  # {question_id, image, text}
+    add_arguments=add_score_arguments,
+    score=score_command,
+)

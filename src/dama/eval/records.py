@@ -18,7 +18,10 @@ from dama.jsonl import iter_jsonl
 
 
 class RecordError(DamaError, ValueError):
-    """A record file that cannot be used as it is; the message names the file, the line and the field."""
+    """A file `dama eval` cannot use as it is — a question, response, annotation, ground-truth or results file, an
+    image it names, an output folder, or options that do not fit it; the message names the file, the line and the
+    field. The one error class of bad evaluation input (`dama eval` exits with 2); a judge or endpoint that cannot
+    answer is `dama.llm.LLMError` instead."""
 
 
 def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
@@ -30,6 +33,38 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
     return list(iter_jsonl(path, RecordError))
+
+
+def require_field(row: Any, key: str, where: str, allow_empty: bool = False) -> Any:
+    """`row[key]`, or `RecordError` naming `where` when the row is not an object or the field is missing (or, unless
+    `allow_empty`, null or "")."""
+    if not isinstance(row, dict):
+        raise RecordError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if (key not in row) if allow_empty else (row.get(key) in (None, "")):
+        raise RecordError(f"{where}: missing field {key!r}")
+    return row[key]
+
+
+def question_items(path: str | Path, id_keys: tuple[str, ...], question_key: str, image_key: str) -> list[dict]:
+    """A JSONL question file as generation items `{"id", "question", "image", "image_id"?, "where"}`, in file order.
+
+    The id is the first of `id_keys` the row has; `image_id` is carried when the row has one.
+    """
+    items = []
+    for line, row in read_jsonl_lines(path):
+        where = f"{path}:{line}"
+        qid = next((row[k] for k in id_keys if row.get(k) not in (None, "")), None)
+        if qid is None:
+            raise RecordError(f"{where}: no id field (looked for {', '.join(id_keys)})")
+        item = {
+            "id": str(qid),
+            "question": require_field(row, question_key, where),
+            "image": require_field(row, image_key, where),
+        }
+        if "image_id" in row:
+            item["image_id"] = row["image_id"]
+        items.append({**item, "where": where})
+    return items
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

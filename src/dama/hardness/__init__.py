@@ -2,8 +2,8 @@
 
 Files, one concept each:
     reader.py    streaming the input (parquet, JSONL, JSON list, datasets folder) in fixed-size chunks
-    splitters.py sentence / llm / column splitters behind one interface
-    llm.py       local and OpenAI-compatible generators for the llm splitter, and their on-disk cache
+    splitters.py sentence / llm / column splitters behind one interface (the llm one's clients and cache:
+                 `dama.llm`, shared with the judges of `dama eval`)
     scorers.py   union_softmax / mean_cosine (pure maths) and the dual-encoder wrapper
     decode.py    image decoding in worker processes, ordered and bounded
     shard.py     the hardness columns of one shard
@@ -17,6 +17,7 @@ Only `read_hardness_output` is imported eagerly (it needs pyarrow alone); the re
 
 from __future__ import annotations
 
-from dama.hardness.output import DELTA_COLUMN, NEW_COLUMNS, IncompleteOutputError, read_hardness_output, read_metadata
+from dama.hardness.output import NEW_COLUMNS, IncompleteOutputError, read_hardness_output, read_metadata
+from dama.rows import HARDNESS_COLUMN as DELTA_COLUMN  # the one name of the δ column, under its hardness alias
 
 __all__ = ["DELTA_COLUMN", "NEW_COLUMNS", "IncompleteOutputError", "read_hardness_output", "read_metadata"]

@@ -36,32 +36,54 @@ def delta_mean_arg(text: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dama hardness", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dama hardness",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     io = p.add_argument_group("input and output")
     io.add_argument("--data", required=True, help="parquet file/folder, .jsonl, .json list, or a datasets folder")
     io.add_argument("--out", required=True, help="output folder (data/shard-*.parquet, hardness.json, summary.md)")
     io.add_argument("--split", default=None, help="split of a DatasetDict folder (default: train)")
     io.add_argument("--image-root", default=None, help="folder that relative image paths are resolved under")
-    io.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                    help="bad row (unreadable/missing image, empty response, no sentence): stop, or leave it out")
-    io.add_argument("--shard-size", type=positive_int, default=1000,
-                    help="rows per output shard (the unit of resumption)")
+    io.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="bad row (unreadable/missing image, empty response, no sentence): stop, or leave it out",
+    )
+    io.add_argument(
+        "--shard-size", type=positive_int, default=1000, help="rows per output shard (the unit of resumption)"
+    )
     io.add_argument("--limit", type=positive_int, default=None, help="process only the first N rows")
     io.add_argument("--overwrite", action="store_true", help="discard an existing output in --out and start again")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
-    io.add_argument("--delta-mean", default=None, type=delta_mean_arg,
-                    help="δ̄ to store instead of the computed mean; with --official the default is the official "
-                         f"{OFFICIAL_DELTA_MEAN}, and 'computed' stores the mean of the imported δ")
-    io.add_argument("--official", action="store_true",
-                    help="import the official DAMA JSON (chosen_logits/rejected_logits): δ = Σchosen − Σrejected")
+    io.add_argument(
+        "--delta-mean",
+        default=None,
+        type=delta_mean_arg,
+        help="δ̄ to store instead of the computed mean; with --official the default is the official "
+        f"{OFFICIAL_DELTA_MEAN}, and 'computed' stores the mean of the imported δ",
+    )
+    io.add_argument(
+        "--official",
+        action="store_true",
+        help="import the official DAMA JSON (chosen_logits/rejected_logits): δ = Σchosen − Σrejected",
+    )
     sc = p.add_argument_group("scoring (docs/paper_mapping.md §2 step 2)")
-    sc.add_argument("--clip", default=DEFAULT_CLIP,
-                    help="dual encoder (CLIP/SigLIP): folder, hub name in the cache, or tiny:clip (offline test model)")
+    sc.add_argument(
+        "--clip",
+        default=DEFAULT_CLIP,
+        help="dual encoder (CLIP/SigLIP): folder, hub name in the cache, or tiny:clip (offline test model)",
+    )
     sc.add_argument("--scorer", choices=SCORERS, default="union_softmax")
     sc.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    sc.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                    help="auto: float16 on GPU, float32 on CPU")
+    sc.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        help="auto: float32 on CPU, bfloat16 on a GPU that supports it, else float16 (dama.devices)",
+    )
     sc.add_argument("--text-batch-size", type=positive_int, default=256)
     sc.add_argument("--image-batch-size", type=positive_int, default=32)
     sc.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: cores − 1, ≤ 8)")
@@ -69,10 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--splitter", choices=SPLITTERS, default="sentence")
     sp.add_argument("--min-words", type=int, default=3, help="sentence splitter: shorter fragments are merged")
     sp.add_argument("--language", default="english", help="sentence splitter: Punkt model")
-    sp.add_argument("--subsentence-columns", default="chosen_subsentences,rejected_subsentences",
-                    help="column splitter: CHOSEN,REJECTED list-of-string columns")
-    sp.add_argument("--llm-model", default=None, help="llm splitter: local causal LM folder/name, or the endpoint's "
-                                                      "model name with --llm-endpoint")
+    sp.add_argument(
+        "--subsentence-columns",
+        default="chosen_subsentences,rejected_subsentences",
+        help="column splitter: CHOSEN,REJECTED list-of-string columns",
+    )
+    sp.add_argument(
+        "--llm-model",
+        default=None,
+        help="llm splitter: local causal LM folder/name, or the endpoint's model name with --llm-endpoint",
+    )
     sp.add_argument("--llm-endpoint", default=None, help="llm splitter: OpenAI-compatible base URL (…/v1)")
     sp.add_argument("--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     sp.add_argument("--llm-batch-size", type=int, default=8)
@@ -95,18 +123,24 @@ def build_splitter(args: argparse.Namespace):
                 f"--subsentence-columns needs two names CHOSEN,REJECTED, got {args.subsentence_columns!r}"
             )
         return splitters.ColumnSplitter(*names)
-    from dama.hardness.llm import GenerationCache, LocalGenerator, OpenAIGenerator
+    from dama.llm import ChatEndpoint, LocalLM, SqliteReplyCache
 
     if not args.llm_model:
         raise HardnessRunError("--splitter llm needs --llm-model (a local model, or the endpoint's model name)")
     if args.llm_endpoint:
-        generator = OpenAIGenerator(args.llm_endpoint, args.llm_model, api_key_env=args.llm_api_key_env,
-                                    max_tokens=args.llm_max_new_tokens, concurrency=args.llm_concurrency,
-                                    retries=args.llm_retries)
+        generator = ChatEndpoint(
+            args.llm_endpoint,
+            args.llm_model,
+            api_key_env=args.llm_api_key_env,
+            max_tokens=args.llm_max_new_tokens,
+            concurrency=args.llm_concurrency,
+            retries=args.llm_retries,
+        )
     else:
-        generator = LocalGenerator.from_pretrained(args.llm_model, device=args.device, dtype=args.dtype,
-                                                   max_new_tokens=args.llm_max_new_tokens)
-    cache = GenerationCache(args.llm_cache or Path(args.out) / ".llm_cache.sqlite")
+        generator = LocalLM.from_pretrained(
+            args.llm_model, device=args.device, dtype=args.dtype, max_new_tokens=args.llm_max_new_tokens
+        )
+    cache = SqliteReplyCache(args.llm_cache or Path(args.out) / ".llm_cache.sqlite")
     return splitters.LLMSplitter(generator, cache, batch_size=args.llm_batch_size)
 
 
@@ -121,8 +155,15 @@ def run(args: argparse.Namespace) -> dict:
         from dama.hardness.compute import import_official
 
         delta = OFFICIAL_DELTA_MEAN if args.delta_mean is None else args.delta_mean
-        return import_official(args.data, args.out, delta_mean=delta, on_error=args.on_error,
-                               shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.no_progress)
+        return import_official(
+            args.data,
+            args.out,
+            delta_mean=delta,
+            on_error=args.on_error,
+            shard_size=args.shard_size,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     from dama.hardness.compute import compute_hardness
     from dama.hardness.scorers import DualEncoderScorer
 
@@ -135,10 +176,22 @@ def run(args: argparse.Namespace) -> dict:
         tune_glibc_malloc()
     workers = _default_workers() if args.workers is None else args.workers
     return compute_hardness(
-        args.data, args.out, scorer, splitter, scoring=args.scorer, image_root=args.image_root, split=args.split,
-        on_error=args.on_error, shard_size=args.shard_size, text_batch_size=args.text_batch_size,
-        image_batch_size=args.image_batch_size, workers=workers, limit=args.limit, delta_mean=delta,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        args.data,
+        args.out,
+        scorer,
+        splitter,
+        scoring=args.scorer,
+        image_root=args.image_root,
+        split=args.split,
+        on_error=args.on_error,
+        shard_size=args.shard_size,
+        text_batch_size=args.text_batch_size,
+        image_batch_size=args.image_batch_size,
+        workers=workers,
+        limit=args.limit,
+        delta_mean=delta,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
 
 

@@ -26,9 +26,11 @@ from typing import Any
 import pyarrow as pa
 
 from dama.errors import DamaError
+from dama.hardness.output import NEW_COLUMNS
 from dama.hardness.reader import InputError
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
 from dama.official import LOGIT_FIELDS, official_delta, official_scores
+from dama.rows import HARDNESS_COLUMN
 
 
 class OfficialShardProcessor:
@@ -51,13 +53,7 @@ class OfficialShardProcessor:
                 raise InputError(f"{self.source_name}: no {column!r} column; is this the official DAMA JSON?")
         ids = row_ids(table, first_row)
         logits = {f: table.column(f).to_pylist() for f in LOGIT_FIELDS}
-        columns: dict[str, list] = {
-            "chosen_subsentences": [],
-            "rejected_subsentences": [],
-            "chosen_clip_probs": [],
-            "rejected_clip_probs": [],
-            "dama_delta": [],
-        }
+        columns: dict[str, list] = {c: [] for c in NEW_COLUMNS}
         kept, skipped = [], []
         for i in range(table.num_rows):
             where = f"{self.source_name} row {ids[i]}"
@@ -72,7 +68,7 @@ class OfficialShardProcessor:
                 try:
                     delta = official_delta(scores["chosen_logits"], scores["rejected_logits"], where)
                 except DamaError as err:
-                    problem = RowProblem(i, ids[i], "dama_delta", str(err))
+                    problem = RowProblem(i, ids[i], HARDNESS_COLUMN, str(err))
             if problem is not None:
                 if self.on_error == "fail":
                     raise HardnessDataError(
@@ -85,5 +81,5 @@ class OfficialShardProcessor:
             columns["rejected_subsentences"].append(None)
             columns["chosen_clip_probs"].append(scores["chosen_logits"])
             columns["rejected_clip_probs"].append(scores["rejected_logits"])
-            columns["dama_delta"].append(delta)
+            columns[HARDNESS_COLUMN].append(delta)
         return ShardResult(kept, columns, skipped, {})

@@ -27,17 +27,23 @@ import pyarrow.parquet as pq
 from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.io import atomic_target, atomic_write_bytes
 from dama.io import atomic_write_json as write_json
+from dama.rows import HARDNESS_COLUMN
 
 FORMAT = "dama-hardness"
 METADATA_FILE = "hardness.json"
-DELTA_COLUMN = "dama_delta"
-NEW_COLUMNS = ("chosen_subsentences", "rejected_subsentences", "chosen_clip_probs", "rejected_clip_probs", DELTA_COLUMN)
+NEW_COLUMNS = (
+    "chosen_subsentences",
+    "rejected_subsentences",
+    "chosen_clip_probs",
+    "rejected_clip_probs",
+    HARDNESS_COLUMN,
+)
 NEW_TYPES = {
     "chosen_subsentences": pa.list_(pa.string()),
     "rejected_subsentences": pa.list_(pa.string()),
     "chosen_clip_probs": pa.list_(pa.float64()),
     "rejected_clip_probs": pa.list_(pa.float64()),
-    DELTA_COLUMN: pa.float64(),
+    HARDNESS_COLUMN: pa.float64(),
 }
 
 
@@ -59,7 +65,9 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
-def with_hardness_columns(table: pa.Table, columns: dict[str, list], input_features: dict[str, Any] | None) -> pa.Table:
+def with_hardness_columns(
+    table: pa.Table, columns: dict[str, list], input_features: dict[str, Any] | None
+) -> pa.Table:
     """`table` (the kept input rows) with the hardness columns appended (replacing same-named input columns).
 
     The `datasets` features of the input (e.g. `Image`) are carried into the schema metadata, so loading the shard
@@ -113,8 +121,14 @@ def delta_stats(deltas: Sequence[float]) -> dict[str, float]:
         return values[min(n - 1, int(q * (n - 1) + 0.5))]
 
     return {
-        "mean": mean, "std": std, "min": values[0], "p25": quantile(0.25), "median": quantile(0.5),
-        "p75": quantile(0.75), "max": values[-1], "fraction_negative": sum(v < 0 for v in values) / n,
+        "mean": mean,
+        "std": std,
+        "min": values[0],
+        "p25": quantile(0.25),
+        "median": quantile(0.5),
+        "p75": quantile(0.75),
+        "max": values[-1],
+        "fraction_negative": sum(v < 0 for v in values) / n,
     }
 
 
@@ -149,8 +163,12 @@ def write_summary(path: Path, meta: dict[str, Any], skipped: list[dict], truncat
             lines.append(f"| {ex['row_id']} | {ex['field']} | {ex['tokens']} | {text[:160]} |")
         lines.append("")
     if skipped:
-        lines += [f"## Skipped rows ({len(skipped)}; all in skipped.jsonl)", "", "| row | field | reason |",
-                  "|---|---|---|"]
+        lines += [
+            f"## Skipped rows ({len(skipped)}; all in skipped.jsonl)",
+            "",
+            "| row | field | reason |",
+            "|---|---|---|",
+        ]
         for rec in skipped[:50]:
             reason = str(rec["reason"]).replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {rec['row_id']} | {rec['field']} | {reason[:200]} |")
@@ -215,7 +233,7 @@ def read_hardness_output(path: str | Path, as_dataset: bool = True):
     """Load a complete `dama hardness` output folder.
 
     Returns:
-        `(data, delta_mean)`: the pairs with their `dama_delta` column — a `datasets.Dataset` (default) or a
+        `(data, delta_mean)`: the pairs with their δ column (`dama.rows.HARDNESS_COLUMN`) — a `datasets.Dataset` (default) or a
         `pyarrow.Table` with `as_dataset=False` — and δ̄ as stored (docs/paper_mapping.md §2 step 4: the computed mean, the official
         constant for imported official data, or the override given to `dama hardness --delta-mean`).
 

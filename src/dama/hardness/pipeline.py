@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from dama import __version__
 from dama.errors import DamaError, require_finite
 from dama.hardness.output import (
-    DELTA_COLUMN,
     FORMAT,
     METADATA_FILE,
     DamagedOutputError,
@@ -36,9 +35,10 @@ from dama.hardness.output import (
     with_hardness_columns,
     write_summary,
 )
-from dama.hardness.reader import InputSource, count_rows, response_text
+from dama.hardness.reader import InputSource, count_rows
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
 from dama.io import atomic_write_bytes, cleanup_temporaries
+from dama.rows import HARDNESS_COLUMN, mean_delta, resolve_delta_mean, response_text
 
 STATE_DIR = ".state"
 
@@ -56,8 +56,11 @@ class ShardProcessor(Protocol):
 def _input_fingerprint(source: InputSource) -> dict[str, Any]:
     path = source.path.resolve()
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    stats = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
-             for f in files if f.is_file()]
+    stats = [
+        (str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+        for f in files
+        if f.is_file()
+    ]
     return {"path": str(path), "kind": source.kind, "split": source.split, "files": stats}
 
 
@@ -136,7 +139,7 @@ def _non_finite_field(result: ShardResult, j: int, delta: Any) -> tuple[str, str
         bad = [v for v in (scores[j] if j < len(scores) and scores[j] else []) if v is None or not math.isfinite(v)]
         if bad:
             return f"{side}_clip_probs", f"score {bad[0]} is not a finite number, so δ is not either"
-    return DELTA_COLUMN, f"δ is not a finite number ({delta})"
+    return HARDNESS_COLUMN, f"δ is not a finite number ({delta})"
 
 
 def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: ShardProcessor) -> ShardResult:
@@ -153,7 +156,7 @@ def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: Sha
     rejected = table.column("rejected").to_pylist() if "rejected" in table.column_names else None
     problems: dict[int, RowProblem] = {}
     for j, i in enumerate(result.kept):
-        delta = result.columns[DELTA_COLUMN][j]
+        delta = result.columns[HARDNESS_COLUMN][j]
         if chosen is not None and rejected is not None:
             text = response_text(chosen[i])
             if text and text == response_text(rejected[i]):
@@ -173,8 +176,9 @@ def _screen(result: ShardResult, table: pa.Table, first_row: int, processor: Sha
     keep = [j for j in range(len(result.kept)) if j not in problems]
     columns = {name: [values[j] for j in keep] for name, values in result.columns.items()}
     position = {row_id: k for k, row_id in reversed(list(enumerate(ids)))}
-    skipped = sorted([*result.skipped, *(p.record() for p in problems.values())],
-                     key=lambda rec: position.get(rec["row_id"], -1))
+    skipped = sorted(
+        [*result.skipped, *(p.record() for p in problems.values())], key=lambda rec: position.get(rec["row_id"], -1)
+    )
     return ShardResult([result.kept[j] for j in keep], columns, skipped, result.stats)
 
 
@@ -236,8 +240,13 @@ def run_shards(
                 result = _screen(processor.process(table, n_input), table, n_input, processor)
                 kept = table.take(pa.array(result.kept, type=pa.int64()))
                 atomic_write_table(out / "data" / name, with_hardness_columns(kept, result.columns, source.features))
-                state = {"first_row": n_input, "n_input": table.num_rows, "n_rows": len(result.kept),
-                         "skipped": result.skipped, "stats": result.stats}
+                state = {
+                    "first_row": n_input,
+                    "n_input": table.num_rows,
+                    "n_rows": len(result.kept),
+                    "skipped": result.skipped,
+                    "stats": result.stats,
+                }
                 atomic_write_json(state_path, state)
                 del kept, result  # the next shard is read before `for` rebinds these: keep one shard alive
             shards.append(name)
@@ -265,12 +274,13 @@ def finalize(
     states = [read_output_json(out / STATE_DIR / f"{s}.json") for s in shards]
     deltas: list[float] = []
     for s in shards:
-        deltas.extend(pq.read_table(out / "data" / s, columns=[DELTA_COLUMN]).column(DELTA_COLUMN).to_pylist())
-    computed = math.fsum(deltas) / len(deltas) if deltas else None
-    if delta_mean is None:
-        if computed is None:
-            raise RuntimeError(f"{out}: no row was scored (all skipped?); no δ̄ can be computed. See skipped.jsonl")
-        delta_mean, delta_mean_source = computed, "computed"
+        deltas.extend(pq.read_table(out / "data" / s, columns=[HARDNESS_COLUMN]).column(HARDNESS_COLUMN).to_pylist())
+    if delta_mean is None and not deltas:
+        raise RuntimeError(f"{out}: no row was scored (all skipped?); no δ̄ can be computed. See skipped.jsonl")
+    computed = mean_delta(deltas) if deltas else None
+    delta_mean, how = resolve_delta_mean(deltas, override=delta_mean, override_name="δ̄ override (--delta-mean)")
+    if how != "override":  # an override keeps the caller's label ("override", or "official" for the release's δ̄)
+        delta_mean_source = how
     skipped = [rec for st in states for rec in st["skipped"]]
     stats = [st["stats"] for st in states]
     truncation = {}
@@ -292,7 +302,7 @@ def finalize(
         "delta_mean": float(delta_mean),
         "delta_mean_source": delta_mean_source,
         "delta_mean_computed": computed,
-        "delta_column": DELTA_COLUMN,
+        "delta_column": HARDNESS_COLUMN,
         "delta_stats": delta_stats(deltas),
         "n_input_rows": sum(st["n_input"] for st in states),
         "n_rows": len(deltas),

@@ -1,4 +1,4 @@
-"""Streaming preference data in fixed-size chunks, and reading one pair's fields out of a row.
+"""Streaming preference data in fixed-size chunks (a row's fields are read with `dama.rows`).
 
 Inputs: a parquet file (or a folder of them, in name order), JSONL, a JSON list (parsed incrementally, never loaded
 whole), or a `datasets` folder written by `save_to_disk`. `InputSource.iter_tables(n)` yields `pyarrow.Table`s of
@@ -18,8 +18,6 @@ import pyarrow as pa
 
 from dama.errors import DamaError
 from dama.jsonl import first_type_change, iter_jsonl
-
-IMAGE_TOKENS = ("<image>\n", "<image>")
 
 
 class InputError(DamaError, ValueError):
@@ -41,8 +39,11 @@ class InputSource:
             ds = _load_datasets_folder(self.path, self.split)
             yield from ds.with_format("arrow").iter(batch_size=rows_per_table)
         else:
-            records = ((r for _, r in iter_jsonl(self.path, InputError)) if self.kind == "jsonl"
-                       else _iter_json_list(self.path))
+            records = (
+                (r for _, r in iter_jsonl(self.path, InputError))
+                if self.kind == "jsonl"
+                else _iter_json_list(self.path)
+            )
             chunk: list[dict] = []
             first = 0
             for record in records:
@@ -217,38 +218,3 @@ def _parquet_features(path: Path) -> dict[str, Any] | None:
         return json.loads(meta[b"huggingface"])["info"]["features"]
     except (KeyError, ValueError, TypeError):
         return None
-
-
-def message_text(content: Any) -> str:
-    """A message's content (a string or a list of {"type": "text"|"image", ...} parts) as plain text."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
-        return " ".join(p for p in parts if p)
-    return str(content)
-
-
-def response_text(value: Any) -> str:
-    """A response as a string, or as a conversation: the assistant messages' text joined."""
-    if isinstance(value, list):
-        msgs = [m for m in value if isinstance(m, dict)]
-        assistant = [m for m in msgs if m.get("role") == "assistant"] or msgs
-        return "\n".join(message_text(m.get("content")) for m in assistant).strip()
-    if isinstance(value, dict):
-        return message_text(value.get("content")).strip()
-    return message_text(value).strip()
-
-
-def prompt_text(value: Any) -> str:
-    """A prompt as a string, or as a conversation: the user messages' text; image placeholders removed."""
-    if isinstance(value, list):
-        msgs = [m for m in value if isinstance(m, dict)]
-        text = "\n".join(message_text(m.get("content")) for m in msgs if m.get("role", "user") == "user")
-    else:
-        text = message_text(value)
-    for token in IMAGE_TOKENS:
-        text = text.replace(token, "")
-    return text.strip()

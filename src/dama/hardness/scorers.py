@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers.activations import QuickGELUActivation
 
+from dama.devices import resolve_device, resolve_dtype
 from dama.tiny import build_clip
 
 SCORERS = ("union_softmax", "mean_cosine")
@@ -81,27 +82,6 @@ def get_scoring_function(name: str) -> Callable[..., PairScore]:
     if name == "mean_cosine":
         return mean_cosine
     raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` is float16 on an accelerator and float32 on a CPU (half precision is slow there)."""
-    if dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, float16 or bfloat16")
-    return table[dtype]
 
 
 class InplaceQuickGELU(QuickGELUActivation):
@@ -184,7 +164,10 @@ class DualEncoderScorer:
 
     def _context_length(self) -> int:
         text_config = getattr(self.model.config, "text_config", self.model.config)
-        limits = [getattr(text_config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        limits = [
+            getattr(text_config, "max_position_embeddings", None),
+            getattr(self.tokenizer, "model_max_length", None),
+        ]
         limits = [int(x) for x in limits if x is not None and 0 < int(x) < 1_000_000]
         return min(limits) if limits else 77
 
@@ -204,7 +187,9 @@ class DualEncoderScorer:
         return self.encode_token_ids(texts, self.tokenize(texts))
 
     @torch.inference_mode()
-    def encode_token_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[bool]]:
+    def encode_token_ids(
+        self, texts: Sequence[str], token_ids: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, list[bool]]:
         """Embeddings of texts already tokenized by `tokenize` (`token_ids[i]` of `texts[i]`).
 
         A text longer than the encoder's context is tokenized again with the tokenizer's own truncation (which keeps
@@ -216,8 +201,10 @@ class DualEncoderScorer:
         """
         ids = [list(x) for x in token_ids]
         if not ids or len(ids) != len(texts):
-            raise ValueError(f"encode_token_ids needs one id list per text and at least one text "
-                             f"(got {len(texts)} texts, {len(ids)} id lists)")
+            raise ValueError(
+                f"encode_token_ids needs one id list per text and at least one text "
+                f"(got {len(texts)} texts, {len(ids)} id lists)"
+            )
         truncated = [len(x) > self.max_text_tokens for x in ids]
         long = [i for i, cut in enumerate(truncated) if cut]
         if long:

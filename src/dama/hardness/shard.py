@@ -20,11 +20,20 @@ import torch
 
 from dama.errors import DamaError
 from dama.hardness.decode import ImageDecoder
-from dama.hardness.reader import InputError, prompt_text, response_text
+from dama.hardness.output import NEW_COLUMNS
+from dama.hardness.reader import InputError
 from dama.hardness.scorers import DualEncoderScorer, get_scoring_function
 from dama.hardness.splitters import SplitRequest, Splitter
-
-RESPONSE_FIELDS = ("chosen", "rejected")
+from dama.images import is_base64_image
+from dama.rows import (
+    HARDNESS_COLUMN,
+    ID_FIELDS,
+    IMAGE_PATH_FIELD,
+    RESPONSE_FIELDS,
+    prompt_field,
+    prompt_text,
+    response_text,
+)
 
 
 class HardnessDataError(DamaError, ValueError):
@@ -51,8 +60,8 @@ class ShardResult:
 
 
 def row_ids(table: pa.Table, first_row: int) -> list[Any]:
-    """`idx` or `id` column when present, else the row number in the input."""
-    for name in ("idx", "id"):
+    """The id column (`dama.rows.ID_FIELDS`) when present, else the row number in the input."""
+    for name in ID_FIELDS:
         if name in table.column_names:
             values = table.column(name).to_pylist()
             return [v if v is not None else first_row + i for i, v in enumerate(values)]
@@ -62,18 +71,18 @@ def row_ids(table: pa.Table, first_row: int) -> list[Any]:
 def image_column(table: pa.Table, where: str) -> tuple[list, list[str]]:
     """Per row: the image value and the field it came from (`image`, else `image_path`)."""
     names = table.column_names
-    if "image" not in names and "image_path" not in names:
-        raise InputError(f"{where}: the data has neither an 'image' nor an 'image_path' column")
+    if "image" not in names and IMAGE_PATH_FIELD not in names:
+        raise InputError(f"{where}: the data has neither an 'image' nor an '{IMAGE_PATH_FIELD}' column")
     images = table.column("image").to_pylist() if "image" in names else [None] * table.num_rows
-    paths = table.column("image_path").to_pylist() if "image_path" in names else [None] * table.num_rows
+    paths = table.column(IMAGE_PATH_FIELD).to_pylist() if IMAGE_PATH_FIELD in names else [None] * table.num_rows
     values, fields = [], []
     for img, path in zip(images, paths):
         if img is not None or path is None:
             values.append(img)
-            fields.append("image" if "image" in names else "image_path")
+            fields.append("image" if "image" in names else IMAGE_PATH_FIELD)
         else:
             values.append(path)
-            fields.append("image_path")
+            fields.append(IMAGE_PATH_FIELD)
     return values, fields
 
 
@@ -95,7 +104,7 @@ def describe_image(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("path") or "<embedded bytes>")
     if isinstance(value, str):
-        return value if len(value) < 256 else "<embedded base64>"
+        return "<embedded base64>" if is_base64_image(value) else value
     return "<embedded bytes>" if value is not None else "<none>"
 
 
@@ -164,7 +173,7 @@ class ClipShardProcessor:
     def _split(self, table: pa.Table, ids: list, problems: dict[int, RowProblem]) -> dict[tuple[int, str], list[str]]:
         """Sub-sentences per (row, field): one splitter call for the shard, so an LLM backend batches across rows."""
         names, n = table.column_names, table.num_rows
-        question_col = "question" if "question" in names else "prompt" if "prompt" in names else None
+        question_col = prompt_field(names)
         questions = [prompt_text(q) for q in table.column(question_col).to_pylist()] if question_col else [""] * n
         raw = {f: table.column(f).to_pylist() for f in RESPONSE_FIELDS}
         responses = {f: [response_text(v) for v in raw[f]] for f in RESPONSE_FIELDS}
@@ -200,8 +209,12 @@ class ClipShardProcessor:
             key = image_key(value)
             if key is None:
                 empty = value is None or value == "" or (isinstance(value, dict) and not any(value.values()))
-                reason = "missing image" if empty else (
-                    f"expected an image (a path, bytes or {{bytes, path}}), got {type(value).__name__} {value!r:.60}"
+                reason = (
+                    "missing image"
+                    if empty
+                    else (
+                        f"expected an image (a path, bytes or {{bytes, path}}), got {type(value).__name__} {value!r:.60}"
+                    )
                 )
                 self._problem(problems, RowProblem(i, ids[i], image_fields[i], reason))
             else:
@@ -264,10 +277,15 @@ class ClipShardProcessor:
 
     def _score(self, ids, row_key, sentences, image_emb, text_emb, truncated, tokens, problems) -> ShardResult:
         """Eq. 3–5 per surviving row, in input order; truncation counted per field."""
-        columns: dict[str, list] = {c: [] for c in ("chosen_subsentences", "rejected_subsentences",
-                                                     "chosen_clip_probs", "rejected_clip_probs", "dama_delta")}
-        stats: dict[str, Any] = {"n_texts": 0, "truncated_chosen": 0, "truncated_rejected": 0, "truncated_rows": 0,
-                                 "examples": [], "max_tokens": self.scorer.max_text_tokens}
+        columns: dict[str, list] = {c: [] for c in NEW_COLUMNS}
+        stats: dict[str, Any] = {
+            "n_texts": 0,
+            "truncated_chosen": 0,
+            "truncated_rejected": 0,
+            "truncated_rows": 0,
+            "examples": [],
+            "max_tokens": self.scorer.max_text_tokens,
+        }
         kept = [i for i in sorted(row_key) if i not in problems]
         for i in kept:
             subs = {f: sentences[(i, f)] for f in RESPONSE_FIELDS}
@@ -281,7 +299,7 @@ class ClipShardProcessor:
             columns["rejected_subsentences"].append(subs["rejected"])
             columns["chosen_clip_probs"].append(score.chosen)
             columns["rejected_clip_probs"].append(score.rejected)
-            columns["dama_delta"].append(score.delta)
+            columns[HARDNESS_COLUMN].append(score.delta)
             stats["n_texts"] += len(subs["chosen"]) + len(subs["rejected"])
             row_truncated = False
             for f in RESPONSE_FIELDS:

@@ -7,8 +7,9 @@ request, empty when the response holds no sentence):
   one sentence per line break too, list markers and markdown stripped, fragments of fewer than `min_words` words
   merged into a neighbour, fragments without a letter dropped.
 - `LLMSplitter`: an instruction model asked the prompt of `docs/paper_mapping.md` §2 step 1, its output parsed one statement per line; the
-  model is a local transformers causal LM (`LocalGenerator`, batched greedy generation) or an OpenAI-compatible
-  endpoint (`OpenAIGenerator`, key from the environment). Every call is cached on disk (`GenerationCache`).
+  model is a local transformers causal LM (`dama.llm.LocalLM`, batched greedy generation) or an OpenAI-compatible
+  endpoint (`dama.llm.ChatEndpoint`, key from the environment), the clients the judges of `dama eval` use too. Every
+  call is cached on disk (`dama.llm.SqliteReplyCache`).
 - `ColumnSplitter`: the sub-sentences are already in the data.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dama.errors import DamaError
-from dama.hardness.llm import GenerationCache, Generator
+from dama.llm import ReplyCache
 
 SPLITTERS = ("sentence", "llm", "column")
 
@@ -160,6 +161,14 @@ def parse_statements(text: str) -> list[str]:
     return out
 
 
+class Generator(Protocol):
+    """What `LLMSplitter` needs of a model (`dama.llm.LocalLM` and `dama.llm.ChatEndpoint` have it)."""
+
+    cache_key: str  # identifies the model and decoding settings: a different key never reuses cached answers
+
+    def generate(self, prompts: Sequence[str]) -> list[str]: ...
+
+
 class LLMSplitter:
     """Splitting by an instruction model; generations are cached, so a rerun (or a resume) asks nothing twice."""
 
@@ -169,7 +178,7 @@ class LLMSplitter:
     def __init__(
         self,
         generator: Generator,
-        cache: GenerationCache | None = None,
+        cache: ReplyCache | None = None,
         prompt_template: str = PROMPT_TEMPLATE,
         batch_size: int = 8,
     ) -> None:
