@@ -8,8 +8,6 @@ steps, batch size, seeds and the (precomputed) reference log-probs; they differ 
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -24,13 +22,20 @@ from transformers import LlavaForConditionalGeneration, PrinterCallback, Trainer
 from dama.config import DAMAConfig
 from dama.demo.models import DemoConfig, DemoModels, build_models, sample_responses
 from dama.demo.preferences import build_preferences, evaluation_set, length_balance
-from dama.demo.stats import paired_interval, pearson
+from dama.demo.protocol import (
+    compare,
+    hardness_signal,
+    select_learning_rate,
+    summarise,
+    training_summary,
+    validity_checks,
+)
 from dama.demo.world import QUESTIONS, World, make_world
 from dama.errors import DamaError
 from dama.eval.chair import ChairEngine, ChairItem, chair_metrics, count_words
 from dama.hardness import read_hardness_output
 from dama.hardness.cli import main as hardness_main
-from dama.rows import HARDNESS_COLUMN, response_text
+from dama.rows import HARDNESS_COLUMN
 from dama.trainer import DAMATrainer
 
 # method -> DAMA switches (everything else identical)
@@ -288,90 +293,6 @@ def _brief(metrics: dict[str, Any]) -> str:
         return "n/a" if metrics[key] is None else f"{metrics[key]:.1f}"
 
     return f"CHAIR_i {pct('CHAIR_i')}  CHAIR_s {pct('CHAIR_s')}  recall {pct('recall')}  length {pct('avg_len')}"
-
-
-def summarise(values: list[float | None]) -> dict[str, float | None]:
-    clean = [v for v in values if v is not None and math.isfinite(v)]
-    if not clean:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(clean), "std": statistics.stdev(clean) if len(clean) > 1 else 0.0}
-
-
-def training_summary(history: list[dict]) -> dict[str, float]:
-    """Reward accuracy and margin (TRL's definitions, β-scaled) averaged over the last 10% of logged steps, and the
-    loss there: how far alignment went, to compare with real runs (margins of a few nats, not tens)."""
-    logged = [h for h in history if "rewards/margins" in h]
-    tail = logged[-max(1, len(logged) // 10) :]
-    if not tail:
-        return {}
-    return {
-        key.split("/")[-1]: statistics.fmean(h[key] for h in tail)
-        for key in ("rewards/margins", "rewards/accuracies", "loss")
-        if key in tail[0]
-    }
-
-
-def select_learning_rate(candidates: list[dict], base_recall: float) -> float:
-    """The sweep's rule, fixed before any method was compared: the lowest validation CHAIR_i among the learning
-    rates that keep validation recall ≥ 0.9 × the base model's; if none does, the one with the highest recall.
-    Ties go to the smaller learning rate."""
-    ok = [c for c in candidates if c["val"]["recall"] is not None and c["val"]["recall"] >= 0.9 * base_recall]
-    if ok:
-        best = min(ok, key=lambda c: (c["val"]["CHAIR_i"], c["lr"]))
-    else:
-        best = max(candidates, key=lambda c: (c["val"]["recall"] or 0.0, -c["lr"]))
-    return best["lr"]
-
-
-def hardness_signal(data: Dataset, extra_deltas: dict[str, list[float]] | None = None) -> dict[str, Any]:
-    """Is δ a hardness signal? Its correlation with the ground-truth gap and with the length difference."""
-    gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
-    lengths = [
-        len(response_text(c).split()) - len(response_text(r).split()) for c, r in zip(data["chosen"], data["rejected"])
-    ]
-    signals = {"union_softmax": [float(d) for d in data[HARDNESS_COLUMN]], **(extra_deltas or {})}
-    return {
-        name: {
-            "corr_gap": pearson(deltas, gaps),
-            "corr_length_difference": pearson(deltas, lengths),
-            "mean": statistics.fmean(deltas),
-            "positive_fraction": sum(d > 0 for d in deltas) / len(deltas),
-        }
-        for name, deltas in signals.items()
-    }
-
-
-def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[str, dict[str, Any]]:
-    """The conditions under which "does DAMA beat DPO?" is answerable here (issue #10), each with its value."""
-
-    def check(value: float | None, ok: bool, rule: str) -> dict[str, Any]:
-        return {"value": value, "ok": bool(ok), "rule": rule}
-
-    base_i, base_s, base_r = base["CHAIR_i"], base["CHAIR_s"], base["recall"]
-    dpo_i, dpo_r = dpo["CHAIR_i"]["mean"], dpo["recall"]["mean"]
-    rel_len = balance["relative_length_difference"]
-    corr = signal["union_softmax"]["corr_gap"]
-    return {
-        "base recall": check(base_r, base_r >= 60, "≥ 60%: the base model sees"),
-        "base CHAIR_i": check(base_i, 10 <= base_i <= 40, "in [10%, 40%]: it hallucinates, but not blindly"),
-        "base CHAIR_s": check(base_s, base_s >= 30, "≥ 30%"),
-        "pair length balance": check(
-            100 * rel_len,
-            abs(rel_len) <= 0.10,
-            "mean chosen − mean rejected words within ±10% of the mean length (value in %)",
-        ),
-        "corr(δ, gap)": check(corr, corr >= 0.3, "≥ 0.3: CLIP's δ tracks the true hallucination gap"),
-        "DPO CHAIR_i": check(dpo_i, dpo_i is not None and dpo_i <= 0.75 * base_i, "≤ 0.75 × base: DPO works"),
-        "DPO recall": check(dpo_r, dpo_r is not None and dpo_r >= 0.9 * base_r, "≥ 0.9 × base: without blinding"),
-    }
-
-
-def compare(results: dict[str, list[dict]], treatment: str, control: str = "DPO") -> dict[str, dict]:
-    """Paired (by seed) differences treatment − control of CHAIR_i, CHAIR_s, recall and length, with 95% intervals."""
-    return {
-        key: paired_interval([m[key] for m in results[treatment]], [m[key] for m in results[control]])
-        for key in ("CHAIR_i", "CHAIR_s", "recall", "avg_len")
-    }
 
 
 def run_experiment(
