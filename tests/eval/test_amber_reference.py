@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dama.eval import amber
+from dama.eval import amber, amber_annotations
+from dama.eval.records import RecordError
 
 EXCERPT = Path(__file__).parent / "data" / "amber_excerpt"
 
@@ -101,7 +102,7 @@ def test_unknown_type_is_an_error_naming_the_file_and_id(tmp_path, write_respons
     for name in ("relation.json", "safe_words.txt"):
         (folder / name).write_bytes((EXCERPT / name).read_bytes())
     (folder / "annotations.json").write_text(json.dumps([{"id": 1, "type": "discriminative-colour", "truth": "no"}]))
-    with pytest.raises(amber.RecordError, match=r"annotations.json: id 1 has unknown type 'discriminative-colour'"):
+    with pytest.raises(RecordError, match=r"annotations.json: id 1 has unknown type 'discriminative-colour'"):
         amber.score(write_responses("a.jsonl", {1: "No"}), folder, "d")
 
 
@@ -182,7 +183,7 @@ def test_generative_reference_extraction_by_hand(write_responses):
 
 
 def test_offline_fallback_does_not_count_the_modal_can(write_responses):
-    data = amber.Amber(EXCERPT)
+    data = amber_annotations.Amber(EXCERPT)
     assert "can" in data.vocabulary  # relation.json has the object "can"
     assert data.nouns("A dog can be seen. It can not fly.") == ["dog"]
     assert data.nouns("A can of soda, two cans and a trash can.") == ["can", "can", "can"]
@@ -194,7 +195,7 @@ def test_reference_extraction_without_its_resources_is_an_error(write_responses)
     try:
         import nltk  # noqa: F401
     except ImportError:
-        with pytest.raises(amber.RecordError, match=r"needs NLTK .*dama\[eval-reference\]"):
+        with pytest.raises(RecordError, match=r"needs NLTK .*dama\[eval-reference\]"):
             amber.score(write_responses("a.jsonl", {1: "A dog."}), EXCERPT, "g", extraction="reference")
     else:
         pytest.skip("NLTK is installed here")

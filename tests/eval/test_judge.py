@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dama.eval import judged
+from dama.eval import judged, judged_rubrics
 from dama.eval.judge import CachedJudge, FakeJudge, build_judge
 from dama.llm import LLMError
 
@@ -93,11 +93,11 @@ def test_fake_judge_is_deterministic_and_answers_in_the_asked_format():
     )
     a, b, other = FakeJudge(0).complete(prompt), FakeJudge(0).complete(prompt), FakeJudge(1).complete(prompt)
     assert a == b
-    assert isinstance(judged.parse_mmhal(a), int)
+    assert isinstance(judged_rubrics.parse_mmhal(a), int)
     assert FakeJudge(0).judge_id == "fake:0" and build_judge("fake").judge_id == "fake:0"
     assert build_judge("fake:1").complete(prompt) == other
     mmvet = judged.build_prompt("mmvet", {"question": "q", "reference": "r"}, "answer")
-    assert 0 <= judged.parse_mmvet(FakeJudge(3).complete(mmvet)) <= 1
+    assert 0 <= judged_rubrics.parse_mmvet(FakeJudge(3).complete(mmvet)) <= 1
 
 
 @pytest.mark.parametrize("spec", ["gpt4", "fake:abc", "openai:", "hf:"])

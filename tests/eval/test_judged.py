@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from dama.eval import judged
-from dama.eval.judged import parse_llava, parse_mmhal, parse_mmvet, score
+from dama.eval import judged, judged_rubrics
+from dama.eval.judged import score
+from dama.eval.judged_rubrics import parse_llava, parse_mmhal, parse_mmvet
 from dama.eval.records import RecordError
 
 
@@ -62,7 +63,7 @@ MMHAL = [
 
 def test_mmhal_score_hallucination_rate_per_type_and_flags(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps(MMHAL))
-    items = judged.load_mmhal(tmp_path / "q.json")
+    items = judged_rubrics.load_mmhal(tmp_path / "q.json")
     responses = {"0": "ans-zero", "1": "ans-one", "2": "ans-two", "3": "ans-three"}  # "4" has no response
     judge = Scripted(
         first={"ans-zero": "Rating: 6", "ans-one": "Good.\nrating: 3", "ans-two": "Rating: 2 or Rating: 1",
@@ -105,7 +106,7 @@ def _llava_files(tmp_path):
 
 
 def test_llava_bench_relative_score_per_category(tmp_path):
-    items = judged.load_llava_bench(*_llava_files(tmp_path))
+    items = judged_rubrics.load_llava_bench(*_llava_files(tmp_path))
     responses = {"1": "model one", "2": "model two", "3": "model three", "4": "model four"}
     judge = Scripted({"model one": "8 6\nok", "model two": "10, 5", "model three": "7 7", "model four": "great"})
     summary, _ = score("llava-bench", items, responses, judge, reasks=1)
@@ -129,7 +130,7 @@ def test_mmvet_total_per_capability(tmp_path):
         "v4": {"imagename": "v4.png", "question": "Text?", "answer": "STOP", "capability": ["ocr"]},
     }
     (tmp_path / "mm-vet.json").write_text(json.dumps(data))
-    items = judged.load_mmvet(tmp_path / "mm-vet.json")
+    items = judged_rubrics.load_mmvet(tmp_path / "mm-vet.json")
     responses = {"v1": "A cat.", "v2": "It is 7\nplus 5.", "v3": "Nike", "v4": "stop sign"}
     judge = Scripted({"A cat.": "1.0", "It is 7 plus 5.": "0.5", "Nike": "0.0", "stop sign": "maybe"})
     summary, details = score("mmvet", items, responses, judge, reasks=1)
@@ -177,7 +178,7 @@ def test_run_writes_labelled_results_that_compare_can_read(tmp_path):
 
 def test_bad_response_files_are_refused_with_file_and_line(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps(MMHAL))
-    items = judged.load_mmhal(tmp_path / "q.json")
+    items = judged_rubrics.load_mmhal(tmp_path / "q.json")
     dup = _jsonl(tmp_path / "dup.jsonl", [{"id": "0", "response": "a"}, {"id": "1", "response": "b"},
                                           {"id": "0", "response": "c"}])  # fmt: skip
     with pytest.raises(RecordError, match=r"dup.jsonl:3: duplicate id '0' \(first at .*dup.jsonl:1\)"):
@@ -203,11 +204,11 @@ def test_bad_response_files_are_refused_with_file_and_line(tmp_path):
 def test_bad_annotation_files_and_missing_options(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps([{"question": "Colour?", "gt_answer": "Black."}]))
     with pytest.raises(RecordError, match=r"q.json item 0: missing field 'image_content'"):
-        judged.load_mmhal(tmp_path / "q.json")
+        judged_rubrics.load_mmhal(tmp_path / "q.json")
     q, a, c = _llava_files(tmp_path)
     _jsonl(c, [{"image": "a.jpg", "caption": "A cup."}])
     with pytest.raises(RecordError, match=r"q.jsonl:3: image 'b.jpg' has no caption row"):
-        judged.load_llava_bench(q, a, c)
+        judged_rubrics.load_llava_bench(q, a, c)
     responses = _responses(tmp_path / "r.jsonl", "llava-bench", {"1": "x"})
     with pytest.raises(RecordError, match="needs --answers"):
         _run(

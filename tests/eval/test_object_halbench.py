@@ -8,7 +8,8 @@ import pytest
 
 from dama.eval.chair import ChairEngine
 from dama.eval.coco import CocoGroundTruth
-from dama.eval.object_halbench import ApproxTagger, parse_object_list, score_responses
+from dama.eval.llm_extraction import ApproxTagger, parse_object_list
+from dama.eval.object_halbench import score_responses
 from dama.eval.records import RecordError
 
 

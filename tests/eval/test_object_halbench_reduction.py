@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from dama.eval.chair import ChairEngine
-from dama.eval.object_halbench import (
+from dama.eval.llm_extraction import (
     PROMPTS,
     RLAIF_V_PROMPT,
     ApproxTagger,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dama.eval import amber, pope
+from dama.eval import amber, amber_annotations, amber_metrics, amber_nlp, pope
 from dama.eval.records import RecordError
 
 
@@ -115,7 +115,7 @@ def test_amber_discriminative_by_hand(amber_dir, write_responses):
 
 
 def test_amber_nouns_vocab_match(amber_dir):
-    data = amber.Amber(amber_dir)
+    data = amber_annotations.Amber(amber_dir)
     assert data.nouns("Traffic lights, a traffic. Light, dogs; a Kitten's toy") == ["traffic light", "dog", "kitten"]
     assert len(data.vocabulary) == 14  # relation keys and values (annotation objects are among them)
 
@@ -129,10 +129,10 @@ def test_amber_partial_and_bad_inputs(amber_dir, write_responses):
     with pytest.raises(RecordError, match="safe_words.txt: file not found"):
         amber.score(write_responses("c.jsonl", {1: "A dog."}), amber_dir, "g")
     with pytest.raises(ValueError, match="unknown similarity backend"):
-        amber.build_similarity("glove")
+        amber_nlp.build_similarity("glove")
 
 
 @pytest.mark.parametrize(("answer", "normalized"), [("Yes.", ("Yes", False)), ("no, it is not", ("No", False)),
                                                     ("It is not there", ("No", True)), ("Maybe", ("Yes", True))])  # fmt: skip
 def test_amber_yes_no_normalisation(answer, normalized):
-    assert amber.normalize_yes_no(answer) == normalized
+    assert amber_metrics.normalize_yes_no(answer) == normalized

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dama.eval.amber import amber_score
+from dama.eval.amber_metrics import amber_score
 from dama.eval.records import RecordError, read_json
 
 _COUNT_KEYS = {"tp", "fp", "tn", "fn", "n"}
