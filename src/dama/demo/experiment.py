@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
-from transformers import LlavaForConditionalGeneration, PrinterCallback, TrainerCallback
+from transformers import LlavaForConditionalGeneration, PrinterCallback
 
 from dama.config import DAMAConfig
 from dama.demo.models import DemoConfig, DemoModels, build_models, sample_responses
@@ -30,6 +29,7 @@ from dama.demo.protocol import (
     training_summary,
     validity_checks,
 )
+from dama.demo.responsiveness import MarginTracker, easy_and_hard
 from dama.demo.world import QUESTIONS, World, make_world
 from dama.errors import DamaError
 from dama.eval.chair import ChairEngine, ChairItem, chair_metrics, count_words
@@ -112,38 +112,6 @@ class DemoError(DamaError, RuntimeError):
     """The demo cannot go on (too few pairs, a stage failed); the message says which stage."""
 
 
-class MarginTracker(TrainerCallback):
-    """Mean reward margin h of fixed easy and hard pairs, every `every` steps (the paper's responsiveness picture)."""
-
-    def __init__(self, trainer: DAMATrainer, groups: dict[str, Dataset], every: int) -> None:
-        self.trainer, self.groups, self.every = trainer, groups, every
-        self.history: list[dict[str, float]] = []
-
-    @torch.no_grad()
-    def measure(self, step: int) -> None:
-        trainer = self.trainer
-        row: dict[str, float] = {"step": step}
-        for name, data in self.groups.items():
-            batch = trainer.data_collator([dict(r) for r in data])
-            ref_chosen, ref_rejected = batch.pop("ref_chosen_logps"), batch.pop("ref_rejected_logps")
-            batch.pop(trainer.args.hardness_column, None)
-            batch = trainer._prepare_inputs(batch)
-            was_training = trainer.model.training
-            trainer.model.eval()
-            chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the policy's log-probs
-            trainer.model.train(was_training)
-            margins = (chosen.cpu() - ref_chosen) - (rejected.cpu() - ref_rejected)
-            row[name] = float(margins.mean())
-        self.history.append(row)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.measure(0)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
-            self.measure(state.global_step)
-
-
 def score_responses(engine: ChairEngine, responses: list[str], items: list[dict]) -> dict[str, Any]:
     """CHAIR metrics (percent) of `responses` against the world's ground truth."""
     scored = [
@@ -221,22 +189,6 @@ def add_reference_logps(data: Dataset, base_path: Path, processor, workdir: Path
     )
     trainer = DAMATrainer(model=model, args=config, train_dataset=data, processing_class=processor)
     return trainer.train_dataset
-
-
-def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
-    """Fixed pairs for the responsiveness curves: the `n` easiest and hardest by δ (what DAMA sees) and by the
-    ground-truth gap (what is true: easy = the largest hallucination gaps, hard = a gap of one; ties by δ)."""
-    deltas = list(data[HARDNESS_COLUMN])  # the column alone: indexing rows would decode every image
-    gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
-    n = min(n, len(deltas) // 2)
-    by_delta = sorted(range(len(deltas)), key=deltas.__getitem__)
-    by_gap = sorted(range(len(deltas)), key=lambda i: (gaps[i], deltas[i]))
-    return {
-        "hard (δ)": data.select(by_delta[:n]),
-        "easy (δ)": data.select(by_delta[-n:]),
-        "hard (gap)": data.select(by_gap[:n]),
-        "easy (gap)": data.select(by_gap[-n:]),
-    }
 
 
 def train_one(

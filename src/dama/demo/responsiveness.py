@@ -1,0 +1,61 @@
+"""The paper's imbalanced-responsiveness picture (Fig. 1): fixed easy and hard preference pairs, chosen by CLIP's δ
+(what DAMA sees) and by the ground-truth hallucination gap (what is true), and their mean reward margin measured
+every few steps of training.
+"""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from dama.rows import HARDNESS_COLUMN
+from dama.trainer import DAMATrainer
+
+
+def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
+    """Fixed pairs for the responsiveness curves: the `n` easiest and hardest by δ (what DAMA sees) and by the
+    ground-truth gap (what is true: easy = the largest hallucination gaps, hard = a gap of one; ties by δ)."""
+    deltas = list(data[HARDNESS_COLUMN])  # the column alone: indexing rows would decode every image
+    gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
+    n = min(n, len(deltas) // 2)
+    by_delta = sorted(range(len(deltas)), key=deltas.__getitem__)
+    by_gap = sorted(range(len(deltas)), key=lambda i: (gaps[i], deltas[i]))
+    return {
+        "hard (δ)": data.select(by_delta[:n]),
+        "easy (δ)": data.select(by_delta[-n:]),
+        "hard (gap)": data.select(by_gap[:n]),
+        "easy (gap)": data.select(by_gap[-n:]),
+    }
+
+
+class MarginTracker(TrainerCallback):
+    """Mean reward margin h of fixed easy and hard pairs, every `every` steps (the paper's responsiveness picture)."""
+
+    def __init__(self, trainer: DAMATrainer, groups: dict[str, Dataset], every: int) -> None:
+        self.trainer, self.groups, self.every = trainer, groups, every
+        self.history: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def measure(self, step: int) -> None:
+        trainer = self.trainer
+        row: dict[str, float] = {"step": step}
+        for name, data in self.groups.items():
+            batch = trainer.data_collator([dict(r) for r in data])
+            ref_chosen, ref_rejected = batch.pop("ref_chosen_logps"), batch.pop("ref_rejected_logps")
+            batch.pop(trainer.args.hardness_column, None)
+            batch = trainer._prepare_inputs(batch)
+            was_training = trainer.model.training
+            trainer.model.eval()
+            chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the policy's log-probs
+            trainer.model.train(was_training)
+            margins = (chosen.cpu() - ref_chosen) - (rejected.cpu() - ref_rejected)
+            row[name] = float(margins.mean())
+        self.history.append(row)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.measure(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self.measure(state.global_step)
