@@ -1,6 +1,6 @@
 """`dama demo`: the whole DAMA pipeline on a synthetic visual world, on a CPU, DPO vs DAMA compared honestly.
 
-    dama demo                 # full run: 5 seeds, under 20 minutes on 2 CPU cores (README: measured time)
+    dama demo                 # full run: 5 seeds, 15–21 minutes on 2 CPU cores (README: measured time)
     dama demo --quick         # ~5 minutes, 2 seeds, smaller budgets (a smoke run: it says nothing about who wins)
     dama demo --out DIR --seeds N
 
