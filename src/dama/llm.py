@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -236,14 +237,16 @@ class LocalLM:
 # --- the cache -------------------------------------------------------------------------------------------------------
 
 
-class ReplyCache:
+class ReplyCache(ABC):
     """Replies on disk by (model key, role, prompt). Subclasses store them; `get_many`/`put_many` work in batches."""
 
+    @abstractmethod
     def get_many(self, model_key: str, prompts: Sequence[str], role: str = "user") -> dict[str, str]:
-        raise NotImplementedError
+        """The cached replies among `prompts` (prompt -> reply); prompts not cached are absent."""
 
+    @abstractmethod
     def put_many(self, model_key: str, replies: Mapping[str, str], role: str = "user") -> None:
-        raise NotImplementedError
+        """Store `replies` (prompt -> reply)."""
 
     def get(self, model_key: str, prompt: str, role: str = "user") -> str | None:
         return self.get_many(model_key, [prompt], role).get(prompt)
