@@ -158,3 +158,56 @@ def test_statement_with_another_class_changes_only_the_noun():
         strip = {n for names in world.classes.values() for n in names}
         assert [w for w in right.split() if w.strip(".") not in strip] == \
             [w for w in wrong.split() if w.strip(".") not in strip]
+
+
+def test_a_beside_phrase_takes_the_place_of_the_position_at_the_same_length():
+    world = make_world(0)
+    lines = world.synonym_lines()
+    group = ObjectGroup("cup", "red", "small", 1, ((1, 0),))
+    for seed in range(40):
+        plain = statement(group, random.Random(seed), world.classes, force_where=True)
+        beside = statement(group, random.Random(seed), world.classes, beside="plate", force_where=True)
+        # "... cup on the left." vs "... cup beside a plate." (or "dish", "saucer"): three words either way.
+        assert "on the left" in plain and " beside a " in beside, (plain, beside)
+        assert len(plain.split()) == len(beside.split())
+        assert object_mentions(plain, lines) == ["cup"] and object_mentions(beside, lines) == ["cup", "plate"]
+    # "an" before a vowel ("an umbrella", "a parasol"); without `force_where` the phrase comes with the position's
+    # probability (1/2).
+    umbrellas = [statement(group, random.Random(s), world.classes, beside="umbrella", force_where=True)
+                 for s in range(40)]
+    assert {t.split(" beside ")[1] for t in umbrellas} == {"an umbrella.", "a parasol."}
+    drawn = [statement(group, random.Random(s), world.classes, beside="plate") for s in range(400)]
+    assert 0.4 < sum(" beside " in t for t in drawn) / 400 < 0.6
+
+
+def test_a_beside_prior_ignores_the_image_and_counts_its_false_claims():
+    world = make_world(0)
+    lines = world.synonym_lines()
+    rng = random.Random(1)
+    beside_true = beside_false = 0
+    for scene in world.sample_scenes(600, seed=9):
+        text, wrong = Captioner(p_beside=1.0).describe(scene, rng, world)
+        gt = gt_classes(scene)
+        mentions = object_mentions(text, lines)
+        assert wrong == sum(m not in gt for m in mentions), text
+        assert all(world.partners.get(m) in gt for m in mentions if m not in gt), text
+        for sentence in text.split(". "):
+            if " beside " in sentence:
+                named = object_mentions(sentence, lines)
+                assert world.partners[named[0]] == named[1], sentence  # only ever the partner
+                beside_true += named[1] in gt
+                beside_false += named[1] not in gt
+    # The prior speaks whether or not the partner is there: the image alone tells a true claim from a false one.
+    assert beside_true > 20 and beside_false > 20
+
+
+def test_exact_captions_place_objects_beside_present_partners_only():
+    world = make_world(0)
+    lines = world.synonym_lines()
+    rng = random.Random(2)
+    n_beside = 0
+    for scene in world.sample_scenes(400, seed=9):
+        text = world.caption(scene, rng)
+        assert set(object_mentions(text, lines)) == gt_classes(scene), text
+        n_beside += " beside " in text
+    assert n_beside > 10

@@ -147,7 +147,7 @@ class World:
         return render(scene, self.image_size, self.noise)
 
     def caption(self, scene: Scene, rng: random.Random) -> str:
-        return caption(scene, rng, self.classes)
+        return caption(scene, rng, self.classes, self.partners)
 
     def synonym_lines(self) -> list[str]:
         return synonym_lines(self.classes)
@@ -308,29 +308,58 @@ def _phrase(group: ObjectGroup, noun: str, rng: random.Random) -> str:
 _TEMPLATES = ("There {be} {o}{p}.", "I can see {o}{p}.", "The image shows {o}{p}.", "{O}{p}.")
 
 
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"
+
+
 def statement(
-    group: ObjectGroup, rng: random.Random, classes: dict[str, tuple[str, ...]] | None = None, cls: str | None = None
+    group: ObjectGroup,
+    rng: random.Random,
+    classes: dict[str, tuple[str, ...]] | None = None,
+    cls: str | None = None,
+    beside: str | None = None,
+    force_where: bool = False,
 ) -> str:
     """One sentence about one object group, e.g. "There are two small blue cars." or "I can see a cup on the left."
 
     `cls` names a different class than the group's own: the same sentence (same generator state) with the wrong
-    object, as a hallucinating describer or a hard negative for CLIP would have it.
+    object, as a hallucinating describer or a hard negative for CLIP would have it. A one-object group sometimes
+    gets a place phrase (always with `force_where`): its position ("on the left"), or with `beside` a relation to
+    another object ("beside a plate"), three words either way. The relation claims that object is in the picture.
     """
     noun_rng = random.Random(rng.random())  # the noun draws apart, so `cls` changes the noun and nothing else
-    noun = _noun(cls or group.cls, noun_rng, classes or CLASSES)
+    names = classes or CLASSES
+    noun = _noun(cls or group.cls, noun_rng, names)
     phrase = _phrase(group, noun, rng)
-    where = f" {_position(group.cells)}" if group.count == 1 and rng.random() < 0.5 else ""
+    where = f" {_position(group.cells)}" if group.count == 1 and (rng.random() < 0.5 or force_where) else ""
+    if where and beside:
+        other = _noun(beside, noun_rng, names)
+        where = f" beside {_article(other)} {other}"
     template = rng.choice(_TEMPLATES)
     return template.format(O=phrase[0].upper() + phrase[1:], o=phrase, p=where, be="is" if group.count == 1 else "are")
 
 
-def caption(scene: Scene, rng: random.Random, classes: dict[str, tuple[str, ...]] | None = None) -> str:
+def caption(
+    scene: Scene,
+    rng: random.Random,
+    classes: dict[str, tuple[str, ...]] | None = None,
+    partners: dict[str, str] | None = None,
+) -> str:
     """A correct description naming every group of the scene (and nothing else), one statement per group, e.g.
     "There is a red cup on the left. I can see two small blue cars."
+
+    With `partners`, a one-object group whose partner is in the scene is placed beside it half the time
+    ("There is a red cup beside a plate."): true, as every relation of an exact description is.
     """
     groups = list(scene.groups)
     rng.shuffle(groups)
-    return " ".join(statement(g, rng, classes) for g in groups)
+    present = gt_classes(scene)
+    sentences = []
+    for g in groups:
+        partner = (partners or {}).get(g.cls)
+        beside = partner if partner in present and g.count == 1 and rng.random() < 0.5 else None
+        sentences.append(statement(g, rng, classes, beside=beside, force_where=beside is not None))
+    return " ".join(sentences)
 
 
 @dataclass(frozen=True)
@@ -340,13 +369,17 @@ class Captioner:
     When a scene holds a class whose usual partner is absent, the describer names the partner anyway: a *small*
     object of another class is called the partner with probability `p_small` (a large one with `p_large`), and a
     one-object scene gets an extra statement about the partner with probability `p_add`. Colours, sizes, counts
-    and positions stay right. The world's base VLM learns this prior from such descriptions; the image contradicts
-    it, which is what preference pairs labelled against ground truth correct. `Captioner()` with all zeros is exact.
+    and positions stay right. With `p_beside`, a one-object group whose class has a partner is placed "beside" the
+    partner (a place phrase like its position, same length) whether or not the partner is in the scene: the text
+    prior "a cup stands beside a plate" that the image contradicts when there is no plate. The world's base VLM
+    learns these priors from such descriptions; the image contradicts them, which is what preference pairs
+    labelled against ground truth correct. `Captioner()` with all zeros is exact.
     """
 
     p_small: float = 0.0
     p_large: float = 0.0
     p_add: float = 0.0
+    p_beside: float = 0.0
 
     def describe(self, scene: Scene, rng: random.Random, world: World) -> tuple[str, int]:
         """A description of `scene` and the number of objects it names wrongly."""
@@ -364,7 +397,11 @@ class Captioner:
                 sentences.append(statement(g, rng, world.classes, cls=name))
                 wrong += 1
             else:
-                sentences.append(statement(g, rng, world.classes))
+                partner = world.partners.get(g.cls)
+                beside = partner if self.p_beside and partner and g.count == 1 and rng.random() < self.p_beside else None
+                text = statement(g, rng, world.classes, beside=beside, force_where=beside is not None)
+                wrong += beside is not None and beside not in present and " beside " in text
+                sentences.append(text)
         if len(groups) == 1 and missing and rng.random() < self.p_add:
             ghost = ObjectGroup(
                 rng.choice(missing),
