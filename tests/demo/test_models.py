@@ -10,12 +10,14 @@ from dama.demo.models import (
     DemoConfig,
     _encode_sft,
     build_models,
+    clip_texts,
     prompt_messages,
     sample_responses,
     train_clip,
     world_tokenizer,
 )
-from dama.demo.world import make_world
+from dama.demo.preferences import object_mentions
+from dama.demo.world import gt_classes, make_world
 from dama.tiny import build_llava
 
 
@@ -44,6 +46,21 @@ def test_sft_labels_cover_the_response_only(world):
     response = [t for t in labels if t != -100]
     assert tokenizer.decode(response).startswith("A red cup.</s>")
     assert tokenizer.eos_token_id in response
+
+
+def test_clip_hard_negatives_make_exactly_one_false_claim(world):
+    lines = world.synonym_lines()
+    scenes = world.sample_scenes(300, seed=1)
+    positives, negatives = clip_texts(world, scenes, random.Random(0))
+    relations = 0
+    for scene, pos, neg in zip(scenes, positives, negatives):
+        gt = gt_classes(scene)
+        pos_mentions, neg_mentions = object_mentions(pos, lines), object_mentions(neg, lines)
+        assert set(pos_mentions) <= gt, pos  # the positive is true
+        assert sum(m not in gt for m in neg_mentions) == 1, neg  # the negative makes one false claim
+        assert len(pos.split()) == len(neg.split()), (pos, neg)  # in a sentence of the same length
+        relations += " beside " in neg
+    assert relations > 30  # some negatives are relation claims ("beside a plate" when there is no plate)
 
 
 def test_clip_training_beats_the_untrained_model(world):

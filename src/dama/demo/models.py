@@ -28,7 +28,7 @@ from transformers import CLIPModel, CLIPProcessor, LlavaForConditionalGeneration
 from dama import tiny
 from dama.demo.world import QUESTIONS, Captioner, World, corpus, make_world, statement
 
-CACHE_VERSION = 4  # bump when code changes what a given config builds
+CACHE_VERSION = 5  # bump when code changes what a given config builds
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DemoConfig:
     clip_hidden: int = 64
     clip_layers: int = 2
     clip_max_length: int = 48
-    clip_steps: int = 1500
+    clip_steps: int = 3000
     clip_batch: int = 64
     clip_lr: float = 2e-3
     # LLaVA (language model; the vision tower is CLIP's)
@@ -61,6 +61,8 @@ class DemoConfig:
     bias_small: float = 0.75
     bias_large: float = 0.2
     bias_add: float = 0.4
+    # A one-object group is placed "beside" its partner with this probability, present or not (`Captioner.p_beside`).
+    bias_beside: float = 0.7
 
     @classmethod
     def full(cls, **overrides) -> DemoConfig:
@@ -84,7 +86,7 @@ class DemoConfig:
 
     @property
     def captioner(self) -> Captioner:
-        return Captioner(self.bias_small, self.bias_large, self.bias_add)
+        return Captioner(self.bias_small, self.bias_large, self.bias_add, self.bias_beside)
 
 
 def default_cache_dir() -> Path:
@@ -134,7 +136,8 @@ def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], lis
 
     The positive is the exact description or, half the time, one of its statements (the sub-sentences `dama hardness`
     scores). The negative is the same text with one object named as another class absent from the scene (its
-    co-occurrence partner when that is absent): in-batch negatives differ from a scene in colours, counts and
+    co-occurrence partner when that is absent) or, for half the one-object targets, placed "beside" such an absent
+    object instead of beside one in the scene (the relation statements the base VLM makes): in-batch negatives differ from a scene in colours, counts and
     positions too, so without such negatives nothing forces the encoder to tell objects apart by their shape.
     """
     positives, negatives = [], []
@@ -148,8 +151,18 @@ def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], lis
         wrong = partner if partner and partner not in present else rng.choice(
             [c for c in world.class_names if c not in present])
         states = [rng.random() for _ in keep]
-        positives.append(" ".join(statement(g, random.Random(s), world.classes) for g, s in zip(keep, states)))
-        negatives.append(" ".join(statement(g, random.Random(s), world.classes, cls=wrong if g is target else None)
+        if target.count == 1 and rng.random() < 0.5:
+            # A relation: the target placed beside an object in the scene (or at its position when it is alone),
+            # against the same sentence placing it beside an absent one, the claim a biased describer makes.
+            others = sorted(present - {target.cls})
+            true_beside = rng.choice(others) if others else None
+            pos = {id(target): {"beside": true_beside, "force_where": True}}
+            neg = {id(target): {"beside": wrong, "force_where": True}}
+        else:
+            pos, neg = {}, {id(target): {"cls": wrong}}
+        positives.append(" ".join(statement(g, random.Random(s), world.classes, **pos.get(id(g), {}))
+                                  for g, s in zip(keep, states)))
+        negatives.append(" ".join(statement(g, random.Random(s), world.classes, **neg.get(id(g), {}))
                                   for g, s in zip(keep, states)))
     return positives, negatives
 
