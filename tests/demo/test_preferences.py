@@ -14,6 +14,7 @@ from dama.demo.preferences import (
     length_balance,
     object_mentions,
     pairs_from_samples,
+    statements,
     style_difference,
 )
 from dama.demo.world import make_world
@@ -80,6 +81,45 @@ def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
     # A wrong answer that names more real objects never loses to one that names fewer (0 vs 1 hallucination here).
     assert pairs_from_samples(["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0),
                               same_mentions=False) == []
+
+
+def test_pairs_prefer_equal_length_to_equal_style():
+    gt = {"cup"}
+    responses = [
+        "There is a cup on the left.",  # 0 hallucinated, 7 words
+        "There is a cup.",  # 0 hallucinated, 4 words
+        "There is a cup beside a plate.",  # 1 hallucinated (plate), 7 words
+    ]
+    # Both correct answers name the one real object the wrong one names, so both pairs are valid (same_mentions off:
+    # the wrong answer names two objects). Against the wrong answer, masked: "on the left" vs "beside a <object>"
+    # leaves 6 words unshared at length difference 0; "There is a cup." leaves {beside, a, <object>} = 3 unshared at
+    # length difference 3. Length comes first, so the one pair kept is the equal-length one: the false claim in
+    # place of a true phrase, not added to a shorter answer (a lesson in saying less).
+    pairs = pairs_from_samples(responses, gt, LINES, max_pairs=1, rng=random.Random(0), same_mentions=False)
+    assert pairs == [("There is a cup on the left.", "There is a cup beside a plate.", 0, 1)]
+    both = pairs_from_samples(responses, gt, LINES, max_pairs=2, rng=random.Random(0), same_mentions=False)
+    assert [c for c, _, _, _ in both] == ["There is a cup on the left.", "There is a cup."]
+
+
+def test_same_statements_drops_pairs_that_teach_saying_fewer_sentences():
+    gt = {"cup"}
+    responses = [
+        "There is a cup.",  # 0 hallucinated, 1 sentence
+        "There is a cup. There is a plate.",  # 1 hallucinated (plate), 2 sentences
+        "There is a cup beside a plate.",  # 1 hallucinated (plate), 1 sentence
+    ]
+    loose = pairs_from_samples(responses, gt, LINES, max_pairs=10, rng=random.Random(0), same_mentions=False)
+    assert {(c, r) for c, r, _, _ in loose} == {
+        ("There is a cup.", "There is a cup. There is a plate."),
+        ("There is a cup.", "There is a cup beside a plate."),
+    }
+    # With `same_statements` only the one-sentence rejected answer is left: the two-sentence one would teach "stop
+    # after one sentence", which the model would apply to images with two objects too.
+    strict = pairs_from_samples(responses, gt, LINES, max_pairs=10, rng=random.Random(0), same_mentions=False,
+                                same_statements=True)
+    assert strict == [("There is a cup.", "There is a cup beside a plate.", 0, 1)]
+    assert statements("A cup!  Two plates? A fish.") == ["A cup!", "Two plates?", "A fish."]
+    assert statements("  ") == []
 
 
 def test_style_difference_masks_object_names():

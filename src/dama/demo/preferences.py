@@ -91,6 +91,7 @@ def pairs_from_samples(
     max_pairs: int,
     rng: random.Random,
     same_mentions: bool = True,
+    same_statements: bool = False,
 ) -> list[tuple[str, str, int, int]]:
     """(chosen, rejected, n_hall_chosen, n_hall_rejected) pairs among one image's responses.
 
@@ -101,9 +102,14 @@ def pairs_from_samples(
     pair that trades a hallucination for an omission teaches "name fewer objects", a cheaper lesson than "name the
     right ones", and DPO learns it (recall falls, hallucination stays). With `same_mentions` (the default) both
     must name the same number of objects, so a pair differs in *what* is named, not in how much or how long.
-    Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: fewest
-    words not shared once every object name is masked (`style_difference`: multisets, so statement order does not
-    matter), then the most similar word count, ties in random order. RLAIF-V's deconfounded sampling keeps style
+    With `same_statements`, both must make the same number of sentences (`statements`): a relation claim ("beside
+    a plate") may add a mention within a sentence, but no pair teaches "stop after fewer sentences", which costs
+    recall on every image.
+    Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: the
+    most similar word count, then fewest words not shared once every object name is masked (`style_difference`:
+    multisets, so statement order does not matter), ties in random order. Length comes first: a pair whose
+    rejected answer is its chosen answer plus a false claim ("a cup" vs "a cup beside a plate") is the closest in
+    style but teaches "say less"; the same claim in place of a true phrase ("on the left") does not. RLAIF-V's deconfounded sampling keeps style
     equal by sampling every candidate the same way; choosing the closest pair keeps style and length as equal as
     the samples allow, so what differs is the objects named and not a template or colour the model happened to
     draw. Object names are masked so that the rule does not prefer pairs one hallucination apart over pairs
@@ -113,7 +119,7 @@ def pairs_from_samples(
     scored = []
     for text in dict.fromkeys(responses):  # drop duplicate texts, keep order
         hallucinated, mentions = count_hallucinations(text, gt, synonym_lines)
-        scored.append((text, hallucinated, mentions, len(text.split())))
+        scored.append((text, hallucinated, mentions, len(text.split()), len(statements(text))))
     candidates = []
     for i in range(len(scored)):
         for j in range(i + 1, len(scored)):
@@ -125,10 +131,17 @@ def pairs_from_samples(
                 continue  # the chosen answer would name fewer real objects: a lesson in saying less
             if same_mentions and win[2] != lose[2]:
                 continue  # one names more objects than the other: the pair would differ in length
+            if same_statements and win[4] != lose[4]:
+                continue  # one says more sentences than the other
             changed = style_difference(a[0], b[0], nouns)
-            candidates.append(((changed, abs(a[3] - b[3])), rng.random(), (win[0], lose[0], win[1], lose[1])))
+            candidates.append(((abs(a[3] - b[3]), changed), rng.random(), (win[0], lose[0], win[1], lose[1])))
     candidates.sort()
     return [pair for _, _, pair in candidates[:max_pairs]]
+
+
+def statements(text: str) -> list[str]:
+    """The sentences of an answer: split after ".", "!" or "?" followed by white space (empty pieces dropped)."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
 @functools.lru_cache(maxsize=8)
@@ -178,13 +191,15 @@ def build_preferences(
     max_pairs_per_image: int = 2,
     seed: int = 4,
     as_dataset: bool = False,
+    same_mentions: bool = True,
+    same_statements: bool = False,
 ) -> list[dict] | Dataset:
     """Sample `n_samples` responses per image from `model`, label them with ground truth and make pairs.
 
     Rows are in TRL's conversational vision preference format: `image` (PIL), `prompt` (user turn with an image
     part), `chosen`/`rejected` (one assistant turn each), plus `id`, `n_hall_chosen`, `n_hall_rejected` and
     `gt_classes` (sorted list). Images come from `world.sample_scenes(n_images, seed)`; keep `seed` apart from the
-    evaluation set's.
+    evaluation set's. `same_mentions` and `same_statements` are `pairs_from_samples`'s rules.
     """
     rng = random.Random(f"{world.seed}/preferences/{seed}")
     scenes = world.sample_scenes(n_images, seed)
@@ -209,7 +224,7 @@ def build_preferences(
         for k, responses in zip(idx, samples):
             gt = gt_classes(scenes[k])
             for p, (chosen, rejected, hc, hr) in enumerate(
-                pairs_from_samples(responses, gt, lines, max_pairs_per_image, rng)
+                pairs_from_samples(responses, gt, lines, max_pairs_per_image, rng, same_mentions, same_statements)
             ):
                 rows.append(
                     {
