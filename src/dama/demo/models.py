@@ -137,8 +137,9 @@ def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], lis
     The positive is the exact description or, half the time, one of its statements (the sub-sentences `dama hardness`
     scores). The negative is the same text with one object named as another class absent from the scene (its
     co-occurrence partner when that is absent) or, for half the one-object targets, placed "beside" such an absent
-    object instead of beside one in the scene (the relation statements the base VLM makes): in-batch negatives differ from a scene in colours, counts and
-    positions too, so without such negatives nothing forces the encoder to tell objects apart by their shape.
+    object instead of beside one in the scene (the relation statements the base VLM makes): in-batch negatives
+    differ from a scene in colours, counts and positions too, so without such negatives nothing forces the encoder
+    to tell objects apart by their shape.
     """
     positives, negatives = [], []
     for scene in scenes:
@@ -156,13 +157,13 @@ def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], lis
             # against the same sentence placing it beside an absent one, the claim a biased describer makes.
             others = sorted(present - {target.cls})
             true_beside = rng.choice(others) if others else None
-            pos = {id(target): {"beside": true_beside, "force_where": True}}
-            neg = {id(target): {"beside": wrong, "force_where": True}}
+            pos = {"beside": true_beside, "force_where": True}
+            neg = {"beside": wrong, "force_where": True}
         else:
-            pos, neg = {}, {id(target): {"cls": wrong}}
-        positives.append(" ".join(statement(g, random.Random(s), world.classes, **pos.get(id(g), {}))
+            pos, neg = {}, {"cls": wrong}
+        positives.append(" ".join(statement(g, random.Random(s), world.classes, **(pos if g is target else {}))
                                   for g, s in zip(keep, states)))
-        negatives.append(" ".join(statement(g, random.Random(s), world.classes, **neg.get(id(g), {}))
+        negatives.append(" ".join(statement(g, random.Random(s), world.classes, **(neg if g is target else {}))
                                   for g, s in zip(keep, states)))
     return positives, negatives
 

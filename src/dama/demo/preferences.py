@@ -109,11 +109,11 @@ def pairs_from_samples(
     most similar word count, then fewest words not shared once every object name is masked (`style_difference`:
     multisets, so statement order does not matter), ties in random order. Length comes first: a pair whose
     rejected answer is its chosen answer plus a false claim ("a cup" vs "a cup beside a plate") is the closest in
-    style but teaches "say less"; the same claim in place of a true phrase ("on the left") does not. RLAIF-V's deconfounded sampling keeps style
-    equal by sampling every candidate the same way; choosing the closest pair keeps style and length as equal as
-    the samples allow, so what differs is the objects named and not a template or colour the model happened to
-    draw. Object names are masked so that the rule does not prefer pairs one hallucination apart over pairs
-    several apart (the hardness signal needs both).
+    style but teaches "say less"; the same claim in place of a true phrase ("on the left") does not. RLAIF-V's
+    deconfounded sampling keeps style equal by sampling every candidate the same way; choosing the closest pair
+    keeps style and length as equal as the samples allow, so what differs is the objects named and not a template
+    or colour the model happened to draw. Object names are masked so that the rule does not prefer pairs one
+    hallucination apart over pairs several apart (the hardness signal needs both).
     """
     nouns = _object_words(tuple(synonym_lines))
     scored = []

@@ -398,10 +398,11 @@ class Captioner:
                 wrong += 1
             else:
                 partner = world.partners.get(g.cls)
-                beside = partner if self.p_beside and partner and g.count == 1 and rng.random() < self.p_beside else None
-                text = statement(g, rng, world.classes, beside=beside, force_where=beside is not None)
-                wrong += beside is not None and beside not in present and " beside " in text
-                sentences.append(text)
+                # No draw when the prior is off, so `Captioner()` keeps the exact describer's random sequence.
+                fires = self.p_beside and partner and g.count == 1 and rng.random() < self.p_beside
+                beside = partner if fires else None
+                sentences.append(statement(g, rng, world.classes, beside=beside, force_where=beside is not None))
+                wrong += beside is not None and beside not in present  # the forced place phrase makes the claim
         if len(groups) == 1 and missing and rng.random() < self.p_add:
             ghost = ObjectGroup(
                 rng.choice(missing),
