@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(trainer.args.output_dir)
         print(f"dama train: model saved to {Path(trainer.args.output_dir).resolve()}")
+    # Tear the process group down, every rank together, before interpreter exit: a gloo group left to exit-time
+    # destructors, or torn down by one rank while another still uses it, can abort (SIGABRT, "terminate called
+    # without an active exception") after a successful run and turn exit 0 into -6.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return 0
 
 

@@ -106,6 +106,8 @@ trainer.train()
 rank = trainer.accelerator.process_index
 with open(os.path.join(out, f"records-{{rank}}.json"), "w") as f:
     json.dump(records, f)
+trainer.accelerator.wait_for_everyone()  # as `dama train` does: every rank tears gloo down together, not at exit
+trainer.accelerator.end_training()
 """
 
 
