@@ -7,6 +7,7 @@ import torch
 
 from dama.demo.models import DemoConfig, prompt_messages, world_tokenizer
 from dama.demo.preferences import (
+    atomic_statements,
     build_preferences,
     count_hallucinations,
     evaluation_set,
@@ -198,6 +199,9 @@ def test_build_preferences_with_a_stub_model():
         assert r["n_hall_chosen"] == count_hallucinations(chosen, gt, LINES)[0]
         assert r["n_hall_rejected"] == count_hallucinations(rejected, gt, LINES)[0]
         assert r["n_hall_chosen"] <= r["n_hall_rejected"]
+        # what `dama hardness --splitter column` scores (its default column names)
+        assert r["chosen_subsentences"] == atomic_statements(chosen)
+        assert r["rejected_subsentences"] == atomic_statements(rejected)
         assert r["image"].size == (cfg.image_size, cfg.image_size)
     dataset = build_preferences(stub, processor, world, n_images=12, n_samples=4, seed=4, as_dataset=True)
     assert {"image", "prompt", "chosen", "rejected", "id", "n_hall_chosen", "n_hall_rejected"} <= set(dataset.features)
@@ -210,3 +214,13 @@ def test_evaluation_set_is_held_out_and_deterministic():
     assert [x["scene"] for x in a] == [x["scene"] for x in b]
     assert [x["scene"] for x in a] != world.sample_scenes(10, seed=1)
     assert all(x["gt_classes"] for x in a)
+
+
+def test_atomic_statements_split_every_sentence_of_an_answer():
+    text = "There is a red cup beside a plate. I can see two large stars. A cup and a plate."
+    assert atomic_statements(text) == [
+        "There is a cup.", "The cup is red.", "The cup is beside a plate.",
+        "There are two stars.", "The stars are large.",
+        "A cup and a plate.",  # outside the world's grammar: kept whole
+    ]
+    assert atomic_statements("") == []

@@ -13,6 +13,7 @@ from dama.demo.world import (
     Captioner,
     ObjectGroup,
     Scene,
+    atomic_claims,
     gt_classes,
     make_world,
     plural,
@@ -211,3 +212,51 @@ def test_exact_captions_place_objects_beside_present_partners_only():
         assert set(object_mentions(text, lines)) == gt_classes(scene), text
         n_beside += " beside " in text
     assert n_beside > 10
+
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [
+        # Worked by hand from the grammar of `statement` (template, count, [size], [colour], noun, [place]):
+        # existence with the count, each attribute, then the place or the relation.
+        ("There is a small red cup beside a plate.",
+         ["There is a cup.", "The cup is small.", "The cup is red.", "The cup is beside a plate."]),
+        ("Two orange balls.", ["There are two balls.", "The balls are orange."]),
+        ("I can see an umbrella on the left.", ["There is an umbrella.", "The umbrella is on the left."]),
+        ("The image shows three large white kitties.",
+         ["There are three kitties.", "The kitties are large.", "The kitties are white."]),
+        ("An orange automobile beside a pine.",
+         ["There is an automobile.", "The automobile is orange.", "The automobile is beside a pine."]),
+        ("There is a blue fish beside an umbrella.",
+         ["There is a fish.", "The fish is blue.", "The fish is beside an umbrella."]),
+    ],
+)
+def test_atomic_claims_split_a_statement_into_its_claims(sentence, expected):
+    assert atomic_claims(sentence) == expected
+
+
+@pytest.mark.parametrize("sentence", ["The image shows a a cup.", "A cup and a plate.", "There is a red cup beside."])
+def test_atomic_claims_keep_a_sentence_outside_the_grammar_whole(sentence):
+    assert atomic_claims(sentence) == [sentence]
+    assert atomic_claims("  ") == []
+
+
+def test_atomic_claims_read_every_statement_the_world_writes():
+    # Every generated statement parses (no sentence comes back whole), with one claim for the object, one per
+    # attribute word in the text, and one for its place phrase or relation when it has one.
+    world = make_world(0)
+    places = ("on the left", "on the right", "at the top", "at the bottom", "in the middle", " beside ")
+    for k, scene in enumerate(world.sample_scenes(200, seed=9)):
+        for g in scene.groups:
+            beside = world.partners.get(g.cls) if g.count == 1 and k % 2 else None
+            text = statement(g, random.Random(k), world.classes, beside=beside, force_where=beside is not None)
+            claims = atomic_claims(text)
+            words = f" {text.lower().rstrip('.')} "
+            assert claims[0] == f"There {'is' if g.count == 1 else 'are'} {claims[0].split(maxsplit=2)[2]}"
+            assert claims[0].split()[2] in {1: ("a", "an"), 2: ("two",), 3: ("three",)}[g.count]
+            expected = 1 + (f" {g.colour} " in words) + (f" {g.size} " in words) + any(p in words for p in places)
+            assert len(claims) == expected, (text, claims)
+            assert any(c.endswith(f" {g.colour}.") for c in claims) == (f" {g.colour} " in words)
+            assert any(c.endswith(f" {g.size}.") for c in claims) == (f" {g.size} " in words)
+            assert any(" beside " in c for c in claims) == (" beside " in words)

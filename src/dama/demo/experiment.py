@@ -1,6 +1,6 @@
 """The demo experiment: hardness → DPO / DAMA / ablations over seeds → CHAIR on held-out images.
 
-Every stage goes through the product's code paths: `dama hardness` (sentence splitter + the world's CLIP),
+Every stage goes through the product's code paths: `dama hardness` (atomic statements + the world's CLIP),
 `DAMATrainer`, the CHAIR engine of `dama eval` with the world's synonym list. All methods share β, learning rate,
 steps, batch size, seeds and the (precomputed) reference log-probs; they differ only in the DAMA switches.
 """
@@ -147,8 +147,12 @@ def generate(model, processor, items: list[dict], max_new_tokens: int) -> list[s
     return answers
 
 
-def run_hardness(source: Path, models: DemoModels, out: Path, scorer: str = "union_softmax") -> tuple[Dataset, float]:
-    """`dama hardness` on the preference pairs in `source` with the world's CLIP (sentence splitter, `scorer`)."""
+def run_hardness(
+    source: Path, models: DemoModels, out: Path, scorer: str = "union_softmax", splitter: str = "column"
+) -> tuple[Dataset, float]:
+    """`dama hardness` on the preference pairs in `source` with the world's CLIP and `scorer`. The `column`
+    splitter reads each answer's atomic statements (`preferences.atomic_statements`, the paper's LLM split);
+    `sentence` splits at sentence ends."""
     code = hardness_main(
         [
             "--data",
@@ -165,6 +169,8 @@ def run_hardness(source: Path, models: DemoModels, out: Path, scorer: str = "uni
             "skip",
             "--scorer",
             scorer,
+            "--splitter",
+            splitter,
         ]
     )
     if code:
@@ -303,7 +309,11 @@ def run_experiment(
     prefs.to_parquet(str(source))
     data, delta_mean = run_hardness(source, models, out / "hardness")
     normalised, _ = run_hardness(source, models, out / "hardness-mean_cosine", scorer="mean_cosine")
-    signal = hardness_signal(data, {"mean_cosine": [float(d) for d in normalised[HARDNESS_COLUMN]]})
+    by_sentence, _ = run_hardness(source, models, out / "hardness-sentences", splitter="sentence")
+    signal = hardness_signal(data, {
+        "mean_cosine": [float(d) for d in normalised[HARDNESS_COLUMN]],
+        "union_softmax, whole sentences": [float(d) for d in by_sentence[HARDNESS_COLUMN]],
+    })
     data = add_reference_logps(data, models.vlm_path, models.vlm_processor, out / "runs")
     timings["hardness"] = time.perf_counter() - clock
     log(

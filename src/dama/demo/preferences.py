@@ -21,7 +21,7 @@ from datasets import Dataset
 
 from dama.demo.models import prompt_messages, sample_responses
 from dama.demo.stats import pearson
-from dama.demo.world import QUESTIONS, World, gt_classes, plural
+from dama.demo.world import QUESTIONS, World, atomic_claims, gt_classes, plural
 from dama.eval.chair import ChairEngine
 from dama.rows import response_text
 
@@ -144,6 +144,12 @@ def statements(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
+def atomic_statements(text: str) -> list[str]:
+    """An answer's sub-sentences for `dama hardness`: every sentence split into its atomic claims
+    (`world.atomic_claims`), what the paper's LLM splitter makes of an answer (Eq. 3)."""
+    return [claim for sentence in statements(text) for claim in atomic_claims(sentence)]
+
+
 @functools.lru_cache(maxsize=8)
 def _object_words(synonym_lines: tuple[str, ...]) -> frozenset[str]:
     return frozenset(w for line in synonym_lines for name in line.split(",") for n in (name.strip().lower(),)
@@ -197,8 +203,8 @@ def build_preferences(
     """Sample `n_samples` responses per image from `model`, label them with ground truth and make pairs.
 
     Rows are in TRL's conversational vision preference format: `image` (PIL), `prompt` (user turn with an image
-    part), `chosen`/`rejected` (one assistant turn each), plus `id`, `n_hall_chosen`, `n_hall_rejected` and
-    `gt_classes` (sorted list). Images come from `world.sample_scenes(n_images, seed)`; keep `seed` apart from the
+    part), `chosen`/`rejected` (one assistant turn each), plus `id`, `chosen_subsentences`/`rejected_subsentences`
+    (`atomic_statements`), `n_hall_chosen`, `n_hall_rejected` and `gt_classes` (sorted list). Images come from `world.sample_scenes(n_images, seed)`; keep `seed` apart from the
     evaluation set's. `same_mentions` and `same_statements` are `pairs_from_samples`'s rules.
     """
     rng = random.Random(f"{world.seed}/preferences/{seed}")
@@ -233,6 +239,9 @@ def build_preferences(
                         "prompt": prompt_messages(q),
                         "chosen": [{"role": "assistant", "content": chosen}],
                         "rejected": [{"role": "assistant", "content": rejected}],
+                        # read by `dama hardness --splitter column` (its default column names)
+                        "chosen_subsentences": atomic_statements(chosen),
+                        "rejected_subsentences": atomic_statements(rejected),
                         "n_hall_chosen": hc,
                         "n_hall_rejected": hr,
                         "gt_classes": sorted(gt),

@@ -16,6 +16,7 @@ Everything is deterministic given a seed (`make_world(seed)`, and a `random.Rand
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,6 +338,36 @@ def statement(
         where = f" beside {_article(other)} {other}"
     template = rng.choice(_TEMPLATES)
     return template.format(O=phrase[0].upper() + phrase[1:], o=phrase, p=where, be="is" if group.count == 1 else "are")
+
+
+_PLACES = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")  # `_position`'s phrases
+_STATEMENT = re.compile(
+    r"^(?:There (?:is|are) |I can see |The image shows )?"
+    rf"(?P<count>{'|'.join(sorted({*COUNT_WORDS.values(), 'an'}))}) (?:(?P<size>{'|'.join(SIZES)}) )?"
+    rf"(?:(?P<colour>{'|'.join(COLOURS)}) )?(?P<noun>[a-z]+)"
+    rf"(?: (?P<place>{'|'.join(_PLACES)})| beside an? (?P<beside>[a-z]+))?\.$",
+    re.IGNORECASE,
+)
+
+
+def atomic_claims(sentence: str) -> list[str]:
+    """The atomic statements one sentence of the world's grammar makes, as an LLM sub-sentence splitter writes them
+    (the paper's Eq. 3 splits answers into short self-contained statements): existence with its count, then each
+    attribute, then the place or the relation, e.g.
+    "There is a small red cup beside a plate." -> ["There is a cup.", "The cup is small.", "The cup is red.",
+    "The cup is beside a plate."]. A sentence outside the grammar (a garbled sample) is kept whole.
+    """
+    m = _STATEMENT.match(sentence.strip())
+    if m is None:
+        return [sentence.strip()] if sentence.strip() else []
+    count, noun = m["count"].lower(), m["noun"].lower()
+    be = "is" if count in ("a", "an") else "are"
+    claims = [f"There {be} {count} {noun}."]
+    claims += [f"The {noun} {be} {m[k].lower()}." for k in ("size", "colour", "place") if m[k]]
+    if m["beside"]:
+        other = m["beside"].lower()
+        claims.append(f"The {noun} {be} beside {_article(other)} {other}.")
+    return claims
 
 
 def caption(
