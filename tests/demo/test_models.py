@@ -8,6 +8,7 @@ import torch
 
 from dama.demo.models import (
     DemoConfig,
+    _answer_template,
     _encode_sft,
     build_models,
     clip_texts,
@@ -17,7 +18,7 @@ from dama.demo.models import (
     world_tokenizer,
 )
 from dama.demo.preferences import object_mentions
-from dama.demo.world import gt_classes, make_world
+from dama.demo.world import QUESTIONS, gt_classes, make_world
 from dama.tiny import build_llava
 
 
@@ -37,10 +38,24 @@ def test_sft_labels_cover_the_response_only(world):
     cfg = DemoConfig.tiny()
     tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=False)
     _, processor = build_llava(tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size)
-    question = "Describe the image."
-    text = processor.apply_chat_template(prompt_messages(question), add_generation_prompt=True)
-    prompt_ids = processor(text=text, images=world.render(world.sample_scenes(1, 1)[0]))["input_ids"][0]
-    ids, labels = _encode_sft(processor, prompt_ids, question, "A red cup.")
+    image = world.render(world.sample_scenes(1, 1)[0])
+    rng = random.Random(0)
+    responses = ["A red cup."] + [world.caption(s, rng) for s in world.sample_scenes(30, seed=1)]
+    prompts, expected = [], []
+    for k, response in enumerate(responses):
+        question = QUESTIONS[k % len(QUESTIONS)]
+        messages = prompt_messages(question)
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        prompt_ids = processor(text=text, images=image)["input_ids"][0]
+        prompts.append((prompt_ids, _answer_template(processor, question)))
+        # The definition, row by row: the rendered conversation minus the rendered prompt, tokenised on its own.
+        full = processor.apply_chat_template(messages + [{"role": "assistant", "content": response}])
+        completion = tokenizer(full[len(text):], add_special_tokens=False)["input_ids"]
+        expected.append((prompt_ids + completion, [-100] * len(prompt_ids) + completion))
+    rows = _encode_sft(processor, prompts, responses)
+    assert rows == expected
+    ids, labels = rows[0]
+    prompt_ids = prompts[0][0]
     assert len(ids) == len(labels) and ids[: len(prompt_ids)] == prompt_ids
     assert labels[: len(prompt_ids)] == [-100] * len(prompt_ids)
     response = [t for t in labels if t != -100]

@@ -259,14 +259,29 @@ def prompt_messages(question: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 
 
-def _encode_sft(processor: LlavaProcessor, prompt_ids: list[int], question: str, response: str) -> tuple[list, list]:
-    # Prompt and completion are tokenised separately and concatenated, as TRL's collators and generation do,
-    # so the boundary token after "ASSISTANT: " is the same in SFT, DPO and sampling.
+def _answer_template(processor: LlavaProcessor, question: str) -> tuple[str, str]:
+    """The chat template's text after the generation prompt of `question`, around an assistant answer: (before,
+    after), so that before + answer + after is the rendered conversation minus the rendered prompt."""
     messages = prompt_messages(question)
     prompt_text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    full_text = processor.apply_chat_template(messages + [{"role": "assistant", "content": response}])
-    completion_ids = processor.tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
-    return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
+    sentinel = "\x00"
+    full_text = processor.apply_chat_template(messages + [{"role": "assistant", "content": sentinel}])
+    if not full_text.startswith(prompt_text) or full_text.count(sentinel) != 1:
+        raise ValueError("the chat template does not render the answer verbatim after the generation prompt")
+    before, after = full_text[len(prompt_text) :].split(sentinel)
+    return before, after
+
+
+def _encode_sft(
+    processor: LlavaProcessor, prompts: list[tuple[list[int], tuple[str, str]]], responses: list[str]
+) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) of each response after its prompt (`prompts[k]`: the prompt's ids and
+    `_answer_template`), the loss on the response only. Prompt and completion are tokenised separately and
+    concatenated, as TRL's collators and generation do, so the boundary token after "ASSISTANT: " is the same in
+    SFT, DPO and sampling. One tokenizer call per batch: the template is rendered once per question, not per row."""
+    texts = [before + response + after for (_, (before, after)), response in zip(prompts, responses)]
+    completions = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [(ids + c, [-100] * len(ids) + c) for (ids, _), c in zip(prompts, completions)]
 
 
 def train_vlm(
@@ -290,10 +305,10 @@ def train_vlm(
     images = [world.render(s) for s in train]
     pixels = _pixel_values(processor, images)
     # The prompt (with its expanded image tokens) depends only on the question: encode each question once.
-    prompt_ids = {}
+    prompts = {}
     for q in QUESTIONS:
         text = processor.apply_chat_template(prompt_messages(q), add_generation_prompt=True)
-        prompt_ids[q] = list(processor(text=text, images=images[0])["input_ids"][0])
+        prompts[q] = (list(processor(text=text, images=images[0])["input_ids"][0]), _answer_template(processor, q))
 
     rng = random.Random(f"vlm/{cfg.seed}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -302,11 +317,11 @@ def train_vlm(
     model.train()
     for step in range(cfg.vlm_steps):
         idx = rng.sample(range(len(train)), min(cfg.vlm_batch, len(train)))
-        rows = []
+        questions, texts = [], []
         for i in idx:
-            q = rng.choice(QUESTIONS)
-            text, _ = cfg.captioner.describe(train[i], rng, world)
-            rows.append(_encode_sft(processor, prompt_ids[q], q, text))
+            questions.append(rng.choice(QUESTIONS))
+            texts.append(cfg.captioner.describe(train[i], rng, world)[0])
+        rows = _encode_sft(processor, [prompts[q] for q in questions], texts)
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
