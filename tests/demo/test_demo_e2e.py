@@ -1,6 +1,6 @@
 """`dama demo --quick` end to end, as CI runs it: every stage runs, the numbers are sane, and the quick world has
 the basic properties a comparison needs (issue #10): the base model sees more than it guesses, the pairs carry no
-length shortcut, and CLIP's δ agrees with the ground-truth label for most pairs.
+length shortcut, and CLIP's δ correlates with the ground-truth gap.
 
 It asserts that the pipeline and the testbed work, not which method wins (that is what the report is for).
 """
@@ -28,15 +28,16 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert all(g >= 1 for g in summary["pair_gaps"])  # a pair needs strictly fewer hallucinations in the chosen
     assert summary["build_metrics"]["clip"]["retrieval_top1"] > summary["build_metrics"]["clip"]["retrieval_chance"]
 
-    # Validity of the quick world: the base model names more real objects than it invents ...
+    # Validity of the quick world (measured: recall 70.8, CHAIR_i 29.7, CHAIR_s 53.0): the base model sees and
+    # hallucinates within the issue's ranges, as the full preset's does ...
     base = summary["per_seed"]["base"][0]
     assert base["recall"] > base["CHAIR_i"] > 0.0, base
-    # ... and CLIP's δ agrees with the ground-truth label for most pairs (a label-blind δ would for half; measured
-    # 66%). Its correlation with the size of the gap is not asserted: it is +0.01 on the quick world and +0.11 on
-    # the full one, the validity check the demo still fails (docs/demo.md, "What the current run shows").
+    for check in ("base recall", "base CHAIR_i", "base CHAIR_s"):
+        assert summary["validity"][check]["ok"], (check, summary["validity"][check])
+    # ... and CLIP's δ of the atomic statements tracks the ground-truth gap (measured +0.21 here, +0.32 on the
+    # full preset; +0.04 with the quick preset's earlier 600-step CLIP), agreeing with the label for most pairs.
     signal = summary["hardness_signal"]["union_softmax"]
-    assert signal["positive_fraction"] > 0.6 and signal["mean"] > 0.0, signal
-    assert -1.0 <= signal["corr_gap"] <= 1.0, signal
+    assert signal["corr_gap"] > 0.1 and signal["positive_fraction"] > 0.6 and signal["mean"] > 0.0, signal
     balance = summary["length_balance"]
     assert abs(balance["relative_length_difference"]) < 0.25, balance
 
