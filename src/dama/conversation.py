@@ -13,10 +13,19 @@ inside the labels (`preprocess_v1`, `train_dpo.py` lines 509-539, masks only the
 summed log-prob of Eq. 2 includes the end of sequence. The llava-hf chat template renders no system sentence and no
 BOS, and TRL adds no EOS to conversational data; this module closes both gaps.
 
-TRL tokenizes prompt and completion separately (`add_special_tokens=False`) and concatenates the ids. The rendered
-pair is therefore checked row by row: the concatenation must give exactly the ids of the whole string; for
-SentencePiece tokenizers, which prepend a space to each piece, the completion drops its leading space so that it does.
-A tokenizer for which neither split reproduces the whole string is refused rather than trained on different ids.
+The target is the official run's *token ids*, not only its string. The official loader tokenizes each piece between
+image placeholders on its own (`tokenizer_image_token`, `llava/mm_utils.py` lines 185-204: `tokenizer(chunk)` per
+piece, BOS kept once, the image index between pieces), so a SentencePiece tokenizer starts each piece with its
+prefix space: "▁A chat …" after BOS and "▁\n{question}" after the image. TRL instead tokenizes the prompt (image
+tokens expanded) and the completion separately with `add_special_tokens=False` and concatenates the ids. Whether the
+official string then gives the official ids depends on the tokenizer: with a legacy LLaMA normalizer (a '▁'
+prepended to every text segment) it does; with transformers 5's `LlamaTokenizer` for `legacy: false` (the
+llava-hf/llava-1.5-7b-hf setting: Metaspace, prefix space on the first segment only) the segments after `<s>` and
+after `<image>` lose their '▁' (two prompt tokens differ; checked on the Llama-2 SentencePiece model,
+docs/paper_mapping.md). Each row is therefore rendered with the spacing (a space after `<s>` and/or after `<image>`,
+the completion with or without its leading space) whose TRL tokenization equals the official ids computed with the
+same tokenizer; the first spacing tried is the official string itself. A row no spacing reproduces is refused
+rather than trained on different ids.
 """
 
 from __future__ import annotations
@@ -39,9 +48,31 @@ class TrainingTextError(DamaError, ValueError):
     """A pair cannot be rendered in the requested training text; names the row and what to do."""
 
 
-def vicuna_v1_pair(question: str, answer: str, bos: str, eos: str, image_token: str = "<image>") -> tuple[str, str]:
-    """(prompt, completion) whose concatenation is `bos + "{system} USER: <image>\\n{question} ASSISTANT: {answer}" + eos`."""
-    return f"{bos}{VICUNA_V1_SYSTEM} USER: {image_token}\n{question} ASSISTANT:", f" {answer}{eos}"
+def vicuna_v1_pair(
+    question: str, answer: str, bos: str, eos: str, image_token: str = "<image>", spacing: tuple[str, str] = ("", "")
+) -> tuple[str, str]:
+    """(prompt, completion) whose concatenation is `bos + "{system} USER: <image>\n{question} ASSISTANT: {answer}" + eos`,
+    with `spacing` = (text after BOS, text after the image token) inserted for tokenizers that need it."""
+    lead, gap = spacing
+    return f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: {image_token}{gap}\n{question} ASSISTANT:", f" {answer}{eos}"
+
+
+# Tried in this order; the first is the official string (see the module docstring).
+SPACINGS: tuple[tuple[str, str], ...] = (("", ""), (" ", " "), (" ", ""), ("", " "))
+
+
+def official_ids(tokenizer: Any, question: str, answer: str, image_token: str = "<image>") -> list[int]:
+    """The ids the official loader trains on for one answer, computed with `tokenizer`: `tokenizer_image_token`
+    (`llava/mm_utils.py` lines 185-204) on `conv_vicuna_v1.get_prompt()`: BOS, then each piece between image
+    placeholders tokenized on its own, the image token's id between pieces (the official code puts its index -200
+    there; the processor expands it into the image's tokens)."""
+    text = f"{VICUNA_V1_SYSTEM} USER: {image_token}\n{question} ASSISTANT: {answer}{tokenizer.eos_token}"
+    pieces = tokenizer(text.split(image_token), add_special_tokens=False)["input_ids"]
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    ids = [tokenizer.bos_token_id, *pieces[0]]
+    for piece in pieces[1:]:
+        ids += [image_id, *piece]
+    return ids
 
 
 def _question(prompt: Any, image_token: str) -> str:
@@ -67,38 +98,50 @@ def render_training_text(
             f"training_text=vicuna_v1 needs a tokenizer with BOS and EOS tokens (LLaVA-1.5: <s>, </s>); this one has "
             f"bos={bos!r}, eos={eos!r}. Use training_text: chat_template."
         )
-    header = f"{bos}{VICUNA_V1_SYSTEM} USER: "
+    headers = tuple(f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: " for lead, _ in SPACINGS)
 
     def ids(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     def render(prompts: list, chosens: list, rejecteds: list, indices: list[int]) -> dict[str, list]:
         batch = {"prompt": prompts, "chosen": chosens, "rejected": rejecteds}
         out: dict[str, list] = {key: list(values) for key, values in batch.items()}
-        todo = [i for i, p in enumerate(prompts) if not (isinstance(p, str) and p.startswith(header))]
-        if not todo:
-            return out
-        for i in todo:
-            question = _question(batch["prompt"][i], image_token)
-            for key in ("chosen", "rejected"):
-                out["prompt"][i], out[key][i] = vicuna_v1_pair(question, text_of(batch[key][i]), bos, eos, image_token)
-        # TRL concatenates separately tokenized prompt and completion: check that gives the whole string's ids
-        heads = dict(zip(todo, ids([out["prompt"][i] for i in todo])))
-        for key in ("chosen", "rejected"):
-            wholes = ids([out["prompt"][i] + out[key][i] for i in todo])
-            tails = ids([out[key][i] for i in todo])
-            for i, whole, tail in zip(todo, wholes, tails):
-                if heads[i] + tail == whole:
-                    continue
-                # SentencePiece prepends a space to a separately tokenized piece: drop the one written
-                if out[key][i].startswith(" ") and heads[i] + ids([out[key][i][1:]])[0] == whole:
-                    out[key][i] = out[key][i][1:]
-                    continue
-                raise TrainingTextError(
-                    f"{source} row {indices[i]}: field {key!r}: the tokenizer does not reproduce the LLaVA-1.5 string "
-                    "when prompt and response are tokenized separately (as TRL does), so training would not see the "
-                    "official token ids. Use training_text: chat_template with this tokenizer."
-                )
+        todo = [i for i, p in enumerate(prompts) if not (isinstance(p, str) and p.startswith(headers))]
+        questions = {i: _question(prompts[i], image_token) for i in todo}
+        answers = {(i, key): text_of(batch[key][i]) for i in todo for key in ("chosen", "rejected")}
+        targets = dict(zip(answers, (official_ids(tokenizer, questions[i], a, image_token)
+                                     for (i, _), a in answers.items())))
+        for spacing in SPACINGS:  # TRL concatenates separately tokenized prompt and completion
+            if not todo:
+                break
+            pairs = {(i, key): vicuna_v1_pair(questions[i], answers[i, key], bos, eos, image_token, spacing)
+                     for i in todo for key in ("chosen", "rejected")}
+            heads = dict(zip(todo, ids([pairs[i, "chosen"][0] for i in todo])))
+            keys = list(pairs)
+            with_space = dict(zip(keys, ids([pairs[k][1] for k in keys])))
+            # SentencePiece prepends a space to a separately tokenized piece: then the written one is dropped
+            without = dict(zip(keys, ids([pairs[k][1][1:] for k in keys])))
+            done = []
+            for i in todo:
+                completions = {}
+                for key in ("chosen", "rejected"):
+                    target, head = targets[i, key], heads[i]
+                    if head + with_space[i, key] == target:
+                        completions[key] = pairs[i, key][1]
+                    elif head + without[i, key] == target:
+                        completions[key] = pairs[i, key][1][1:]
+                if len(completions) == 2:
+                    out["prompt"][i] = pairs[i, "chosen"][0]
+                    out["chosen"][i], out["rejected"][i] = completions["chosen"], completions["rejected"]
+                    done.append(i)
+            todo = [i for i in todo if i not in done]
+        if todo:
+            raise TrainingTextError(
+                f"{source} row {indices[todo[0]]}: the tokenizer does not reproduce the official LLaVA-1.5 token ids "
+                "when prompt and response are tokenized separately (as TRL does), with any spacing around <s> and "
+                "<image>, so training would not see the official ids. Use training_text: chat_template with this "
+                "tokenizer."
+            )
         return out
 
     # only the three text columns are read: no image is decoded

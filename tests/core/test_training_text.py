@@ -13,17 +13,18 @@ The expected string is built by hand from the official template (injadlu/DAMA):
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 from datasets import Dataset
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import LlamaTokenizer, PreTrainedTokenizerFast
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from dama.conversation import TrainingTextError, render_training_text
+from dama.conversation import VICUNA_V1_SYSTEM, TrainingTextError, render_training_text
 from dama.tiny import DEFAULT_CORPUS, build_llava
 from dama.train import build_trainer
 
@@ -126,6 +127,69 @@ def test_legacy_sentencepiece_tokenizer_gets_the_whole_string_ids():
     with_space = tokenizer([" " + CHOSEN + "</s>"], add_special_tokens=False)["input_ids"][0]
     assert split[0] + with_space != whole  # written with its space, the completion would gain a '▁' token
     assert row["chosen"] == CHOSEN + "</s>"  # the piece's own '▁' stands for the space after "ASSISTANT:"
+
+
+def llama_tokenizer(legacy: bool) -> LlamaTokenizer:
+    """transformers 5's `LlamaTokenizer`, the class llava-hf/llava-1.5-7b-hf loads as, on a small byte-fallback BPE
+    trained here: Metaspace with the prefix space on the first text segment only (`legacy=False`, the llava-hf
+    setting) or on every segment (`legacy=True`), `<image>` and `<pad>` added as llava-hf adds them."""
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    # trained on words (split=True), so that no merge crosses a word's '▁', as in LLaMA's SentencePiece model
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    corpus = [*DEFAULT_CORPUS, VICUNA_V1_SYSTEM, OFFICIAL_CHOSEN, "\n", "USER: ASSISTANT:"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+                                  initial_alphabet=["▁", "\n"])
+    bpe.train_from_iterator(corpus, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    tokenizer = LlamaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], legacy=legacy,
+                               add_bos_token=True, add_eos_token=False)  # as llava-hf's tokenizer_config
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    tokenizer.image_token = "<image>"
+    return tokenizer
+
+
+def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int) -> list[int]:
+    """The official loader's tokenization, transcribed from injadlu/DAMA `llava/mm_utils.py` lines 185-204:
+    each piece between '<image>' tokenized on its own with the tokenizer's special tokens, the first piece's BOS
+    kept, the BOS of every piece dropped (`offset`), the image index between pieces."""
+    prompt_chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
+    input_ids, offset = [], 0
+    if prompt_chunks and prompt_chunks[0] and prompt_chunks[0][0] == tokenizer.bos_token_id:
+        offset = 1
+        input_ids.append(prompt_chunks[0][0])
+    separated = [e for pair in zip(prompt_chunks, [[image_token_index] * (offset + 1)] * len(prompt_chunks))
+                 for e in pair][:-1]
+    for x in separated:
+        input_ids.extend(x[offset:])
+    return input_ids
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_llama_tokenizers_train_on_the_official_ids(legacy):
+    # The official run's ids (its conversation string through its tokenization) against what TRL's collator feeds
+    # the model for the rendered row. With legacy=False a piece after <s> or <image> gets no prefix space unless the
+    # rendering writes one: the official string alone would give "A" for "▁A" and drop the "▁" before "\n".
+    tokenizer = llama_tokenizer(legacy)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    _, processor = build_llava(tokenizer)
+    row = render_training_text(pair_dataset(), tokenizer, "vicuna_v1")[0]
+    for key, answer in (("chosen", CHOSEN), ("rejected", REJECTED)):
+        expected = tokenizer_image_token(OFFICIAL_CHOSEN.replace(CHOSEN, answer), tokenizer, image_id)
+        batch = DataCollatorForVisionPreference(processor)([dict(row) | {"rejected": row[key], "chosen": row[key]}])
+        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+        first = ids.index(image_id)
+        n_image = ids.count(image_id)
+        assert ids[: first + 1] + ids[first + n_image :] == expected, (legacy, key)
+        # labels: preprocess_v1 (train_dpo.py lines 509-539) masks everything up to "ASSISTANT:"; the completion
+        # is the answer's tokens and </s>
+        completion = batch["input_ids"][0][batch["completion_mask"][0].bool()].tolist()
+        assert completion == tokenizer(" " + answer + "</s>", add_special_tokens=False).input_ids[-len(completion):]
+        assert ids[-len(completion):] == completion and completion[-1] == tokenizer.eos_token_id
+    whole = tokenizer("<s>" + OFFICIAL_CHOSEN, add_special_tokens=False).input_ids
+    # the official string itself gives the official ids only with the legacy normalizer
+    assert (whole == tokenizer_image_token(OFFICIAL_CHOSEN, tokenizer, image_id)) == legacy
+    assert row["prompt"].startswith("<s> A chat" if not legacy else "<s>A chat")
 
 
 def test_tokenizer_without_bos_is_refused():
