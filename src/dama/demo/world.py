@@ -275,8 +275,8 @@ def render(scene: Scene, image_size: int = 48, noise: int = 12) -> Image.Image:
 
 # ---------------------------------------------------------------------------------------------- text
 # A description is one statement per object group ("There is a small red cup on the left."), in random order, each
-# in one of several templates. One statement per object is what DAMA's sub-sentence splitter produces from real
-# answers (Eq. 3), so the world's CLIP is trained on, and scores, the same kind of text.
+# in one of several templates. The world's CLIP is trained on such statements; `dama hardness` scores their atomic
+# claims (`atomic_claims`), as the paper's LLM splitter (Eq. 3) would write them.
 
 
 def _position(cells: tuple[tuple[int, int], ...]) -> str:
