@@ -165,6 +165,33 @@ def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int) -> lis
     return input_ids
 
 
+def preprocess_v1_labels(conversation: str, tokenizer, image_token_index: int) -> tuple[list[int], list[int]]:
+    """Ids and labels of one single-round conversation as the official loader makes them, transcribed from
+    injadlu/DAMA `llava/train/train_dpo.py` `preprocess_v1` lines 494-539 (has_image, no padding): BOS masked
+    (`cur_len = 1`), then per round the instruction up to "ASSISTANT: " masked, its length taken as
+    `len(tokenizer_image_token(parts[0])) - 2` (BOS and the trailing space's token), the rest of the round and the
+    `</s>` (`cur_len += round_len` counts one more than the round's own tokens) left as labels."""
+    input_ids = tokenizer_image_token(conversation, tokenizer, image_token_index)
+    target = list(input_ids)
+    sep = " ASSISTANT: "  # conv.sep + conv.roles[1] + ": "
+    cur_len = 1
+    target[:cur_len] = [-100] * cur_len
+    for rou in conversation.split("</s>"):
+        if rou == "":
+            break
+        parts = rou.split(sep)
+        if len(parts) != 2:
+            break
+        parts[0] += sep
+        round_len = len(tokenizer_image_token(rou, tokenizer, image_token_index))
+        instruction_len = len(tokenizer_image_token(parts[0], tokenizer, image_token_index)) - 2
+        target[cur_len : cur_len + instruction_len] = [-100] * instruction_len
+        cur_len += round_len
+    target[cur_len:] = [-100] * (len(target) - cur_len)
+    assert cur_len == len(input_ids)  # the official "tokenization mismatch" check
+    return input_ids, target
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_llama_tokenizers_train_on_the_official_ids(legacy):
     # The official run's ids (its conversation string through its tokenization) against what TRL's collator feeds
@@ -175,17 +202,17 @@ def test_llama_tokenizers_train_on_the_official_ids(legacy):
     _, processor = build_llava(tokenizer)
     row = render_training_text(pair_dataset(), tokenizer, "vicuna_v1")[0]
     for key, answer in (("chosen", CHOSEN), ("rejected", REJECTED)):
-        expected = tokenizer_image_token(OFFICIAL_CHOSEN.replace(CHOSEN, answer), tokenizer, image_id)
+        expected, labels = preprocess_v1_labels(OFFICIAL_CHOSEN.replace(CHOSEN, answer), tokenizer, image_id)
         batch = DataCollatorForVisionPreference(processor)([dict(row) | {"rejected": row[key], "chosen": row[key]}])
-        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
-        first = ids.index(image_id)
-        n_image = ids.count(image_id)
-        assert ids[: first + 1] + ids[first + n_image :] == expected, (legacy, key)
-        # labels: preprocess_v1 (train_dpo.py lines 509-539) masks everything up to "ASSISTANT:"; the completion
-        # is the answer's tokens and </s>
-        completion = batch["input_ids"][0][batch["completion_mask"][0].bool()].tolist()
-        assert completion == tokenizer(" " + answer + "</s>", add_special_tokens=False).input_ids[-len(completion):]
-        assert ids[-len(completion):] == completion and completion[-1] == tokenizer.eos_token_id
+        real = batch["attention_mask"][0].bool()
+        ids = batch["input_ids"][0][real].tolist()
+        in_completion = batch["completion_mask"][0][real].tolist()
+        first, n_image = ids.index(image_id), ids.count(image_id)
+        keep = [k for k in range(len(ids)) if not first < k < first + n_image]  # the image as one position
+        assert [ids[k] for k in keep] == expected, (legacy, key)
+        # the summed log-prob covers exactly the official labels: the answer's tokens and </s>
+        assert [ids[k] if in_completion[k] else -100 for k in keep] == labels, (legacy, key)
+        assert labels[-1] == tokenizer.eos_token_id
     whole = tokenizer("<s>" + OFFICIAL_CHOSEN, add_special_tokens=False).input_ids
     # the official string itself gives the official ids only with the legacy normalizer
     assert (whole == tokenizer_image_token(OFFICIAL_CHOSEN, tokenizer, image_id)) == legacy
