@@ -51,7 +51,7 @@ class TrainingTextError(DamaError, ValueError):
 def vicuna_v1_pair(
     question: str, answer: str, bos: str, eos: str, image_token: str = "<image>", spacing: tuple[str, str] = ("", "")
 ) -> tuple[str, str]:
-    """(prompt, completion) whose concatenation is `bos + "{system} USER: <image>\n{question} ASSISTANT: {answer}" + eos`,
+    """(prompt, completion) whose concatenation is `bos + "{system} USER: <image>\\n{question} ASSISTANT: {answer}" + eos`,
     with `spacing` = (text after BOS, text after the image token) inserted for tokenizers that need it."""
     lead, gap = spacing
     return f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: {image_token}{gap}\n{question} ASSISTANT:", f" {answer}{eos}"
@@ -65,7 +65,9 @@ def official_ids(tokenizer: Any, question: str, answer: str, image_token: str = 
     """The ids the official loader trains on for one answer, computed with `tokenizer`: `tokenizer_image_token`
     (`llava/mm_utils.py` lines 185-204) on `conv_vicuna_v1.get_prompt()`: BOS, then each piece between image
     placeholders tokenized on its own, the image token's id between pieces (the official code puts its index -200
-    there; the processor expands it into the image's tokens)."""
+    there; the processor expands it into the image's tokens). The official `tokenizer(chunk)` adds BOS to every piece
+    and keeps only the first; with LLaVA-1.5's tokenizer (BOS its only added token) that is BOS followed by each
+    piece tokenized without special tokens, which is what is computed here."""
     text = f"{VICUNA_V1_SYSTEM} USER: {image_token}\n{question} ASSISTANT: {answer}{tokenizer.eos_token}"
     pieces = tokenizer(text.split(image_token), add_special_tokens=False)["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(image_token)
