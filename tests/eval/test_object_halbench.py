@@ -8,7 +8,7 @@ import pytest
 
 from dama.eval.chair import ChairEngine
 from dama.eval.coco import CocoGroundTruth
-from dama.eval.llm_extraction import ApproxTagger, parse_object_list
+from dama.eval.llm_extraction import ApproxTagger, parse_object_list, parse_object_list_rlaif_v
 from dama.eval.object_halbench import score_responses
 from dama.eval.records import RecordError
 
@@ -103,7 +103,7 @@ def test_llm_mode_by_hand(write_responses, questions, gt, engine):
         {
             # "a a man" -> man; "brown" is no noun -> dog; "car door" is one noun run, not a COCO name -> nothing
             RESPONSES["1"]: '["a man", "brown dogs", "frisbee", "car door", "dog"]',
-            RESPONSES["2"]: 'Sure: ["toilet", "seat", "sink"]',  # seat dropped next to a toilet
+            RESPONSES["2"]: 'Sure:\n["toilet", "seat", "sink"]',  # seat dropped next to a toilet
             RESPONSES["3"]: '["dog", "dogs"]',  # de-duplicated: one hallucinated mention
         }
     )
@@ -139,6 +139,26 @@ def test_llm_mode_short_answers_and_judge_failures(write_responses, questions, g
 )
 def test_parse_object_list(reply, names):
     assert parse_object_list(reply) == names
+
+
+@pytest.mark.parametrize(
+    ("reply", "names"),
+    [
+        # RLAIF-V eval/eval_gpt_obj_halbench.py: extract_json_content (re.search(r'```json\n(.*?)\n```', DOTALL),
+        # json.loads of the group), else, if '["' in the reply, json.loads of its stripped last line, else an error
+        ('```json\n["dog", "cat"]\n```', ["dog", "cat"]),
+        ("Here they are:\n```json\n[]\n```\nDone.", []),  # the block wins, wherever it is
+        ('["dog"]', ["dog"]),  # no block: the last (only) line
+        ('Objects:\n["dog", "tree"]', ["dog", "tree"]),  # no block: the last line
+        ('["dog",\n "tree"]', None),  # the last line alone is not JSON
+        ("[]", None),  # no block and no '["': unreadable there (RLAIF-V retries)
+        ('The objects are ["dog"].', None),  # the last line is the whole sentence
+        ('```json\n["dog"]```', None),  # no newline before the closing fence; the last line is not JSON either
+        ('```json\n{"objects": ["dog"]}\n```', None),  # readable JSON, but not a list of names
+    ],
+)
+def test_parse_object_list_as_rlaif_v(reply, names):
+    assert parse_object_list_rlaif_v(reply) == names
 
 
 def test_missing_responses_make_a_partial_result(write_responses, questions, gt, engine):

@@ -44,7 +44,7 @@ class FakeJudge:
 
     A reply follows the answer format the prompt asks for, recognised by the phrases the scorers' templates use:
     "rating: <k>" (MMHal, 0–6), "two scores" (LLaVA-Bench, two integers 1–10), "correctness score" (MM-Vet, one
-    number in [0, 1]), "JSON list" (an empty list); anything else gets a short hash-derived text.
+    number in [0, 1]), "JSON list" (an empty list in a ```json block); anything else gets a short hash-derived text.
     """
 
     def __init__(self, seed: int = 0):
@@ -62,7 +62,7 @@ class FakeJudge:
         if "correctness score" in lowered:
             return f"{(digest[0] % 11) / 10:.1f}"
         if "json list" in lowered:
-            return "[]"
+            return "```json\n[]\n```"  # an empty list that RLAIF-V's reader and the first-list reader both read
         return f"fake reply {digest.hex()[:12]}"
 
 

@@ -171,6 +171,26 @@ def build_tagger(name: str, engine: ChairEngine) -> Tagger:
     raise ValueError(f"unknown tagger {name!r}; choose auto, spacy or approx")
 
 
+def parse_object_list_rlaif_v(text: str) -> list[str] | None:
+    """A judge's reply read as RLAIF-V reads it (`eval/eval_gpt_obj_halbench.py`, `extract_json_content` and
+    `parse_object_list`): the JSON in a "```json" block (newline after the fence and before the closing one), else,
+    if the reply contains '["', its last line parsed as JSON; otherwise unreadable (None), which RLAIF-V retries.
+    A bare `[]` is therefore unreadable, as there. The result must be a list of strings (None otherwise)."""
+    match = re.search(r"```json\n(.*?)\n```", text, flags=re.DOTALL)
+    try:
+        if match is not None:
+            names = json.loads(match.group(1))
+        elif '["' in text:
+            names = json.loads(text.strip().split("\n")[-1])
+        else:
+            return None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None
+    return names
+
+
 def parse_object_list(text: str) -> list[str] | None:
     """The JSON list of strings in a judge's reply (the first `[...]`), or None if there is none."""
     match = re.search(r"\[.*?\]", text, flags=re.DOTALL)
@@ -183,6 +203,10 @@ def parse_object_list(text: str) -> list[str] | None:
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         return None
     return names
+
+
+# prompt name -> (name, function) of the reader of its judge's replies: the reference prompt with the reference's
+REPLY_PARSERS = {"rlaif-v": ("rlaif-v", parse_object_list_rlaif_v), "dama-v1": ("first-list", parse_object_list)}
 
 
 def bigram_names(engine: ChairEngine, lemmas: Sequence[str]) -> list[str]:

@@ -35,12 +35,12 @@ from dama.eval.llm_extraction import (
     PROMPT_SHA256,
     PROMPTS,
     REFERENCE_TAGGER_MODEL,
+    REPLY_PARSERS,
     Judge,
     Tagger,
     build_tagger,
     fill_prompt,
     llm_mentions,
-    parse_object_list,
 )
 from dama.eval.records import (
     RecordError,
@@ -138,7 +138,7 @@ def score_responses(
                 question = row.get("question") or by_id.get(key, {}).get("question", "")
                 message, role = fill_prompt(prompt, question, text)
                 reply = judge.complete(message) if role == "user" else judge.complete(message, role=role)
-                names = parse_object_list(reply)
+                names = REPLY_PARSERS[prompt][1](reply)
                 if names is None:
                     failures.append(key)
                     continue
@@ -152,6 +152,7 @@ def score_responses(
                 judge_id=judge.judge_id,
                 prompt=prompt,
                 prompt_role=PROMPTS[prompt][1],
+                reply_parser=REPLY_PARSERS[prompt][0],
                 prompt_sha256=PROMPT_SHA256[prompt],
                 reduction=f"rlaif-v:{tagger.name}",
                 reference_reduction=tagger.name == f"spacy:{REFERENCE_TAGGER_MODEL}",
