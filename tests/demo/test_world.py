@@ -230,6 +230,10 @@ def test_exact_captions_place_objects_beside_present_partners_only():
          ["There is an automobile.", "The automobile is orange.", "The automobile is beside a pine."]),
         ("There is a blue fish beside an umbrella.",
          ["There is a fish.", "The fish is blue.", "The fish is beside an umbrella."]),
+        # the article agrees with the noun, not with the dropped attribute it stood before
+        ("An orange cup.", ["There is a cup.", "The cup is orange."]),
+        ("There is a small umbrella on the left.",
+         ["There is an umbrella.", "The umbrella is small.", "The umbrella is on the left."]),
     ],
 )
 def test_atomic_claims_split_a_statement_into_its_claims(sentence, expected):
@@ -253,8 +257,10 @@ def test_atomic_claims_read_every_statement_the_world_writes():
             text = statement(g, random.Random(k), world.classes, beside=beside, force_where=beside is not None)
             claims = atomic_claims(text)
             words = f" {text.lower().rstrip('.')} "
-            assert claims[0] == f"There {'is' if g.count == 1 else 'are'} {claims[0].split(maxsplit=2)[2]}"
-            assert claims[0].split()[2] in {1: ("a", "an"), 2: ("two",), 3: ("three",)}[g.count]
+            noun = claims[0].split()[3].rstrip(".")
+            article = ("an" if noun[0] in "aeiou" else "a") if g.count == 1 else {2: "two", 3: "three"}[g.count]
+            assert claims[0] == f"There {'is' if g.count == 1 else 'are'} {article} {noun}.", (text, claims)
+            assert noun in world.classes[g.cls] or noun in {plural(n) for n in world.classes[g.cls]}
             expected = 1 + (f" {g.colour} " in words) + (f" {g.size} " in words) + any(p in words for p in places)
             assert len(claims) == expected, (text, claims)
             assert any(c.endswith(f" {g.colour}.") for c in claims) == (f" {g.colour} " in words)

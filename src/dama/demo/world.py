@@ -361,8 +361,10 @@ def atomic_claims(sentence: str) -> list[str]:
     if m is None:
         return [sentence.strip()] if sentence.strip() else []
     count, noun = m["count"].lower(), m["noun"].lower()
-    be = "is" if count in ("a", "an") else "are"
-    claims = [f"There {be} {count} {noun}."]
+    single = count in ("a", "an")
+    be = "is" if single else "are"
+    # the sentence's article agreed with the word after it (a size or colour), which the claim drops
+    claims = [f"There {be} {_article(noun) if single else count} {noun}."]
     claims += [f"The {noun} {be} {m[k].lower()}." for k in ("size", "colour", "place") if m[k]]
     if m["beside"]:
         other = m["beside"].lower()
