@@ -68,13 +68,39 @@ def official_ids(tokenizer: Any, question: str, answer: str, image_token: str = 
     there; the processor expands it into the image's tokens). The official `tokenizer(chunk)` adds BOS to every piece
     and keeps only the first; with LLaVA-1.5's tokenizer (BOS its only added token) that is BOS followed by each
     piece tokenized without special tokens, which is what is computed here."""
-    text = f"{VICUNA_V1_SYSTEM} USER: {image_token}\n{question} ASSISTANT: {answer}{tokenizer.eos_token}"
-    pieces = tokenizer(text.split(image_token), add_special_tokens=False)["input_ids"]
+    return _official_ids(tokenizer, [(question, answer)], image_token)[0]
+
+
+def _official_ids(tokenizer: Any, pairs: list[tuple[str, str]], image_token: str) -> list[list[int]]:
+    """`official_ids` of many (question, answer) pairs, with one tokenizer call."""
+    if not pairs:
+        return []
+    texts = [f"{VICUNA_V1_SYSTEM} USER: {image_token}\n{q} ASSISTANT: {a}{tokenizer.eos_token}" for q, a in pairs]
+    split = [text.split(image_token) for text in texts]
+    flat = tokenizer([piece for pieces in split for piece in pieces], add_special_tokens=False)["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(image_token)
-    ids = [tokenizer.bos_token_id, *pieces[0]]
-    for piece in pieces[1:]:
-        ids += [image_id, *piece]
-    return ids
+    out, k = [], 0
+    for pieces in split:
+        ids = [tokenizer.bos_token_id, *flat[k]]
+        for piece in flat[k + 1 : k + len(pieces)]:
+            ids += [image_id, *piece]
+        out.append(ids)
+        k += len(pieces)
+    return out
+
+
+def _rendered_parts(
+    prompt: str, completion: str, bos: str, eos: str, image_token: str
+) -> tuple[str, list[str]] | None:
+    """The question and the possible answers of a row rendered by `vicuna_v1_pair` with any of `SPACINGS` (the
+    completion may have lost its leading space, so an answer that begins with a space reads two ways), or None."""
+    for lead, gap in SPACINGS:
+        head, tail = f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: {image_token}{gap}\n", " ASSISTANT:"
+        if prompt.startswith(head) and prompt.endswith(tail) and completion.endswith(eos):
+            answer = completion[: len(completion) - len(eos)]
+            return prompt[len(head) : len(prompt) - len(tail)], list(dict.fromkeys([answer[1:], answer] if
+                                                                                   answer.startswith(" ") else [answer]))
+    return None
 
 
 def _question(prompt: Any, image_token: str) -> str:
@@ -88,7 +114,8 @@ def render_training_text(
 ) -> Dataset:
     """Rewrite `prompt`/`chosen`/`rejected` as the `training_text` strings; `chat_template` returns `dataset` as is.
 
-    Rows already rendered (a `dama precompute-ref` output of a `vicuna_v1` run) are left unchanged.
+    Rows already rendered (a `dama precompute-ref` output of a `vicuna_v1` run) are left unchanged after checking
+    that they still give the official ids with this tokenizer (refused otherwise).
     """
     if training_text not in TRAINING_TEXTS:
         raise TrainingTextError(f"training_text must be one of {TRAINING_TEXTS}, got {training_text!r}")
@@ -100,30 +127,57 @@ def render_training_text(
             f"training_text=vicuna_v1 needs a tokenizer with BOS and EOS tokens (LLaVA-1.5: <s>, </s>); this one has "
             f"bos={bos!r}, eos={eos!r}. Use training_text: chat_template."
         )
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    if tokenizer(image_token, add_special_tokens=False)["input_ids"] != [image_id] or image_id == tokenizer.unk_token_id:
+        raise TrainingTextError(
+            f"training_text=vicuna_v1 needs the image placeholder {image_token!r} as one token of the tokenizer "
+            "(llava-hf/llava-1.5-7b-hf: id 32000); this tokenizer does not have it. Use the model's processor's "
+            "tokenizer, or training_text: chat_template."
+        )
     headers = tuple(f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: " for lead, _ in SPACINGS)
+    order = list(SPACINGS)  # the spacing that worked last is tried first: it is a property of the tokenizer
 
     def ids(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
+    def check_rendered(batch: dict[str, list], rendered: list[int], indices: list[int]) -> None:
+        """Rows rendered before (a `dama precompute-ref` output) must give the official ids too: an output of an
+        older version, or of another tokenizer, would otherwise train on different ids with reference log-probs
+        computed on them."""
+        for i in rendered:
+            for key in ("chosen", "rejected"):
+                parts = _rendered_parts(batch["prompt"][i], batch[key][i], bos, eos, image_token)
+                whole = ids([batch["prompt"][i]])[0] + ids([batch[key][i]])[0] if parts else None
+                if parts is None or whole not in _official_ids(tokenizer, [(parts[0], a) for a in parts[1]],
+                                                               image_token):
+                    raise TrainingTextError(
+                        f"{source} row {indices[i]}: field {key!r} is already rendered as LLaVA-1.5 text, but its "
+                        "prompt and response do not tokenize to the official LLaVA-1.5 ids with this tokenizer (an "
+                        "output of an older dama version or of another tokenizer?). Render it again from the "
+                        "original data (and recompute reference log-probs with dama precompute-ref)."
+                    )
+
     def render(prompts: list, chosens: list, rejecteds: list, indices: list[int]) -> dict[str, list]:
         batch = {"prompt": prompts, "chosen": chosens, "rejected": rejecteds}
         out: dict[str, list] = {key: list(values) for key, values in batch.items()}
-        todo = [i for i, p in enumerate(prompts) if not (isinstance(p, str) and p.startswith(headers))]
+        done_before = [i for i, p in enumerate(prompts) if isinstance(p, str) and p.startswith(headers)]
+        check_rendered(batch, done_before, indices)
+        todo = [i for i in range(len(prompts)) if i not in set(done_before)]
         questions = {i: _question(prompts[i], image_token) for i in todo}
         answers = {(i, key): text_of(batch[key][i]) for i in todo for key in ("chosen", "rejected")}
-        targets = dict(zip(answers, (official_ids(tokenizer, questions[i], a, image_token)
-                                     for (i, _), a in answers.items())))
-        for spacing in SPACINGS:  # TRL concatenates separately tokenized prompt and completion
+        targets = dict(zip(answers, _official_ids(tokenizer, [(questions[i], a) for (i, _), a in answers.items()],
+                                                  image_token)))
+        for spacing in list(order):  # TRL concatenates separately tokenized prompt and completion
             if not todo:
                 break
             pairs = {(i, key): vicuna_v1_pair(questions[i], answers[i, key], bos, eos, image_token, spacing)
                      for i in todo for key in ("chosen", "rejected")}
-            heads = dict(zip(todo, ids([pairs[i, "chosen"][0] for i in todo])))
+            heads = dict(zip(todo, ids([pairs[i, "chosen"][0] for i in todo]), strict=True))
             keys = list(pairs)
-            with_space = dict(zip(keys, ids([pairs[k][1] for k in keys])))
+            with_space = dict(zip(keys, ids([pairs[k][1] for k in keys]), strict=True))
             # SentencePiece prepends a space to a separately tokenized piece: then the written one is dropped
-            without = dict(zip(keys, ids([pairs[k][1][1:] for k in keys])))
-            done = []
+            without = dict(zip(keys, ids([pairs[k][1][1:] for k in keys]), strict=True))
+            done = set()
             for i in todo:
                 completions = {}
                 for key in ("chosen", "rejected"):
@@ -135,7 +189,10 @@ def render_training_text(
                 if len(completions) == 2:
                     out["prompt"][i] = pairs[i, "chosen"][0]
                     out["chosen"][i], out["rejected"][i] = completions["chosen"], completions["rejected"]
-                    done.append(i)
+                    done.add(i)
+            if done:
+                order.remove(spacing)
+                order.insert(0, spacing)
             todo = [i for i in todo if i not in done]
         if todo:
             raise TrainingTextError(

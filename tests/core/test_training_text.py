@@ -129,7 +129,7 @@ def test_legacy_sentencepiece_tokenizer_gets_the_whole_string_ids():
     assert row["chosen"] == CHOSEN + "</s>"  # the piece's own '▁' stands for the space after "ASSISTANT:"
 
 
-def llama_tokenizer(legacy: bool) -> LlamaTokenizer:
+def llama_tokenizer(legacy: bool, image: bool = True) -> LlamaTokenizer:
     """transformers 5's `LlamaTokenizer`, the class llava-hf/llava-1.5-7b-hf loads as, on a small byte-fallback BPE
     trained here: Metaspace with the prefix space on the first text segment only (`legacy=False`, the llava-hf
     setting) or on every segment (`legacy=True`), `<image>` and `<pad>` added as llava-hf adds them."""
@@ -144,8 +144,9 @@ def llama_tokenizer(legacy: bool) -> LlamaTokenizer:
     tokenizer = LlamaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], legacy=legacy,
                                add_bos_token=True, add_eos_token=False)  # as llava-hf's tokenizer_config
     tokenizer.add_special_tokens({"pad_token": "<pad>"})
-    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
-    tokenizer.image_token = "<image>"
+    if image:
+        tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+        tokenizer.image_token = "<image>"
     return tokenizer
 
 
@@ -217,6 +218,33 @@ def test_llama_tokenizers_train_on_the_official_ids(legacy):
     # the official string itself gives the official ids only with the legacy normalizer
     assert (whole == tokenizer_image_token(OFFICIAL_CHOSEN, tokenizer, image_id)) == legacy
     assert row["prompt"].startswith("<s> A chat" if not legacy else "<s>A chat")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_rendered_rows_are_checked_again_and_stale_ones_refused(legacy):
+    tokenizer = llama_tokenizer(legacy)
+    once = render_training_text(pair_dataset(), tokenizer, "vicuna_v1")
+    twice = render_training_text(once, tokenizer, "vicuna_v1")  # checked, unchanged
+    assert twice[0]["prompt"] == once[0]["prompt"] and twice[0]["chosen"] == once[0]["chosen"]
+    # a row rendered as the official string alone (what an earlier version wrote) with the legacy=False tokenizer
+    stale = Dataset.from_list([{
+        "image": Image.new("RGB", (16, 16)),
+        "prompt": "<s>" + OFFICIAL_CHOSEN.split(" ASSISTANT:")[0] + " ASSISTANT:",
+        "chosen": " " + CHOSEN + "</s>",
+        "rejected": " " + REJECTED + "</s>",
+    }])
+    if legacy:  # its ids are the official ones for a legacy tokenizer (the completion loses its space there)
+        stale = stale.map(lambda r: {"chosen": CHOSEN + "</s>", "rejected": REJECTED + "</s>"})
+        assert render_training_text(stale, tokenizer, "vicuna_v1")[0]["prompt"] == stale[0]["prompt"]
+    else:
+        with pytest.raises(TrainingTextError, match="row 0: field 'chosen' is already rendered"):
+            render_training_text(stale, tokenizer, "vicuna_v1")
+
+
+def test_tokenizer_without_an_image_token_is_refused():
+    # "<image>" is then an unknown word, not one token: the error says so instead of blaming the spacing
+    with pytest.raises(TrainingTextError, match="needs the image placeholder '<image>' as one token"):
+        render_training_text(pair_dataset(), llama_tokenizer(False, image=False), "vicuna_v1")
 
 
 def test_tokenizer_without_bos_is_refused():
