@@ -155,6 +155,7 @@ def test_parse_object_list(reply, names):
         ('The objects are ["dog"].', None),  # the last line is the whole sentence
         ('```json\n["dog"]```', None),  # no newline before the closing fence; the last line is not JSON either
         ('```json\n{"objects": ["dog"]}\n```', None),  # readable JSON, but not a list of names
+        ('```json\n["dog", "cat",]\n```\n["dog", "cat"]', ["dog", "cat"]),  # a broken block: the last line
     ],
 )
 def test_parse_object_list_as_rlaif_v(reply, names):

@@ -136,8 +136,9 @@ def _lr(step: int, steps: int, lr: float) -> float:
 def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], list[str]]:
     """Per scene a positive text and its hard negative.
 
-    The positive is the exact description or, half the time, one of its statements (the sub-sentences `dama hardness`
-    scores). The negative is the same text with one object named as another class absent from the scene (its
+    The positive is the exact description or, half the time, one of its statements. (`dama hardness` scores the atomic
+    claims of such statements, "There is a cup." / "The cup is red.", a form CLIP is not trained on: docs/demo.md,
+    "Hardness".) The negative is the same text with one object named as another class absent from the scene (its
     co-occurrence partner when that is absent) or, for half the one-object targets, placed "beside" such an absent
     object instead of beside one in the scene (the relation statements the base VLM makes): in-batch negatives
     differ from a scene in colours, counts and positions too, so without such negatives nothing forces the encoder
@@ -281,9 +282,9 @@ def _encode_sft(
     `_answer_template`), the loss on the response only. Prompt and completion are tokenised separately and
     concatenated, as TRL's collators and generation do, so the boundary token after "ASSISTANT: " is the same in
     SFT, DPO and sampling. One tokenizer call per batch: the template is rendered once per question, not per row."""
-    texts = [before + response + after for (_, (before, after)), response in zip(prompts, responses)]
+    texts = [before + response + after for (_, (before, after)), response in zip(prompts, responses, strict=True)]
     completions = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [(ids + c, [-100] * len(ids) + c) for (ids, _), c in zip(prompts, completions)]
+    return [(ids + c, [-100] * len(ids) + c) for (ids, _), c in zip(prompts, completions, strict=True)]
 
 
 def train_vlm(

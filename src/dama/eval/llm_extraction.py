@@ -173,19 +173,22 @@ def build_tagger(name: str, engine: ChairEngine) -> Tagger:
 
 def parse_object_list_rlaif_v(text: str) -> list[str] | None:
     """A judge's reply read as RLAIF-V reads it (`eval/eval_gpt_obj_halbench.py`, `extract_json_content` and
-    `parse_object_list`): the JSON in a "```json" block (newline after the fence and before the closing one), else,
-    if the reply contains '["', its last line parsed as JSON; otherwise unreadable (None), which RLAIF-V retries.
+    `parse_object_list`): the JSON in a "```json" block (newline after the fence and before the closing one); if there
+    is none or it is not JSON and the reply contains '["', its last line parsed as JSON; otherwise unreadable (None),
+    which RLAIF-V retries.
     A bare `[]` is therefore unreadable, as there. The result must be a list of strings (None otherwise)."""
     match = re.search(r"```json\n(.*?)\n```", text, flags=re.DOTALL)
     try:
-        if match is not None:
-            names = json.loads(match.group(1))
-        elif '["' in text:
-            names = json.loads(text.strip().split("\n")[-1])
-        else:
+        if match is None:
+            raise ValueError("no json block")
+        names = json.loads(match.group(1))
+    except ValueError:  # no block, or a block that is not JSON: RLAIF-V's bare `except` tries the last line
+        if '["' not in text:
             return None
-    except json.JSONDecodeError:
-        return None
+        try:
+            names = json.loads(text.strip().split("\n")[-1])
+        except ValueError:
+            return None
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         return None
     return names
@@ -205,7 +208,8 @@ def parse_object_list(text: str) -> list[str] | None:
     return names
 
 
-# prompt name -> (name, function) of the reader of its judge's replies: the reference prompt with the reference's
+# prompt name -> (name, function) of the reader of its judge's replies: the reference prompt is read as the
+# reference reads it
 REPLY_PARSERS = {"rlaif-v": ("rlaif-v", parse_object_list_rlaif_v), "dama-v1": ("first-list", parse_object_list)}
 
 
