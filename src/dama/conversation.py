@@ -48,13 +48,20 @@ class TrainingTextError(DamaError, ValueError):
     """A pair cannot be rendered in the requested training text; names the row and what to do."""
 
 
+def _prompt_frame(bos: str, image_token: str, spacing: tuple[str, str]) -> tuple[str, str]:
+    """The text before and after the question in a rendered prompt, with `spacing` = (text after BOS, text after the
+    image token)."""
+    lead, gap = spacing
+    return f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: {image_token}{gap}\n", " ASSISTANT:"
+
+
 def vicuna_v1_pair(
     question: str, answer: str, bos: str, eos: str, image_token: str = "<image>", spacing: tuple[str, str] = ("", "")
 ) -> tuple[str, str]:
     """(prompt, completion) whose concatenation is `bos + "{system} USER: <image>\\n{question} ASSISTANT: {answer}" + eos`,
     with `spacing` = (text after BOS, text after the image token) inserted for tokenizers that need it."""
-    lead, gap = spacing
-    return f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: {image_token}{gap}\n{question} ASSISTANT:", f" {answer}{eos}"
+    head, tail = _prompt_frame(bos, image_token, spacing)
+    return f"{head}{question}{tail}", f" {answer}{eos}"
 
 
 # Tried in this order; the first is the official string (see the module docstring).
@@ -94,12 +101,14 @@ def _rendered_parts(
 ) -> tuple[str, list[str]] | None:
     """The question and the possible answers of a row rendered by `vicuna_v1_pair` with any of `SPACINGS` (the
     completion may have lost its leading space, so an answer that begins with a space reads two ways), or None."""
-    for lead, gap in SPACINGS:
-        head, tail = f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: {image_token}{gap}\n", " ASSISTANT:"
-        if prompt.startswith(head) and prompt.endswith(tail) and completion.endswith(eos):
-            answer = completion[: len(completion) - len(eos)]
-            return prompt[len(head) : len(prompt) - len(tail)], list(dict.fromkeys([answer[1:], answer] if
-                                                                                   answer.startswith(" ") else [answer]))
+    if not completion.endswith(eos):
+        return None
+    answer = completion[: len(completion) - len(eos)]
+    answers = [answer[1:], answer] if answer.startswith(" ") else [answer]
+    for spacing in SPACINGS:
+        head, tail = _prompt_frame(bos, image_token, spacing)
+        if prompt.startswith(head) and prompt.endswith(tail):
+            return prompt[len(head) : len(prompt) - len(tail)], answers
     return None
 
 
@@ -134,7 +143,7 @@ def render_training_text(
             "(llava-hf/llava-1.5-7b-hf: id 32000); this tokenizer does not have it. Use the model's processor's "
             "tokenizer, or training_text: chat_template."
         )
-    headers = tuple(f"{bos}{lead}{VICUNA_V1_SYSTEM} USER: " for lead, _ in SPACINGS)
+    headers = tuple(_prompt_frame(bos, image_token, spacing)[0] for spacing in SPACINGS)
     order = list(SPACINGS)  # the spacing that worked last is tried first: it is a property of the tokenizer
 
     def ids(texts: list[str]) -> list[list[int]]:
@@ -143,26 +152,31 @@ def render_training_text(
     def check_rendered(batch: dict[str, list], rendered: list[int], indices: list[int]) -> None:
         """Rows rendered before (a `dama precompute-ref` output) must give the official ids too: an output of an
         older version, or of another tokenizer, would otherwise train on different ids with reference log-probs
-        computed on them."""
-        for i in rendered:
-            for key in ("chosen", "rejected"):
-                parts = _rendered_parts(batch["prompt"][i], batch[key][i], bos, eos, image_token)
-                whole = ids([batch["prompt"][i]])[0] + ids([batch[key][i]])[0] if parts else None
-                if parts is None or whole not in _official_ids(tokenizer, [(parts[0], a) for a in parts[1]],
-                                                               image_token):
-                    raise TrainingTextError(
-                        f"{source} row {indices[i]}: field {key!r} is already rendered as LLaVA-1.5 text, but its "
-                        "prompt and response do not tokenize to the official LLaVA-1.5 ids with this tokenizer (an "
-                        "output of an older dama version or of another tokenizer?). Render it again from the "
-                        "original data (and recompute reference log-probs with dama precompute-ref)."
-                    )
+        computed on them. Batched: one tokenizer call for the prompts, one for the completions, one for the
+        official ids."""
+        keys = [(i, key) for i in rendered for key in ("chosen", "rejected")]
+        parts = {k: _rendered_parts(batch["prompt"][k[0]], batch[k[1]][k[0]], bos, eos, image_token) for k in keys}
+        bad = next((k for k in keys if parts[k] is None), None)
+        heads = dict(zip(rendered, ids([batch["prompt"][i] for i in rendered]), strict=True))
+        tails = dict(zip(keys, ids([batch[key][i] for i, key in keys]), strict=True))
+        candidates = [(k, (parts[k][0], a)) for k in keys if parts[k] is not None for a in parts[k][1]]
+        official = _official_ids(tokenizer, [pair for _, pair in candidates], image_token)
+        matched = {k for (k, _), target in zip(candidates, official, strict=True) if heads[k[0]] + tails[k] == target}
+        bad = bad or next((k for k in keys if k not in matched), None)
+        if bad is not None:
+            raise TrainingTextError(
+                f"{source} row {indices[bad[0]]}: field {bad[1]!r} is already rendered as LLaVA-1.5 text, but its "
+                "prompt and response do not tokenize to the official LLaVA-1.5 ids with this tokenizer (an "
+                "output of an older dama version or of another tokenizer?). Render it again from the "
+                "original data (and recompute reference log-probs with dama precompute-ref)."
+            )
 
     def render(prompts: list, chosens: list, rejecteds: list, indices: list[int]) -> dict[str, list]:
         batch = {"prompt": prompts, "chosen": chosens, "rejected": rejecteds}
         out: dict[str, list] = {key: list(values) for key, values in batch.items()}
         done_before = [i for i, p in enumerate(prompts) if isinstance(p, str) and p.startswith(headers)]
         check_rendered(batch, done_before, indices)
-        todo = [i for i in range(len(prompts)) if i not in set(done_before)]
+        todo = sorted(set(range(len(prompts))) - set(done_before))
         questions = {i: _question(prompts[i], image_token) for i in todo}
         answers = {(i, key): text_of(batch[key][i]) for i in todo for key in ("chosen", "rejected")}
         targets = dict(zip(answers, _official_ids(tokenizer, [(questions[i], a) for (i, _), a in answers.items()],
