@@ -279,13 +279,18 @@ def render(scene: Scene, image_size: int = 48, noise: int = 12) -> Image.Image:
 # claims (`atomic_claims`), as the paper's LLM splitter (Eq. 3) would write them.
 
 
+# The place phrases of a one-object statement (`_position`); `atomic_claims` parses them back.
+_LEFT, _RIGHT, _TOP, _BOTTOM, _MIDDLE = _PLACES = ("on the left", "on the right", "at the top", "at the bottom",
+                                                  "in the middle")
+
+
 def _position(cells: tuple[tuple[int, int], ...]) -> str:
     ((row, col),) = cells
     if col == 0:
-        return "on the left"
+        return _LEFT
     if col == GRID - 1:
-        return "on the right"
-    return {0: "at the top", GRID - 1: "at the bottom"}.get(row, "in the middle")
+        return _RIGHT
+    return {0: _TOP, GRID - 1: _BOTTOM}.get(row, _MIDDLE)
 
 
 def _noun(cls: str, rng: random.Random, classes: dict[str, tuple[str, ...]]) -> str:
@@ -340,9 +345,11 @@ def statement(
     return template.format(O=phrase[0].upper() + phrase[1:], o=phrase, p=where, be="is" if group.count == 1 else "are")
 
 
-_PLACES = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")  # `_position`'s phrases
+# what `_TEMPLATES` write before the object phrase ("There is ", "I can see ", …; the "{O}" template writes nothing)
+_TEMPLATE_HEADS = "|".join(re.escape(t.split("{o}")[0]).replace(re.escape("{be}"), "(?:is|are)")
+                           for t in _TEMPLATES if "{o}" in t)
 _STATEMENT = re.compile(
-    r"^(?:There (?:is|are) |I can see |The image shows )?"
+    rf"^(?:{_TEMPLATE_HEADS})?"
     rf"(?P<count>{'|'.join(sorted({*COUNT_WORDS.values(), 'an'}))}) (?:(?P<size>{'|'.join(SIZES)}) )?"
     rf"(?:(?P<colour>{'|'.join(COLOURS)}) )?(?P<noun>[a-z]+)"
     rf"(?: (?P<place>{'|'.join(_PLACES)})| beside an? (?P<beside>[a-z]+))?\.$",
