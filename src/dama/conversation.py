@@ -58,8 +58,9 @@ def _prompt_frame(bos: str, image_token: str, spacing: tuple[str, str]) -> tuple
 def vicuna_v1_pair(
     question: str, answer: str, bos: str, eos: str, image_token: str = "<image>", spacing: tuple[str, str] = ("", "")
 ) -> tuple[str, str]:
-    """(prompt, completion) whose concatenation is `bos + "{system} USER: <image>\\n{question} ASSISTANT: {answer}" + eos`,
-    with `spacing` = (text after BOS, text after the image token) inserted for tokenizers that need it."""
+    """(prompt, completion) whose concatenation is
+    `bos + "{system} USER: <image>\\n{question} ASSISTANT: {answer}" + eos`, with `spacing` = (text after BOS, text
+    after the image token) inserted for tokenizers that need it."""
     head, tail = _prompt_frame(bos, image_token, spacing)
     return f"{head}{question}{tail}", f" {answer}{eos}"
 
@@ -137,7 +138,8 @@ def render_training_text(
             f"bos={bos!r}, eos={eos!r}. Use training_text: chat_template."
         )
     image_id = tokenizer.convert_tokens_to_ids(image_token)
-    if tokenizer(image_token, add_special_tokens=False)["input_ids"] != [image_id] or image_id == tokenizer.unk_token_id:
+    as_text = tokenizer(image_token, add_special_tokens=False)["input_ids"]
+    if as_text != [image_id] or image_id == tokenizer.unk_token_id:
         raise TrainingTextError(
             f"training_text=vicuna_v1 needs the image placeholder {image_token!r} as one token of the tokenizer "
             "(llava-hf/llava-1.5-7b-hf: id 32000); this tokenizer does not have it. Use the model's processor's "

@@ -1,7 +1,7 @@
 """`dama demo`: the whole DAMA pipeline on a synthetic visual world, on a CPU, DPO vs DAMA compared honestly.
 
     dama demo                 # full run: 5 seeds, about 10–20 minutes on 2 CPU cores (README: measured time)
-    dama demo --quick         # 2 seeds, smaller budgets, about 3–4 minutes (a smoke run: it says nothing about who wins)
+    dama demo --quick         # 2 seeds, smaller budgets, about 3 minutes (a smoke run: says nothing about who wins)
     dama demo --out DIR --seeds N
 
 Stages: build (or load from the cache) a CLIP and a LLaVA-architecture VLM trained on the world → check that the
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="dama demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller budgets, 2 seeds, about 3–4 minutes (a smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller budgets, 2 seeds, about 3 minutes (a smoke run)")
     parser.add_argument("--out", default="runs/demo", help="output folder for the report (default: runs/demo)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="alignment seeds (default: 5, quick: 2)")
     parser.add_argument("--cache-dir", default=None,

@@ -33,7 +33,8 @@ CACHE_VERSION = 5  # bump when code changes what a given config builds
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes and training budgets of the demo models. `quick()` builds in about two minutes on 2 cores, `full()` in about four."""
+    """Sizes and training budgets of the demo models. `quick()` builds in about two minutes on 2 cores, `full()` in
+    about four."""
 
     seed: int = 0
     image_size: int = 48

@@ -204,8 +204,9 @@ def build_preferences(
 
     Rows are in TRL's conversational vision preference format: `image` (PIL), `prompt` (user turn with an image
     part), `chosen`/`rejected` (one assistant turn each), plus `id`, `chosen_subsentences`/`rejected_subsentences`
-    (`atomic_statements`), `n_hall_chosen`, `n_hall_rejected` and `gt_classes` (sorted list). Images come from `world.sample_scenes(n_images, seed)`; keep `seed` apart from the
-    evaluation set's. `same_mentions` and `same_statements` are `pairs_from_samples`'s rules.
+    (`atomic_statements`), `n_hall_chosen`, `n_hall_rejected` and `gt_classes` (sorted list). Images come from
+    `world.sample_scenes(n_images, seed)`; keep `seed` apart from the evaluation set's. `same_mentions` and
+    `same_statements` are `pairs_from_samples`'s rules.
     """
     rng = random.Random(f"{world.seed}/preferences/{seed}")
     scenes = world.sample_scenes(n_images, seed)
