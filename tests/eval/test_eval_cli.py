@@ -125,13 +125,14 @@ def test_llm_mode_through_the_cli_with_the_fake_judge(tmp_path, coco_dir, write_
     """Both extraction modes in one call, written to separate, labelled files; the judge is dama.eval.judge's fake."""
     responses = write_responses("run/object-halbench.jsonl", {1: "A man with a dog and a car in a park."}, image_id=1)
     args = ["--bench", "object-halbench", "--responses", responses, "--coco-annotations", coco_dir,
-            "--cache-dir", tmp_path / "c", "--mode", "both", "--judge", "fake"]  # fmt: skip
+            "--cache-dir", tmp_path / "c", "--mode", "both", "--judge", "fake", "--lemmatizer", "table"]  # fmt: skip
     assert _score(*args) == 0
     rule = json.loads((tmp_path / "run" / "object-halbench_rule.metrics.json").read_text())
     llm = json.loads((tmp_path / "run" / "object-halbench_llm.metrics.json").read_text())
     assert rule["metrics"]["n_mentions"] == 3 and rule["extraction"] == {
         "mode": "rule",
         "length": "rlaif-v: len(text.strip().split(' '))",
+        "lemmatizer": "table",
         "answer_cleanup": "rlaif-v: remove 'Assistant:', strip",
     }
     assert llm["extraction"]["mode"] == "llm" and llm["extraction"]["judge_id"].startswith("fake")

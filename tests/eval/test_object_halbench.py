@@ -75,6 +75,7 @@ def test_rule_mode_by_hand(write_responses, questions, gt, engine):
         == {
             "mode": "rule",
             "length": "rlaif-v: len(text.strip().split(' '))",
+            "lemmatizer": "table",
             "answer_cleanup": "rlaif-v: remove 'Assistant:', strip",
         }
         and result["synonyms"]["version"] == "chair-refined-v1"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from dama.eval.nltk_reference import load_nltk
 from dama.eval.records import RecordError
 
 
@@ -79,21 +80,10 @@ class ReferenceNouns:
 
 def nltk_nouns() -> ReferenceNouns:
     """The reference noun extractor: `nltk.word_tokenize` + `nltk.pos_tag` + `WordNetLemmatizer().lemmatize`."""
-    try:
-        import nltk
-        from nltk.stem import WordNetLemmatizer
+    nltk = load_nltk("AMBER reference extraction")
+    from nltk.stem import WordNetLemmatizer
 
-        lemmatizer = WordNetLemmatizer()
+    def tag(text: str) -> list[tuple[str, str]]:
+        return nltk.pos_tag(nltk.word_tokenize(text))
 
-        def tag(text: str) -> list[tuple[str, str]]:
-            return nltk.pos_tag(nltk.word_tokenize(text))
-
-        tag("A dog.")  # fail here, not mid-run, when a data package is missing
-        lemmatizer.lemmatize("dogs")
-    except (ImportError, LookupError) as err:
-        raise RecordError(
-            "AMBER reference extraction needs NLTK and its data (pip install 'dama[eval-reference]'; then "
-            "python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger averaged_perceptron_tagger_eng "
-            f"wordnet): {err}"
-        ) from err
-    return ReferenceNouns(tag, lemmatizer.lemmatize, f"nltk-{nltk.__version__}+wordnet")
+    return ReferenceNouns(tag, WordNetLemmatizer().lemmatize, f"nltk-{nltk.__version__}+wordnet")

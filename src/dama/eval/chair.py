@@ -11,9 +11,11 @@ Per response (docs/eval.md, "CHAIR"):
 3. if "toilet" and "seat" both occur, drop "seat" (else it counts as a chair);
 4. keep words of the synonym vocabulary and map each to its canonical class. Mentions are not de-duplicated.
 
-No language data is read at run time: singularisation looks words up in `data/chair_table.tsv`, generated from the
-synonym lists by `python -m dama.eval.build_chair_table` (plural rules + irregular nouns, see `plurals.py`). A custom
-synonym list (the demo's synthetic world has its own classes) gets its table generated in memory the same way.
+By default no language data is read at run time: singularisation looks words up in `data/chair_table.tsv`,
+generated from the synonym lists by `python -m dama.eval.build_chair_table` (plural rules + irregular nouns, see
+`plurals.py`). A custom synonym list (the demo's synthetic world has its own classes) gets its table generated in
+memory the same way. `ChairEngine(lemmatizer=WordNetTokens())` replaces step 1 with RLAIF-V's: NLTK's tokeniser on
+the lower-cased text and WordNet's noun lemma of every token (`dama.eval.nltk_reference`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
 from dama.eval.plurals import lemma_table
 
@@ -116,6 +119,14 @@ def load_table(name: str = "chair_table.tsv") -> dict[str, str]:
     return table
 
 
+class Lemmatizer(Protocol):
+    """Step 1 done another way: text -> lower-case, singular tokens (e.g. `nltk_reference.WordNetTokens`)."""
+
+    name: str
+
+    def __call__(self, text: str) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class Mention:
     """One object mention: the (singular, merged) `word`, its canonical class `cls`, its token `position`."""
@@ -130,8 +141,10 @@ class ChairEngine:
 
     `synonym_lines=None` uses the shipped list named by `version` (`REFINED` or `ORIGINAL`); otherwise they are
     "canonical, syn1, syn2" lines, and `version` becomes "custom-<hash>". `rules=False` turns off the COCO-specific
-    baby/adult/passenger and toilet/seat rules, for synthetic vocabularies. Attributes: `version`, `sha256` (of the
-    synonym lines), `inverse` (synonym -> class), `singular` (surface form -> singular word), `multiword`.
+    baby/adult/passenger and toilet/seat rules, for synthetic vocabularies. `lemmatizer` replaces the tokeniser and
+    the singularisation table (step 1), e.g. with RLAIF-V's NLTK + WordNet front end. Attributes: `version`, `sha256`
+    (of the synonym lines), `inverse` (synonym -> class), `singular` (surface form -> singular word), `multiword`,
+    `lemmatizer_name` ("table" or the lemmatizer's name).
     """
 
     def __init__(
@@ -141,8 +154,10 @@ class ChairEngine:
         version: str = REFINED,
         extra_multiword: Sequence[str] = EXTRA_MULTIWORD,
         rules: bool = True,
+        lemmatizer: Lemmatizer | None = None,
     ) -> None:
         self.rules = rules
+        self.lemmatizer = lemmatizer
         if synonym_lines is None:
             lines = shipped_synonym_lines(version)
             self.inverse = parse_synonyms(lines, strip=version != ORIGINAL)
@@ -172,6 +187,8 @@ class ChairEngine:
                 self.multiword[("passenger", vehicle)] = vehicle
             self.multiword[("bow", "tie")] = "tie"
             self.multiword[("toilet", "seat")] = "toilet"
+            if lemmatizer is not None and "wine glass" in self.inverse:
+                self.multiword[("wine", "glas")] = "wine glass"  # RLAIF-V's double_word_dict has it too
         self.max_words = max((len(key) for key in self.multiword), default=1)
 
     @property
@@ -186,6 +203,8 @@ class ChairEngine:
             sorted(self.singular.items()),
             sorted((" ".join(k), v) for k, v in self.multiword.items()),
         ]
+        if self.lemmatizer is not None:  # the default engine's fingerprint (and so its caches) stays as it was
+            state.append(self.lemmatizer.name)
         return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
 
     @property
@@ -197,9 +216,17 @@ class ChairEngine:
         """The canonical class of a vocabulary word (singular, merged), or None."""
         return self.inverse.get(word)
 
+    @property
+    def lemmatizer_name(self) -> str:
+        """How step 1 is done: "table" (the singularisation table) or the lemmatizer's name."""
+        return "table" if self.lemmatizer is None else self.lemmatizer.name
+
     def words(self, text: str) -> list[tuple[str, int]]:
         """Steps 1-2: singular, merged words of `text` with the token position where each starts."""
-        tokens = [self.singular.get(token, token) for token in tokenize(text)]
+        if self.lemmatizer is not None:
+            tokens = self.lemmatizer(text)
+        else:
+            tokens = [self.singular.get(token, token) for token in tokenize(text)]
         merged: list[tuple[str, int]] = []
         i = 0
         while i < len(tokens):

@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dama.eval.benchmark import Benchmark, Decoding, UsageError, add_response_arguments, output_folder, write_outputs
-from dama.eval.chair import VERSIONS, ChairEngine, ChairItem, chair_metrics, reference_length
+from dama.eval.chair import REFINED, VERSIONS, ChairEngine, ChairItem, Lemmatizer, chair_metrics, reference_length
 from dama.eval.coco import CocoGroundTruth, coco_image_id
 from dama.eval.judge import build_judge
 from dama.eval.llm_extraction import (
@@ -42,6 +42,7 @@ from dama.eval.llm_extraction import (
     fill_prompt,
     llm_mentions,
 )
+from dama.eval.nltk_reference import WordNetTokens
 from dama.eval.records import (
     RecordError,
     completeness,
@@ -144,7 +145,12 @@ def score_responses(
                     continue
                 mentions = llm_mentions(engine, names, tagger)
             items.append(ChairItem(key, mentions, gt[image_ids[key]], reference_length(text), image_ids[key]))
-        extraction = {"mode": mode, "length": "rlaif-v: len(text.strip().split(' '))"}
+        extraction = {
+            "mode": mode,
+            "length": "rlaif-v: len(text.strip().split(' '))",
+            # step 1 of the engine, for the reference captions and (rule mode) the responses
+            "lemmatizer": engine.lemmatizer_name,
+        }
         if bench == "object-halbench":
             extraction["answer_cleanup"] = "rlaif-v: remove 'Assistant:', strip"
         if mode == "llm":
@@ -222,17 +228,44 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         default="chair-refined-v1",
         help="chair-refined-v1 (default), chair-original, or a file of 'class, synonym, ...' lines",
     )
+    parser.add_argument(
+        "--lemmatizer",
+        choices=LEMMATIZERS,
+        default="auto",
+        help="how words are tokenised and singularised (reference captions; responses in rule mode): wordnet "
+        "(RLAIF-V's NLTK tokeniser + WordNet lemmas; needs the eval-reference extra and NLTK's data), table (offline "
+        "singularisation table) or auto (wordnet for chair-refined-v1 when installed, else table; recorded)",
+    )
     parser.add_argument("--cache-dir", help="ground-truth cache folder (default: ~/.cache/dama/coco)")
 
 
-def chair_engine(spec: str) -> ChairEngine:
+LEMMATIZERS = ("auto", "wordnet", "table")
+
+
+def chair_lemmatizer(choice: str, synonyms: str) -> Lemmatizer | None:
+    """`--lemmatizer`: RLAIF-V's NLTK + WordNet front end, or None for the singularisation table. `auto` picks
+    WordNet for RLAIF-V's list (`chair-refined-v1`) when NLTK and its data are installed; the original CHAIR code
+    singularised with `pattern`, so `chair-original` and custom lists keep the table."""
+    if choice not in LEMMATIZERS:
+        raise ValueError(f"unknown lemmatizer {choice!r}; choose from {', '.join(LEMMATIZERS)}")
+    if choice == "table" or (choice == "auto" and synonyms != REFINED):
+        return None
+    try:
+        return WordNetTokens()
+    except RecordError:
+        if choice == "wordnet":
+            raise
+        return None
+
+
+def chair_engine(spec: str, lemmatizer: Lemmatizer | None = None) -> ChairEngine:
     """The engine of `--synonyms`: a shipped list by name, or a file of synonym lines."""
     if spec in VERSIONS:
-        return ChairEngine(version=spec)
+        return ChairEngine(version=spec, lemmatizer=lemmatizer)
     path = Path(spec)
     if not path.is_file():
         raise RecordError(f"--synonyms {spec!r}: neither {', '.join(VERSIONS)} nor a file")
-    return ChairEngine(synonym_lines=path.read_text(encoding="utf-8").splitlines())
+    return ChairEngine(synonym_lines=path.read_text(encoding="utf-8").splitlines(), lemmatizer=lemmatizer)
 
 
 def score_command(args: argparse.Namespace) -> int:
@@ -243,7 +276,7 @@ def score_command(args: argparse.Namespace) -> int:
         raise UsageError("--mode llm/both needs --judge")
     try:
         judge = build_judge(args.judge, args.judge_cache or str(out / "judge_cache")) if "llm" in modes else None
-        engine = chair_engine(args.synonyms)
+        engine = chair_engine(args.synonyms, chair_lemmatizer(args.lemmatizer, args.synonyms))
         ground_truth = CocoGroundTruth(args.coco_annotations, engine, args.cache_dir)
         outputs = score_responses(
             args.responses,
