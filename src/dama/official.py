@@ -4,13 +4,16 @@ A leaf module (standard library and `dama.errors` only): `DAMAConfig` and the da
 the CLIP stack. `official_delta` is the one parser of the released `chosen_logits`/`rejected_logits` fields:
 `dama hardness --official` (`dama.hardness.official`) and `load_preference_dataset(..., dataset_format="official")`
 both call it, so both accept the same encodings and refuse the same values. The format is in
-`docs/paper_mapping.md` §2.
+`docs/paper_mapping.md` §2. `rlaif_v_generator` and `llava15_7b_generator` select the paper's training subset of
+RLAIF-V (docs/reproduce-paper.md, step 1).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from dama.errors import DamaError, NonFiniteError
@@ -75,3 +78,35 @@ def official_delta(chosen_logits: Any, rejected_logits: Any, where: str = "offic
     if not math.isfinite(delta):  # finite scores whose sums overflow
         raise NonFiniteError(f"{where}: δ = Σ chosen_logits − Σ rejected_logits is {delta}, not a finite number")
     return delta
+
+
+# LLaVA-1.5-7B as a name: "LLaVA-1.5-7B", "llava-v1.5-7b", "llava15_7b", "liuhaotian/llava-v1.5-7b", "...-7b-hf";
+# never a 13B model or another LLaVA version.
+_LLAVA15_7B = re.compile(r"(?:[^/]*/)?llava[-_ ]?v?1[._]?5[-_ ]?7b(?:[-_]hf)?", re.IGNORECASE)
+
+
+def rlaif_v_generator(origin_split: Any) -> str:
+    """The generator of an RLAIF-V pair: the `model` field of its `origin_split` value, a JSON string such as
+    `{"model": "InstructBLIP-Flan-T5-xxl", "type": "detailed_description"}` (openbmb/RLAIF-V-Dataset); the raw value
+    when it is not such an object."""
+    try:
+        value = json.loads(origin_split)
+    except (TypeError, ValueError):
+        return str(origin_split)
+    return str(value["model"]) if isinstance(value, dict) and "model" in value else str(origin_split)
+
+
+def llava15_7b_generator(names: Iterable[str]) -> str:
+    """The one generator name among `names` that spells LLaVA-1.5-7B (the paper trains on its pairs: "We employ the
+    LLaVA-v1.5-7B preference data from RLAIF-V Dataset", injadlu/DAMA README). `OfficialDataError` listing the names
+    when none or several do, rather than a guess."""
+    names = sorted(set(names))
+    found = [name for name in names if _LLAVA15_7B.fullmatch(name.strip())]
+    if len(found) != 1:
+        which = "no generator name spells" if not found else f"{len(found)} generator names ({', '.join(found)}) spell"
+        raise OfficialDataError(
+            f"{which} LLaVA-1.5-7B among the {len(names)} in origin_split: {', '.join(names[:20])}"
+            + (" ..." if len(names) > 20 else "")
+            + "; pick the subset's name by hand (docs/reproduce-paper.md, step 1)"
+        )
+    return found[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from dama import official
 from dama.data import load_preference_dataset
 from dama.errors import DamaError, NonFiniteError
 from dama.hardness import read_hardness_output
@@ -143,3 +144,30 @@ def test_hardness_import_skips_a_bad_row_when_asked(tmp_path):
     meta = import_official(path, tmp_path / "out", on_error="skip", progress=False)
     data, _ = read_hardness_output(tmp_path / "out")
     assert data["dama_delta"] == pytest.approx(EXPECTED_DELTA[:2]) and meta["n_skipped"] == 1
+
+
+# --- the paper's RLAIF-V subset (docs/reproduce-paper.md, step 1) --------------------------------------------------
+
+
+def test_the_generator_is_the_model_field_of_origin_split():
+    # the form of a released row of openbmb/RLAIF-V-Dataset: origin_split is a JSON *string*
+    row = '{"model": "InstructBLIP-Flan-T5-xxl", "type": "detailed_description"}'
+    assert official.rlaif_v_generator(row) == "InstructBLIP-Flan-T5-xxl"
+    assert official.rlaif_v_generator("not json") == "not json"
+    assert official.rlaif_v_generator('{"type": "qa"}') == '{"type": "qa"}'  # no model field: the raw value
+    assert official.rlaif_v_generator(None) == "None"
+
+
+@pytest.mark.parametrize(
+    "name", ["LLaVA-1.5-7B", "llava-v1.5-7b", "llava15_7b", "liuhaotian/llava-v1.5-7b", "llava-1.5-7b-hf", "LLaVA 1.5 7B"]
+)
+def test_llava15_7b_is_found_however_it_is_spelled(name):
+    others = ["InstructBLIP-Flan-T5-xxl", "OmniLMM-12B", "llava-v1.5-13b", "LLaVA-NeXT-34B", "llava-v1.6-7b"]
+    assert official.llava15_7b_generator([*others, name, name]) == name
+
+
+def test_no_or_several_llava15_7b_names_is_an_error_listing_them():
+    with pytest.raises(official.OfficialDataError, match="no generator name spells LLaVA-1.5-7B.*llava-v1.5-13b"):
+        official.llava15_7b_generator(["llava-v1.5-13b", "OmniLMM-12B"])
+    with pytest.raises(official.OfficialDataError, match="2 generator names"):
+        official.llava15_7b_generator(["llava-v1.5-7b", "LLaVA-1.5-7B"])
