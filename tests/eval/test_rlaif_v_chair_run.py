@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from dama.eval.amber_nlp import nltk_nouns
 from dama.eval.chair import REFINED, ChairEngine
 from dama.eval.coco import CocoGroundTruth
 from dama.eval.object_halbench import chair_lemmatizer, score_responses
+from dama.eval.records import RecordError
 
 RUN = Path(__file__).parent / "data" / "rlaif_v_chair_run"
 EXPECTED = json.loads((RUN / "expected.json").read_text(encoding="utf-8"))
@@ -100,3 +103,25 @@ def test_auto_keeps_the_table_for_lists_rlaif_v_did_not_use():
     assert chair_lemmatizer("table", REFINED) is None
     with pytest.raises(ValueError, match="unknown lemmatizer"):
         chair_lemmatizer("spacy", REFINED)
+
+
+def test_the_wordnet_front_end_needs_no_tagger_data(monkeypatch):
+    """RLAIF-V's front end only tokenises and lemmatises: NLTK without its tagger data must not make `auto` fall back
+    to the table, while AMBER's reference extraction (which tags) must say the tagger is missing."""
+    nltk = types.ModuleType("nltk")
+    nltk.__version__ = "0-test"
+    nltk.word_tokenize = str.split
+
+    def pos_tag(tokens):
+        raise LookupError("Resource averaged_perceptron_tagger_eng not found")
+
+    nltk.pos_tag = pos_tag
+    stem = types.ModuleType("nltk.stem")
+    stem.WordNetLemmatizer = lambda: types.SimpleNamespace(lemmatize=lambda word: word.rstrip("s"))
+    monkeypatch.setitem(sys.modules, "nltk", nltk)
+    monkeypatch.setitem(sys.modules, "nltk.stem", stem)
+    lemmatizer = chair_lemmatizer("auto", REFINED)
+    assert lemmatizer is not None and lemmatizer.name == "nltk-0-test+wordnet"
+    assert lemmatizer("Two Dogs") == ["two", "dog"]
+    with pytest.raises(RecordError, match="averaged_perceptron_tagger_eng"):
+        nltk_nouns()
