@@ -105,17 +105,18 @@ _TEMPLATES = [
 ]
 
 
-def _plural(word: str) -> str:
-    if " " in word:
-        head, last = word.rsplit(" ", 1)
-        return f"{head} {_plural(last)}"
-    if word in _IRREGULAR:
-        return _IRREGULAR[word]
-    if word.endswith(("s", "x", "ch", "sh")):
-        return word + "es"
-    if word.endswith("y") and word[-2:-1] not in "aeiou":
-        return word[:-1] + "ies"
-    return word + "s"
+def plural(word: str, irregular: dict[str, str] = _IRREGULAR) -> str:
+    """The plural of a word, or of a phrase's last word: `irregular`, else the regular English rules."""
+    head, _, last = word.rpartition(" ")
+    if last in irregular:
+        last = irregular[last]
+    elif last.endswith(("s", "x", "ch", "sh")):
+        last += "es"
+    elif last.endswith("y") and last[-2:-1] not in "aeiou":
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return f"{head} {last}".strip()
 
 
 def make_responses(items: list[dict], relation: dict, safe_words: list[str], seed: int = SEED) -> dict[int, str]:
@@ -127,7 +128,7 @@ def make_responses(items: list[dict], relation: dict, safe_words: list[str], see
     def phrase(word: str) -> str:
         r = rng.random()
         if r < 0.35:
-            return f"{rng.choice(['two', 'three', 'several', 'many', 'some'])} {_plural(word)}"
+            return f"{rng.choice(['two', 'three', 'several', 'many', 'some'])} {plural(word)}"
         if r < 0.55:
             return f"a {rng.choice(_ADJECTIVES)} {word}"
         return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
@@ -159,9 +160,9 @@ def make_responses(items: list[dict], relation: dict, safe_words: list[str], see
                     o2=rng.choice(_OTHER),
                     adj=rng.choice(_ADJECTIVES),
                     # a bare noun opening the sentence: capitalised, so the reference's case-sensitive match drops it
-                    P=_plural(words[0]).capitalize(),
+                    P=plural(words[0]).capitalize(),
                     S=words[0].capitalize(),
-                    P2=_plural(words[1]) if need > 1 else "",
+                    P2=plural(words[1]) if need > 1 else "",
                 )
             )
         responses[item["id"]] = " ".join(sentences)

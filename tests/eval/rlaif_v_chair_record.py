@@ -27,6 +27,8 @@ import sys
 import types
 from pathlib import Path
 
+from amber_inference_record import plural  # the same plural rules (this script runs from tests/eval)
+
 HERE = Path(__file__).parent
 N_IMAGES = 30
 SEED = 0
@@ -59,31 +61,20 @@ _ANIMALS = ["elephant", "dog", "cat", "horse", "bird", "bear", "zebra", "giraffe
 _NON_COCO = ["tree", "building", "sky", "road", "grass", "window", "wall", "shirt", "hat", "water"]
 
 
-def _plural(word: str) -> str:
-    head, _, last = word.rpartition(" ")
-    if last in _IRREGULAR:
-        last = _IRREGULAR[last]
-    elif last.endswith(("s", "x", "ch", "sh")):
-        last += "es"
-    elif last.endswith("y") and last[-2:-1] not in "aeiou":
-        last = last[:-1] + "ies"
-    else:
-        last += "s"
-    return f"{head} {last}".strip()
-
-
 def _sentence(rng: random.Random, words: list[str]) -> str:
     def pick() -> str:
         word = rng.choice(words)
-        return f"{rng.choice(['two', 'some', 'three'])} {_plural(word)}" if rng.random() < 0.3 else f"a {word}"
+        return (
+            f"{rng.choice(['two', 'some', 'three'])} {plural(word, _IRREGULAR)}" if rng.random() < 0.3 else f"a {word}"
+        )
 
     template = rng.choice(_FILLERS)
     fill = {k: pick() for k in ("x", "y", "z")}
     return template.format(
         **fill,
         X=fill["x"][0].upper() + fill["x"][1:],
-        p=_plural(rng.choice(words)),
-        P=_plural(rng.choice(words)).capitalize(),
+        p=plural(rng.choice(words), _IRREGULAR),
+        P=plural(rng.choice(words), _IRREGULAR).capitalize(),
         animal=rng.choice(_ANIMALS),
     )
 
