@@ -190,21 +190,24 @@ def render_training_text(
                      for i in todo for key in ("chosen", "rejected")}
             heads = dict(zip(todo, ids([pairs[i, "chosen"][0] for i in todo]), strict=True))
             keys = list(pairs)
-            with_space = dict(zip(keys, ids([pairs[k][1] for k in keys]), strict=True))
-            # SentencePiece prepends a space to a separately tokenized piece: then the written one is dropped
-            without = dict(zip(keys, ids([pairs[k][1][1:] for k in keys]), strict=True))
+            completions = {
+                k: pairs[k][1]
+                for k, tail in zip(keys, ids([pairs[k][1] for k in keys]), strict=True)
+                if heads[k[0]] + tail == targets[k]
+            }
+            # SentencePiece prepends a space to a separately tokenized piece: then the written one is dropped (only
+            # the completions that missed are tokenized again)
+            retry = [k for k in keys if k not in completions]
+            completions.update(
+                (k, pairs[k][1][1:])
+                for k, tail in zip(retry, ids([pairs[k][1][1:] for k in retry]), strict=True)
+                if heads[k[0]] + tail == targets[k]
+            )
             done = set()
             for i in todo:
-                completions = {}
-                for key in ("chosen", "rejected"):
-                    target, head = targets[i, key], heads[i]
-                    if head + with_space[i, key] == target:
-                        completions[key] = pairs[i, key][1]
-                    elif head + without[i, key] == target:
-                        completions[key] = pairs[i, key][1][1:]
-                if len(completions) == 2:
+                if (i, "chosen") in completions and (i, "rejected") in completions:
                     out["prompt"][i] = pairs[i, "chosen"][0]
-                    out["chosen"][i], out["rejected"][i] = completions["chosen"], completions["rejected"]
+                    out["chosen"][i], out["rejected"][i] = completions[i, "chosen"], completions[i, "rejected"]
                     done.add(i)
             if done:
                 order.remove(spacing)
