@@ -13,14 +13,13 @@ import math
 from dama.cli import main as dama_main
 
 
-def test_quick_demo_runs_every_stage(tmp_path):
+def test_quick_demo_runs_every_stage(tmp_path, quick_cache):
     out = tmp_path / "demo"
-    assert dama_main(["demo", "--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert dama_main(["demo", "--quick", "--out", str(out), "--cache-dir", str(quick_cache)]) == 0
     summary = json.loads((out / "results.json").read_text())
     cfg = summary["config"]
 
-    assert set(summary["timings"]) == {"models", "base_eval_and_preferences", "hardness", "sweep",
-                                       "alignment_and_eval"}
+    assert set(summary["timings"]) == {"models", "base_eval_and_preferences", "hardness", "regime short"}
     assert summary["n_pairs"] >= 16
     assert (out / "hardness" / "hardness.json").is_file()
     assert -1.0 <= summary["delta_mean"] <= 1.0
@@ -41,7 +40,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
     balance = summary["length_balance"]
     assert abs(balance["relative_length_difference"]) < 0.25, balance
 
-    assert set(summary["per_seed"]) == {"base", "DPO", "DAMA", "data-aware only", "model-aware only"}
+    assert set(summary["per_seed"]) == {"base", "DPO", "DAMA"}
     for name, per_seed in summary["per_seed"].items():
         assert len(per_seed) == (1 if name == "base" else len(cfg["seeds"])), name
         for metrics in per_seed:
@@ -51,23 +50,42 @@ def test_quick_demo_runs_every_stage(tmp_path):
             assert metrics["CHAIR_i"] is None or 0.0 <= metrics["CHAIR_i"] <= 100.0
             assert math.isfinite(metrics["avg_len"])
 
-    # The sweep tried every learning rate of the grid for every method and picked one of them.
+    # The frontier: every method at every lr of the preset's grid with every seed, paired with DPO's.
+    grid = cfg["learning_rates"]
+    for method in ("DPO", "DAMA"):
+        entries = summary["frontier"]["short"][method]
+        assert sorted((e["lr"], e["seed"]) for e in entries) == sorted((lr, s) for lr in grid for s in cfg["seeds"])
+        for e in entries:
+            assert {"lr", "seed", "CHAIR_i", "CHAIR_s", "recall", "avg_len", "beta_h_easy", "beta_h_hard"} <= set(e)
+            assert e["beta_h_hard"] is None or math.isfinite(e["beta_h_hard"])
+    matched = summary["matched_recall"]["short"]["DAMA"]
+    assert set(matched) >= {"recalls", "mean", "low", "high", "overall", "overlap"}
+    assert len(matched["recalls"]) == len(matched["mean"]) == len(matched["low"])
+    regime = summary["regimes"]["short"]
+    assert regime["grid"] == grid and regime["settings"]["steps"] == cfg["steps"]
+    assert [row["lr"] for row in regime["equal_lr"]["DAMA"]] == sorted(grid)
+    assert summary["missing_methods"].keys() == {"β-DPO", "mDPO"}
+
+    # The single-point rule (a labelled row): it picked one lr of the grid per method from the first seed's
+    # validation numbers.
     for method, sweep in summary["sweep"].items():
-        assert [c["lr"] for c in sweep["candidates"]] == cfg["learning_rates"], method
-        assert sweep["lr"] in cfg["learning_rates"]
+        assert [c["lr"] for c in sweep["candidates"]] == grid, method
+        assert sweep["lr"] in grid
     # Paired comparison with DPO: one difference per seed, an interval with two or more seeds.
     ci = summary["comparison"]["DAMA"]["CHAIR_i"]
     assert ci["n"] == len(cfg["seeds"]) and ci["low"] <= ci["mean"] <= ci["high"]
     assert set(summary["validity"]) >= {"base recall", "corr(δ, gap)", "DPO CHAIR_i", "pair length balance"}
 
-    dama_history = summary["runs"]["DAMA"][0]["history"]
+    runs = summary["runs"]["short"]  # the runs at the grid's middle lr keep their histories and margin curves
+    dama_history = runs["DAMA"][0]["history"]
     logged = [h for h in dama_history if "dama/alpha_m" in h]
     assert len(logged) == cfg["steps"]
     assert all(math.isfinite(h["loss"]) and h["dama/kept_fraction"] < 1.0 for h in logged)
-    assert not any("dama/alpha_m" in h for h in summary["runs"]["DPO"][0]["history"])
-    assert {"easy (gap)", "hard (gap)", "easy (δ)", "hard (δ)"} <= set(summary["runs"]["DPO"][0]["margins"][0])
+    assert not any("dama/alpha_m" in h for h in runs["DPO"][0]["history"])
+    assert {"easy (gap)", "hard (gap)", "easy (δ)", "hard (δ)"} <= set(runs["DPO"][0]["margins"][0])
 
     report = (out / "report.md").read_text()
-    assert "| DAMA |" in report and "**Verdict.**" in report and "Is this a valid testbed?" in report
-    for plot in ("results.png", "beta_vs_delta.png", "model_aware.png", "responsiveness.png"):
+    assert "| DAMA |" in report and "**Verdict per regime**" in report and "Is this a valid testbed?" in report
+    assert "Verdict at matched recall" in report and "Single-point rule" in report
+    for plot in ("frontier.png", "results.png", "beta_vs_delta.png", "model_aware.png", "responsiveness.png"):
         assert (out / plot).stat().st_size > 1000, plot

@@ -97,3 +97,19 @@ def test_summaries():
     # 20 logged steps -> the last 2 are averaged.
     history = [{"rewards/margins": float(k), "rewards/accuracies": 0.5, "loss": 1.0} for k in range(20)] + [{"x": 1}]
     assert training_summary(history) == {"margins": 18.5, "accuracies": 0.5, "loss": 1.0}
+
+
+def _row(chair_i, recall):
+    return {"CHAIR_i": {"mean": chair_i, "std": 0.0}, "recall": {"mean": recall, "std": 0.0}}
+
+
+def test_dpo_working_point_is_the_lowest_chair_i_above_the_recall_floor():
+    from dama.demo.protocol import dpo_working_point
+
+    # base recall 82.1 → floor 73.89: 5.66e-5 (recall 73.6) is below it, so 4e-5 (CHAIR_i 14.0) is the point
+    by_lr = {2e-5: _row(19.5, 80.3), 4e-5: _row(14.0, 76.0), 5.66e-5: _row(12.3, 73.6), 8e-5: _row(16.7, 70.1)}
+    assert dpo_working_point(by_lr, 82.1) == 4e-5
+    # none above the floor: the highest recall
+    assert dpo_working_point({1e-4: _row(10.0, 60.0), 2e-4: _row(9.0, 61.0)}, 82.1) == 2e-4
+    # ties in CHAIR_i go to the smaller lr
+    assert dpo_working_point({1e-4: _row(10.0, 80.0), 5e-5: _row(10.0, 79.0)}, 82.1) == 5e-5

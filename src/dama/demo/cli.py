@@ -1,14 +1,17 @@
 """`dama demo`: the whole DAMA pipeline on a synthetic visual world, on a CPU, DPO vs DAMA compared honestly.
 
-    dama demo                 # full run: 5 seeds, about 10–20 minutes on 2 CPU cores (README: measured time)
+    dama demo                 # DPO and DAMA frontiers in the short regime, 3 seeds (README: measured time)
+    dama demo --study         # every regime (short, official recipe's shape, β 1.0) and every method; resumable
     dama demo --quick         # 2 seeds, smaller budgets, about 3 minutes (a smoke run: says nothing about who wins)
     dama demo --out DIR --seeds N
 
 Stages: build (or load from the cache) a CLIP and a LLaVA-architecture VLM trained on the world → check that the
 base model sees and hallucinates like a real one → sample responses and label them against ground truth (RLAIF-V
-style, length-matched) → `dama hardness` → a learning-rate sweep per method on validation images → DPO, DAMA,
-data-aware only, model-aware only over the seeds → CHAIR on held-out test images → paired DAMA − DPO intervals,
-validity checks and a computed verdict in report.md, with plots (docs/demo.md).
+style, length-matched) → `dama hardness` → per regime, DPO's pilot on validation images fixes a learning-rate grid →
+every method along the grid over paired seeds → CHAIR on held-out test images → recall–CHAIR_i frontiers compared
+with DPO at matched recall, validity checks and a computed verdict per regime in report.md, with plots
+(docs/demo.md). Every finished run is kept in DIR/store under a key of its settings: a killed demo or study run
+again with the same command continues where it stopped, and runs made with other settings are never reused.
 """
 
 from __future__ import annotations
@@ -29,12 +32,20 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="smaller budgets, 2 seeds, about 3 minutes (a smoke run)")
-    parser.add_argument("--out", default="runs/demo", help="output folder for the report (default: runs/demo)")
-    parser.add_argument("--seeds", type=positive_int, default=None, help="alignment seeds (default: 5, quick: 2)")
+    parser.add_argument("--study", action="store_true",
+                        help="every regime and every method (about an hour on 2 cores); resumable")
+    parser.add_argument("--out", default=None,
+                        help="output folder for the report and the run store (default: runs/demo, "
+                        "--study: runs/demo-study)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="alignment seeds (default: 3, quick: 2)")
     parser.add_argument("--cache-dir", default=None,
                         help="where the world's models are cached (default: $DAMA_CACHE/demo or ~/.cache/dama/demo)")
     parser.add_argument("--preset", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.study and args.quick:
+        parser.error("--study and --quick cannot be combined: the study runs the full preset's budgets")
+    if args.out is None:
+        args.out = "runs/demo-study" if args.study else "runs/demo"
     check_writable(args.out, "--out")  # before minutes of work, not at the report
     if args.cache_dir is not None:
         check_writable(args.cache_dir, "--cache-dir")
@@ -46,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
     preset = args.preset or ("quick" if args.quick else "full")
     if preset == "tiny":
-        cfg = ExperimentConfig.tiny()
+        cfg = ExperimentConfig.tiny(study=args.study)
     elif preset == "quick":
         cfg = ExperimentConfig.quick(seeds=args.seeds or 2)
+    elif args.study:
+        cfg = ExperimentConfig.study(seeds=args.seeds or 3)
     else:
-        cfg = ExperimentConfig.full(seeds=args.seeds or 5)
+        cfg = ExperimentConfig.full(seeds=args.seeds or 3)
     torch.manual_seed(0)
     out = Path(args.out)
     start = time.perf_counter()

@@ -68,8 +68,26 @@ def hardness_signal(data: Dataset, extra_deltas: dict[str, list[float]] | None =
     }
 
 
-def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[str, dict[str, Any]]:
-    """The conditions under which "does DAMA beat DPO?" is answerable here (issue #10), each with its value."""
+def dpo_working_point(dpo_by_lr: dict[float, dict], base_recall: float | None) -> float:
+    """The grid lr at which DPO is judged (frontier protocol): among the lrs whose mean test recall over seeds is
+    ≥ 0.9 × the base model's, the lowest mean CHAIR_i; if none, the highest mean recall. Ties go to the smaller lr.
+    `dpo_by_lr` maps lr → summary row (`summarise` of CHAIR_i and recall)."""
+    def mean(row: dict, key: str) -> float:
+        value = row[key]["mean"]
+        return math.inf if value is None else value
+
+    floor = -math.inf if base_recall is None else 0.9 * base_recall
+    ok = [lr for lr, row in dpo_by_lr.items() if row["recall"]["mean"] is not None and row["recall"]["mean"] >= floor]
+    if ok:
+        return min(ok, key=lambda lr: (mean(dpo_by_lr[lr], "CHAIR_i"), lr))
+    return max(dpo_by_lr, key=lambda lr: (dpo_by_lr[lr]["recall"]["mean"] or 0.0, -lr))
+
+
+def validity_checks(
+    base: dict, dpo: dict, balance: dict, signal: dict, where: str = ""
+) -> dict[str, dict[str, Any]]:
+    """The conditions under which "does DAMA beat DPO?" is answerable here, each with its value; `dpo` is DPO's
+    summary row at the point it is judged at, `where` says which (appended to the DPO rules)."""
 
     def check(value: float | None, ok: bool, rule: str) -> dict[str, Any]:
         return {"value": value, "ok": bool(ok), "rule": rule}
@@ -91,10 +109,10 @@ def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict) -> dict[
         ),
         "corr(δ, gap)": check(corr, corr >= 0.3, "≥ 0.3: CLIP's δ tracks the true hallucination gap"),
         "DPO CHAIR_i": check(
-            dpo_i, None not in (dpo_i, base_i) and dpo_i <= 0.75 * base_i, "≤ 0.75 × base: DPO works"
+            dpo_i, None not in (dpo_i, base_i) and dpo_i <= 0.75 * base_i, "≤ 0.75 × base: DPO works" + where
         ),
         "DPO recall": check(
-            dpo_r, None not in (dpo_r, base_r) and dpo_r >= 0.9 * base_r, "≥ 0.9 × base: without blinding"
+            dpo_r, None not in (dpo_r, base_r) and dpo_r >= 0.9 * base_r, "≥ 0.9 × base: without blinding" + where
         ),
     }
 

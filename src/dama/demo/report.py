@@ -13,11 +13,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dama.demo.experiment import METHODS  # noqa: E402
+from dama.demo.frontier import interval_text, matched_recall_outcome  # noqa: E402
 from dama.objective import data_aware_factor  # noqa: E402
 
 ROWS = ["base", *METHODS]
 COLOURS = {"base": "#888888", "DPO": "#1f77b4", "DAMA": "#d62728", "data-aware only": "#2ca02c",
-           "model-aware only": "#9467bd"}
+           "model-aware only": "#9467bd", "DAMA (paper reading)": "#ff7f0e"}
+
+
+def _primary(summary: dict[str, Any]) -> str:
+    return summary["config"]["regimes"][0]
+
+
+def _primary_runs(summary: dict[str, Any], method: str) -> list[dict]:
+    return summary["runs"][_primary(summary)].get(method, [])
 
 
 def _fmt(stat: dict[str, float | None]) -> str:
@@ -41,10 +50,10 @@ def _save(fig, path: Path) -> None:
 def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     import torch
 
-    beta = summary["config"]["beta"]
+    beta = summary["regimes"][_primary(summary)]["settings"]["beta"]
     deltas = sorted(summary["deltas"])
     alpha_d = data_aware_factor(torch.tensor(deltas), summary["delta_mean"]).tolist()
-    alpha_m = [v for run in summary["runs"]["DAMA"] for v in _logged(run["history"], "dama/alpha_m")[1]]
+    alpha_m = [v for run in _primary_runs(summary, "DAMA") for v in _logged(run["history"], "dama/alpha_m")[1]]
     mean_alpha_m = statistics.fmean(alpha_m) if alpha_m else 1.0
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(deltas, [beta] * len(deltas), color=COLOURS["DPO"], label="DPO: β")
@@ -60,7 +69,7 @@ def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
 
 def plot_model_aware(summary: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for run in summary["runs"]["DAMA"]:
+    for run in _primary_runs(summary, "DAMA"):
         for ax, key, label in ((axes[0], "dama/alpha_m", "α_M"), (axes[1], "dama/reward_gap_ema", "R̄")):
             steps, values = _logged(run["history"], key)
             ax.plot(steps, values, color=COLOURS["DAMA"], alpha=0.8, lw=1, label=f"seed {run['seed']}")
@@ -78,7 +87,7 @@ def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, basis in zip(axes, ("gap", "δ")):
         for method in ("DPO", "DAMA"):
-            curves = [run["margins"] for run in summary["runs"][method] if run["margins"]]
+            curves = [run["margins"] for run in _primary_runs(summary, method) if run["margins"]]
             if not curves:
                 continue
             steps = [row["step"] for row in curves[0]]
@@ -94,25 +103,65 @@ def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
 
 
 def plot_results(summary: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     for ax, key in zip(axes, ("CHAIR_i", "CHAIR_s", "recall")):
         names = [n for n in ROWS if n in summary["table"]]
         means = [summary["table"][n][key]["mean"] or 0.0 for n in names]
         stds = [summary["table"][n][key]["std"] or 0.0 for n in names]
         ax.bar(range(len(names)), means, yerr=stds, color=[COLOURS[n] for n in names], capsize=3)
-        ax.set_xticks(range(len(names)), [n.replace(" only", "\nonly") for n in names], fontsize=7)
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=35, ha="right")
         ax.set_title(f"{key} (%)", fontsize=9)
     _save(fig, path)
 
 
-def _interval(stat: dict[str, Any]) -> str:
-    if stat["low"] is None:
-        return f"{stat['mean']:+.1f} (one seed: no interval)"
-    return f"{stat['mean']:+.1f} [{stat['low']:+.1f}, {stat['high']:+.1f}]"
+def _interval(stat: dict[str, Any] | None) -> str:
+    return interval_text(stat)
+
+
+def plot_frontiers(summary: dict[str, Any], path: Path) -> None:
+    """One panel per regime: each method's (recall, CHAIR_i) on the test images per learning rate, mean over seeds
+    with the std as error bars, joined in lr order; the base model as a grey cross."""
+    names = list(summary["frontier"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.0), squeeze=False)
+    base = summary["base"]["test"]
+    for ax, name in zip(axes[0], names):
+        for method, runs in summary["frontier"][name].items():
+            lrs = sorted({r["lr"] for r in runs})
+            pts = []
+            for lr in lrs:
+                at = [r for r in runs if r["lr"] == lr and r["CHAIR_i"] is not None]
+                if at:
+                    pts.append([statistics.fmean(r[k] for r in at) for k in ("recall", "CHAIR_i")]
+                               + [statistics.pstdev(r[k] for r in at) for k in ("recall", "CHAIR_i")])
+            if pts:
+                xs, ys, ex, ey = zip(*pts)
+                ax.errorbar(xs, ys, xerr=ex, yerr=ey, marker="o", ms=3, lw=1, capsize=2,
+                            color=COLOURS.get(method, "k"), label=method)
+        ax.plot([base["recall"]], [base["CHAIR_i"]], "x", color=COLOURS["base"], ms=8, label="base")
+        ax.set_title(summary["regimes"][name]["title"], fontsize=9)
+        ax.set_xlabel("recall (%) →  better")
+        ax.set_ylabel("CHAIR_i (%) ↓  better")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def regime_verdicts(summary: dict[str, Any]) -> dict[str, str]:
+    """Per regime, the frontier verdict of DAMA against DPO: computed from the matched-recall interval, and only
+    where the regime's validity checks hold."""
+    out = {}
+    for name, regime in summary["regimes"].items():
+        failed = [c for c, check in regime["validity"].items() if not check["ok"]]
+        if failed:
+            out[name] = "No verdict: not a valid testbed in this regime — failed checks: " + ", ".join(failed) + "."
+        elif "DAMA" not in summary["matched_recall"][name]:
+            out[name] = "No verdict: DAMA was not run in this regime."
+        else:
+            out[name] = matched_recall_outcome(summary["matched_recall"][name]["DAMA"], "DAMA") + "."
+    return out
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """The verdict sentence, computed from the validity checks and the paired 95% interval of DAMA − DPO."""
+    """The single-point rule's sentence for the primary regime (kept as one labelled row of the report)."""
     failed = [name for name, check in summary["validity"].items() if not check["ok"]]
     if failed:
         return ("No verdict: this run is not a valid testbed for comparing DAMA with DPO — failed checks: "
@@ -134,9 +183,95 @@ def verdict(summary: dict[str, Any]) -> str:
     return f"{outcome}: {interval}."
 
 
+def _mean_std(values: list[float | None], digits: int = 1) -> str:
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return "n/a"
+    sd = statistics.stdev(clean) if len(clean) > 1 else 0.0
+    return f"{statistics.fmean(clean):.{digits}f} ± {sd:.{digits}f}"
+
+
+def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
+    regime, frontier = summary["regimes"][name], summary["frontier"][name]
+    matched, point = summary["matched_recall"][name], summary["conservative_point"]
+    lines = [f"## Regime {regime['title']}", "", f"Schedule: {regime['description']}. "]
+    if regime["pilot"]:
+        lines[-1] += (f"Grid {[float(f'{g:.3g}') for g in regime['grid']]} fixed from DPO's pilot (first seed, "
+                      f"validation images) before any other method ran: knee {regime['knee']:.3g} (the smallest pilot "
+                      "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), j = −2…2.")
+        lines += ["", "| pilot lr (DPO) | val CHAIR_i | val recall |", "| --- | --- | --- |"]
+        lines += [f"| {float(lr):.3g} | {_num(v['CHAIR_i'])} | {_num(v['recall'])} |"
+                  for lr, v in regime["pilot"].items()]
+    else:
+        lines[-1] += f"Grid {regime['grid']} fixed in the preset."
+    lines += [
+        "",
+        f"**Verdict at matched recall.** {regime_verdicts(summary)[name]}",
+        "",
+        "Frontier on the test images (mean ± std over seeds; β_C·h of fixed easy / hard pairs at the end, and the "
+        f"share past {point:.2f}, where a larger β starts to slow a pair down):",
+        "",
+        "| method | lr | CHAIR_i | CHAIR_s | recall | β_C·h easy | β_C·h hard | easy past | hard past |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for method, runs in frontier.items():
+        for lr in sorted({r["lr"] for r in runs}):
+            at = [r for r in runs if r["lr"] == lr]
+            lines.append(
+                f"| {method} | {lr:.3g} | {_mean_std([r['CHAIR_i'] for r in at])} | "
+                f"{_mean_std([r['CHAIR_s'] for r in at])} | {_mean_std([r['recall'] for r in at])} | "
+                f"{_mean_std([r['beta_h_easy'] for r in at], 2)} | {_mean_std([r['beta_h_hard'] for r in at], 2)} | "
+                f"{_pct([r['share_past_easy'] for r in at])} | {_pct([r['share_past_hard'] for r in at])} |"
+            )
+    lines += ["", "Method − DPO CHAIR_i at matched recall (paired by seed, 95% t-interval):", "",
+              "| method | common recall range | overall | per recall |", "| --- | --- | --- | --- |"]
+    for method, m in matched.items():
+        if not m["overlap"]:
+            lines.append(f"| {method} | none: the frontiers do not overlap | n/a | |")
+            continue
+        per = "; ".join(f"{r:.1f}: {interval_text({'mean': mu, 'low': lo, 'high': hi})}"
+                        for r, mu, lo, hi in zip(m["recalls"], m["mean"], m["low"], m["high"]))
+        lines.append(f"| {method} | {m['range'][0]:.1f}–{m['range'][1]:.1f} | {_interval(m['overall'])} | {per} |")
+    lines += ["", "Method − DPO at equal learning rate (paired by seed):", "",
+              "| method | lr | CHAIR_i | recall |", "| --- | --- | --- | --- |"]
+    for method, rows in regime["equal_lr"].items():
+        lines += [f"| {method} | {row['lr']:.3g} | {_interval(row['CHAIR_i'])} | {_interval(row['recall'])} |"
+                  for row in rows]
+    lines += ["", "Single-point rule (labelled row; the earlier protocol): per method the lr of the grid with the "
+              "lowest validation CHAIR_i among those with validation recall ≥ 0.9 × base (first seed), then every "
+              "seed at it on the test images:", "",
+              "| method | lr | CHAIR_i | recall | − DPO CHAIR_i | − DPO recall |", "| --- | --- | --- | --- | --- | --- |"]
+    for method, sp in regime["single_point"].items():
+        row = regime["table"][method]
+        diff = regime["comparison"].get(method)
+        lines.append(f"| {method} | {sp['lr']:.3g} | {_fmt(row['CHAIR_i'])} | {_fmt(row['recall'])} | "
+                     f"{_interval(diff['CHAIR_i']) if diff else '—'} | {_interval(diff['recall']) if diff else '—'} |")
+    epochs = {m: [r for r in runs if r["val_epochs"] and r["lr"] == regime["track_lr"]] for m, runs in frontier.items()}
+    if any(epochs.values()):
+        lines += ["", f"Validation CHAIR_i / recall after each epoch at lr {regime['track_lr']:.3g} (mean over "
+                  "seeds):", "", "| method | " + " | ".join(f"epoch {k + 1}" for k in
+                                                                range(len(next(v for v in epochs.values() if v)[0]
+                                                                          ["val_epochs"]))) + " |"]
+        lines.append("| --- |" + " --- |" * len(next(v for v in epochs.values() if v)[0]["val_epochs"]))
+        for method, runs in epochs.items():
+            if runs:
+                cells = [f"{_num(statistics.fmean(r['val_epochs'][k]['CHAIR_i'] for r in runs))} / "
+                         f"{_num(statistics.fmean(r['val_epochs'][k]['recall'] for r in runs))}"
+                         for k in range(len(runs[0]["val_epochs"]))]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _pct(values: list[float | None]) -> str:
+    clean = [v for v in values if v is not None]
+    return "n/a" if not clean else f"{100 * statistics.fmean(clean):.0f}%"
+
+
 def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds: float) -> Path:
     """Write report.md and the PNG plots into `out`; returns the report's path."""
     plots = {
+        "frontier.png": plot_frontiers,
         "results.png": plot_results,
         "beta_vs_delta.png": plot_beta_vs_delta,
         "model_aware.png": plot_model_aware,
@@ -146,16 +281,26 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         plot(summary, out / name)
     cfg = summary["config"]
     balance, signal = summary["length_balance"], summary["hardness_signal"]
+    verdicts = regime_verdicts(summary)
+    store = summary["store"]
     lines = [
         "# dama demo — DPO vs DAMA in a synthetic visual world",
         "",
         f"Command: `{command}` — {wall_seconds / 60:.1f} min on {platform.machine()} "
         f"({_cpu_name()}, {_cores()} cores), Python {platform.python_version()}, from "
-        f"{'a warm model cache' if summary['timings']['models'] < 5 else 'an empty model cache'}.",
+        f"{'a warm model cache' if summary['timings']['models'] < 5 else 'an empty model cache'}; "
+        f"{store['runs']} runs, {store['runs_reused']} of them from the run store.",
         "",
-        f"**Verdict.** {verdict(summary)}",
+        "**Verdict per regime** (DAMA − DPO CHAIR_i along the two learning-rate frontiers, at matched recall):",
         "",
-        "## Is this a valid testbed?",
+        *[f"- {summary['regimes'][name]['title']}: {text}" for name, text in verdicts.items()],
+        "",
+        "Methods: " + ", ".join(summary["methods"]) + ". Not run: "
+        + "; ".join(f"{m} ({why})" for m, why in summary["missing_methods"].items()) + ".",
+        "",
+        "![frontiers](frontier.png)",
+        "",
+        f"## Is this a valid testbed? (checks of the primary regime, {summary['regimes'][_primary(summary)]['title']})",
         "",
         "| check | value | rule | ok |",
         "| --- | --- | --- | --- |",
@@ -174,54 +319,25 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
                     for name, v in signal.items())
         + f". Training uses `union_softmax` (the paper's Eq. 3–5), δ̄ = {summary['delta_mean']:.4f}.",
         "",
-        "## Learning-rate sweep (first seed, validation images)",
+        f"Base model on {cfg['n_eval_images']} test images: CHAIR_i {_num(summary['base']['test']['CHAIR_i'])}, "
+        f"CHAIR_s {_num(summary['base']['test']['CHAIR_s'])}, recall {_num(summary['base']['test']['recall'])}; "
+        f"seeds {list(cfg['seeds'])}, paired (same data order and initial model).",
         "",
-        f"Every method: {cfg['steps']} steps × batch {cfg['batch_size']}, β {cfg['beta']}, constant lr from the "
-        f"grid {list(cfg['learning_rates'])}; chosen: the lowest validation CHAIR_i with recall ≥ 0.9 × base.",
-        "",
-        "| method | lr | val CHAIR_i | val recall | final margin (β·h) | reward accuracy | chosen |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for method, sweep in summary["sweep"].items():
-        for c in sweep["candidates"]:
-            t = c["training"]
-            lines.append(f"| {method} | {c['lr']:g} | {_num(c['val']['CHAIR_i'])} | {_num(c['val']['recall'])} | "
-                         f"{_num(t.get('margins'), 2)} | {_num(t.get('accuracies'), 2)} | "
-                         f"{'yes' if c['lr'] == sweep['lr'] else ''} |")
+    for name in summary["regimes"]:
+        lines += _regime_section(summary, name)
     lines += [
-        "",
-        f"## Results on {cfg['n_eval_images']} held-out images (mean ± std over seeds {list(cfg['seeds'])})",
-        "",
-        "Greedy answers scored by `dama eval`'s CHAIR engine with the world's synonym list; lower CHAIR is better, "
-        "higher recall is better.",
-        "",
-        "| model | CHAIR_s | CHAIR_i | recall | avg. length |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name in ROWS:
-        if name in summary["table"]:
-            row = summary["table"][name]
-            lines.append(f"| {name} | {_fmt(row['CHAIR_s'])} | {_fmt(row['CHAIR_i'])} | {_fmt(row['recall'])} | "
-                         f"{_fmt(row['avg_len'])} |")
-    lines += [
-        "",
-        "Paired by seed (same data order and initial model), method − DPO, mean [95% t-interval]:",
-        "",
-        "| method | CHAIR_i | CHAIR_s | recall | avg. length |",
-        "| --- | --- | --- | --- | --- |",
-        *[f"| {m} | {_interval(d['CHAIR_i'])} | {_interval(d['CHAIR_s'])} | {_interval(d['recall'])} | "
-          f"{_interval(d['avg_len'])} |" for m, d in summary["comparison"].items()],
-        "",
         "## Plots",
         "",
-        "![results](results.png)",
+        "Single-point rule, primary regime: ![results](results.png)",
         "",
         "β_C against δ: ![beta](beta_vs_delta.png)",
         "",
         "α_M and R̄ over training: ![model-aware](model_aware.png)",
         "",
         "Reward margin of easy and hard pairs during DPO and DAMA training (the paper's 'imbalanced "
-        "responsiveness'), easy/hard by the ground-truth gap and by δ: ![responsiveness](responsiveness.png)",
+        "responsiveness'), easy/hard by the ground-truth gap and by δ, at the grid's middle lr: "
+        "![responsiveness](responsiveness.png)",
         "",
         "## Timings (s)",
         "",

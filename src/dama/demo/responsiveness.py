@@ -29,6 +29,21 @@ def easy_and_hard(data: Dataset, n: int) -> dict[str, Dataset]:
     }
 
 
+@torch.no_grad()
+def pair_margins(trainer: DAMATrainer, data: Dataset) -> torch.Tensor:
+    """`(n,)` margins h_i = [log π(y_w) − log π_ref(y_w)] − [log π(y_l) − log π_ref(y_l)] of the policy in
+    `trainer` on the pairs of `data` (with precomputed reference log-probs), in eval mode, one batch."""
+    batch = trainer.data_collator([dict(r) for r in data])
+    ref_chosen, ref_rejected = batch.pop("ref_chosen_logps"), batch.pop("ref_rejected_logps")
+    batch.pop(trainer.args.hardness_column, None)
+    batch = trainer._prepare_inputs(batch)
+    was_training = trainer.model.training
+    trainer.model.eval()
+    chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the policy's log-probs
+    trainer.model.train(was_training)
+    return (chosen.cpu() - ref_chosen) - (rejected.cpu() - ref_rejected)
+
+
 class MarginTracker(TrainerCallback):
     """Mean reward margin h of fixed easy and hard pairs, every `every` steps (the paper's responsiveness picture)."""
 
@@ -36,21 +51,10 @@ class MarginTracker(TrainerCallback):
         self.trainer, self.groups, self.every = trainer, groups, every
         self.history: list[dict[str, float]] = []
 
-    @torch.no_grad()
     def measure(self, step: int) -> None:
-        trainer = self.trainer
         row: dict[str, float] = {"step": step}
         for name, data in self.groups.items():
-            batch = trainer.data_collator([dict(r) for r in data])
-            ref_chosen, ref_rejected = batch.pop("ref_chosen_logps"), batch.pop("ref_rejected_logps")
-            batch.pop(trainer.args.hardness_column, None)
-            batch = trainer._prepare_inputs(batch)
-            was_training = trainer.model.training
-            trainer.model.eval()
-            chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the policy's log-probs
-            trainer.model.train(was_training)
-            margins = (chosen.cpu() - ref_chosen) - (rejected.cpu() - ref_rejected)
-            row[name] = float(margins.mean())
+            row[name] = float(pair_margins(self.trainer, data).mean())
         self.history.append(row)
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -1,0 +1,68 @@
+"""`dama demo --study` killed mid-way and run again continues from its run store, through the real CLI.
+
+The tiny study preset (`--preset tiny --study`: two regimes, the pilot rule, three methods, seconds per run) on the
+quick preset's models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from dama.cli import main as dama_main
+
+
+def _command(out, cache) -> list[str]:
+    return [sys.executable, "-m", "dama.cli", "demo", "--preset", "tiny", "--study", "--out", str(out),
+            "--cache-dir", str(cache)]
+
+
+def test_a_killed_study_resumes_from_its_store(tmp_path, quick_cache):
+    out = tmp_path / "study"
+    # build the models in this process first, so that the killed run spends its time on runs
+    assert dama_main(["demo", "--preset", "tiny", "--out", str(tmp_path / "warm"), "--cache-dir", str(quick_cache)]) == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_command(out, quick_cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(list((out / "store").glob("*.json"))) < 4:
+        assert proc.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = {p.name: json.loads(p.read_text()) for p in (out / "store").glob("*.json")}  # every file is whole
+    assert len(stored) >= 4 and not (out / "results.json").exists()
+
+    done = subprocess.run(_command(out, quick_cache), env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["store"]["runs_reused"] >= len(stored)
+    assert done.stdout.count("from the store") == summary["store"]["runs_reused"]
+    # a reused run is the stored one: the first pilot run's test numbers are those of its file
+    first = summary["frontier"]["short"]["DPO"]
+    files = [s["record"] for s in stored.values() if s["settings"]["method"] == "DPO"
+             and s["settings"]["regime"]["name"] == "short"]
+    for record in files:
+        entry = [e for e in first if e["lr"] == record["lr"] and e["seed"] == record["seed"]]
+        if entry:
+            assert entry[0]["CHAIR_i"] == record["test"]["CHAIR_i"] and entry[0]["recall"] == record["test"]["recall"]
+    # the study covered both regimes, with the grid fixed by DPO's pilot in each
+    assert set(summary["frontier"]) == {"short", "official"}
+    for name in ("short", "official"):
+        regime = summary["regimes"][name]
+        assert regime["knee"] in regime["grid"] and len(regime["pilot"]) == 3
+        assert all(e["val_epochs"] for e in summary["frontier"]["official"]["DPO"])
+
+    # run again: nothing left to train
+    again = subprocess.run(_command(out, quick_cache), env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["store"]["runs_reused"] == summary["store"]["runs"]
+
+
+def test_study_and_quick_cannot_be_combined(tmp_path, capsys):
+    assert dama_main(["demo", "--study", "--quick", "--out", str(tmp_path / "x")]) == 2
+    assert "--study and --quick cannot be combined" in capsys.readouterr().err
