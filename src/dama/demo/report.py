@@ -198,7 +198,8 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
     if regime["pilot"]:
         lines[-1] += (f"Grid {[float(f'{g:.3g}') for g in regime['grid']]} fixed from DPO's pilot (first seed, "
                       f"validation images) before any other method ran: knee {regime['knee']:.3g} (the smallest pilot "
-                      "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), j = −2…2.")
+                      "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), "
+                      f"j = −{len(regime['grid']) // 2}…{len(regime['grid']) // 2}.")
         lines += ["", "| pilot lr (DPO) | val CHAIR_i | val recall |", "| --- | --- | --- |"]
         lines += [f"| {float(lr):.3g} | {_num(v['CHAIR_i'])} | {_num(v['recall'])} |"
                   for lr, v in regime["pilot"].items()]
