@@ -498,7 +498,7 @@ class Study:
         self.prep, self.out, self.log = prep, out, log
         self.store = RunStore(out / "store", store_context(prep))
         self.done = 0
-        self.trained_units, self.trained_seconds = 0.0, 0.0
+        self.rates: list[float] = []  # seconds per pair-pass of each run trained (training and scoring)
         self.planned: dict[str, float] = {}  # regime -> units still to run (estimate until its grid is fixed)
         self.started = time.perf_counter()
         cfg = prep.cfg
@@ -516,16 +516,16 @@ class Study:
         units = _units(regime, len(self.prep.data))
         record = self.store.get(settings)
         stored = record is not None
+        clock = time.perf_counter()
         if record is None:
             record = train_run(self.prep, regime, method, lr, seed, self.out / "runs", track)
             self.store.put(settings, record)
-            self.trained_units += units
-            self.trained_seconds += record["seconds"] + 2.0  # + evaluation, roughly
+            self.rates.append((time.perf_counter() - clock) / units)
         self.done += 1
         self.planned[regime.name] = max(0.0, self.planned[regime.name] - units)
         remaining = sum(self.planned.values())
-        eta = "" if not self.trained_units else \
-            f", ETA {remaining * self.trained_seconds / self.trained_units / 60:.1f} min"
+        # seconds per pair-pass: the median of the last runs trained here (robust to a run slowed by other load)
+        eta = "" if not self.rates else f", ETA {remaining * statistics.median(self.rates[-8:]) / 60:.1f} min"
         elapsed = (time.perf_counter() - self.started) / 60
         took = "from the store" if stored else f"{record['seconds']:.0f}s"
         self.log(
