@@ -12,8 +12,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "DAMAConfig": "dama.config",
     "DAMATrainer": "dama.trainer",
+    "MarginMomentsEMA": "dama.state",
     "RewardGapEMA": "dama.state",
+    "beta_dpo_beta": "dama.objective",
+    "dama_beta": "dama.objective",
     "dama_loss": "dama.objective",
+    "mdpo_loss": "dama.objective",
     "data_aware_factor": "dama.objective",
     "model_aware_factor": "dama.objective",
 }
@@ -22,16 +26,20 @@ __all__ = [
     "__version__",
     "DAMAConfig",
     "DAMATrainer",
+    "MarginMomentsEMA",
     "RewardGapEMA",
+    "beta_dpo_beta",
+    "dama_beta",
     "dama_loss",
+    "mdpo_loss",
     "data_aware_factor",
     "model_aware_factor",
 ]
 
 if TYPE_CHECKING:
     from dama.config import DAMAConfig
-    from dama.objective import dama_loss, data_aware_factor, model_aware_factor
-    from dama.state import RewardGapEMA
+    from dama.objective import beta_dpo_beta, dama_beta, dama_loss, data_aware_factor, mdpo_loss, model_aware_factor
+    from dama.state import MarginMomentsEMA, RewardGapEMA
     from dama.trainer import DAMATrainer
 
 

@@ -86,7 +86,11 @@ class CheckpointingMixin:
         if self.args.should_save:
             os.makedirs(folder, exist_ok=True)
             Path(folder, COMPLETE_MARKER).unlink(missing_ok=True)  # an overwritten checkpoint is incomplete until done
-            state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean}
+            state = {
+                "reward_gap": self.reward_gap.state_dict(),
+                "delta_mean": self.delta_mean,
+                "mdpo_draws": self.mdpo_draws,
+            }
             atomic_write_json(os.path.join(folder, STATE_FILE), state)
         limit = self.args.save_total_limit
         self.args.save_total_limit = None  # rotated below, once this checkpoint is complete
@@ -154,6 +158,7 @@ class CheckpointingMixin:
                 state = json.load(handle)
             self.reward_gap.load_state_dict(state["reward_gap"])
             require_finite(self.reward_gap.mean, f"{path}: field 'reward_gap.mean' (R̄)")
+            self.mdpo_draws = int(state.get("mdpo_draws", 0))
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
         stored = state.get("delta_mean")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from dama.corruption import CROP_MODES
 from dama.devices import resolve_device, resolve_dtype
 from dama.errors import DamaError
 from dama.objective import EMA_INPUTS, LOSS_NORMALISATIONS, MODEL_AWARE_FORMS, REWARD_SCALES
@@ -45,6 +46,14 @@ class DAMAConfig(DPOConfig):
             over ranks (`per_rank`, official code) (§1, §6).
         prefix_sharing: one forward of each pair's image and prompt for both answers (`dama.prefix`,
             docs/performance.md); falls back, with a logged reason, where the model or batch is not supported.
+
+    Baselines in the same trainer (docs/paper_mapping.md §10–§11; which switches combine: `docs/baselines.md`):
+        beta_dpo: β-DPO's batch β from the margins' running mean and std, with its Gaussian filter; `keep_ratio` is
+            its 1 − mode_weight and `gamma` its EMA factor (§10).
+        beta_dpo_alpha: a of β_used = β·(1 + a·(mean_kept A − M₀)) (§10).
+        mdpo: mDPO's loss, DPO plus the image-conditional and anchor terms (§11).
+        mdpo_crop: where mDPO's corrupted image is drawn: `paired` (per pair and step from the seed, the same for
+            policy and reference) or `fresh` (a new crop at every forward, official code) (§11).
     """
 
     # TRL turns checkpointing on by default through `gradient_checkpointing`, which transformers 5 deprecates in favour of
@@ -134,6 +143,37 @@ class DAMAConfig(DPOConfig):
         },
     )
 
+    beta_dpo: bool = field(
+        default=False,
+        metadata={
+            "help": "β-DPO (Wu et al., 2024): one β per step, β·(1 + a·(mean of the kept margins − M₀)), with a "
+            "Gaussian filter around the running margin mean M₀ and std σ̄. keep_ratio is its 1 − mode_weight "
+            "(official 0.8), gamma its EMA factor (0.9). Needs model_aware=false; data_aware may scale it."
+        },
+    )
+    beta_dpo_alpha: float = field(
+        default=0.6,
+        metadata={
+            "help": "a of β-DPO's β rule, ≥ 0 (0.6 in the official README's command; 0 gives a constant β)."
+        },
+    )
+    mdpo: bool = field(
+        default=False,
+        metadata={
+            "help": "mDPO (Wang et al., 2024): DPO plus an image-conditional preference (y_w with the image against "
+            "y_w with a corrupted image) and an anchor on y_w's reward. Needs images and all DAMA switches off."
+        },
+    )
+    mdpo_crop: str = field(
+        default="paired",
+        metadata={
+            "help": "mDPO's corrupted image (a random resized crop keeping 1-20% of the area): 'paired' draws one "
+            "per pair and step from the seed, seen by policy and reference alike; 'fresh' draws a new one at every "
+            "forward, as the official code does.",
+            "choices": list(CROP_MODES),
+        },
+    )
+
     def __post_init__(self) -> None:
         # TRL defaults bf16 to True, which fails on machines without a bf16-capable GPU; decide from the hardware.
         if self.bf16 is None and not self.fp16:
@@ -149,7 +189,7 @@ class DAMAConfig(DPOConfig):
             raise RecipeError(f"beta_min must be ≥ 0, got {self.beta_min}")
         if self.beta <= 0.0:
             raise RecipeError(f"beta must be > 0, got {self.beta}")
-        for name in ("beta", "beta_min", "gamma", "keep_ratio", "delta_mean", "learning_rate"):
+        for name in ("beta", "beta_min", "gamma", "keep_ratio", "delta_mean", "learning_rate", "beta_dpo_alpha"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise RecipeError(f"{name} must be a finite number, got {value}")
@@ -158,18 +198,58 @@ class DAMAConfig(DPOConfig):
             ("model_aware_form", self.model_aware_form, MODEL_AWARE_FORMS),
             ("ema_input", self.ema_input, EMA_INPUTS),
             ("loss_normalisation", self.loss_normalisation, LOSS_NORMALISATIONS),
+            ("mdpo_crop", self.mdpo_crop, CROP_MODES),
         ):
             if value not in choices:
                 raise RecipeError(f"{name} must be one of {choices}, got {value!r}")
-        if self.dama_enabled and self.loss_type != ["sigmoid"]:
+        if not self.beta_dpo_alpha >= 0.0:
+            raise RecipeError(f"beta_dpo_alpha must be ≥ 0, got {self.beta_dpo_alpha}")
+        self._check_combinations()
+        what = "mDPO" if self.mdpo else "β-DPO" if self.beta_dpo else "DAMA"
+        if self.custom_loss and self.loss_type != ["sigmoid"]:
             raise RecipeError(
-                f"DAMA rescales the sigmoid (DPO) loss; loss_type={self.loss_type} is not supported with data_aware, "
-                "model_aware or keep_ratio < 1. Set loss_type='sigmoid' or turn DAMA off."
+                f"{what} is built on the sigmoid (DPO) loss; loss_type={self.loss_type} is not supported with "
+                "data_aware, model_aware, keep_ratio < 1, beta_dpo or mdpo. Set loss_type='sigmoid' or turn them off."
             )
-        if self.dama_enabled and (
+        if self.custom_loss and (
             self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"
         ):
-            raise RecipeError("DAMA is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
+            raise RecipeError(f"{what} is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
+
+    def _check_combinations(self) -> None:
+        """Refuse the switch combinations no paper defines (the table in docs/baselines.md)."""
+        if self.beta_dpo:
+            if self.model_aware:
+                raise RecipeError(
+                    "beta_dpo replaces DAMA's model-aware half (α_M and R̄) with β-DPO's batch β: set model_aware: "
+                    "false (data_aware may stay on: α_D then scales β-DPO's β per pair)"
+                )
+            for name, value, official in (
+                ("reward_scale", self.reward_scale, "margin"),
+                ("model_aware_form", self.model_aware_form, "mean_sigmoid"),
+                ("ema_input", self.ema_input, "all"),
+                ("filter_std", self.filter_std, False),
+            ):
+                if value != official:
+                    raise RecipeError(
+                        f"{name}={value!r} is an option of DAMA's model-aware half, which beta_dpo replaces (β-DPO "
+                        f"feeds the raw margins of all pairs and always divides by σ̄): leave it at {official!r}"
+                    )
+        if self.mdpo:
+            on = [name for name, value in (("data_aware", self.data_aware), ("model_aware", self.model_aware),
+                                           ("beta_dpo", self.beta_dpo)) if value]  # fmt: skip
+            if self.keep_ratio < 1.0:
+                on.append(f"keep_ratio={self.keep_ratio}")
+            if on:
+                raise RecipeError(
+                    f"mdpo is its own objective and does not combine with {', '.join(on)}: set data_aware: false, "
+                    "model_aware: false, beta_dpo: false and keep_ratio: 1.0 (docs/baselines.md)"
+                )
+            if self.precompute_ref_log_probs:
+                raise RecipeError(
+                    "mdpo needs the reference model's log-probs of y_w with the corrupted image at every step, which "
+                    "are not precomputed: set precompute_ref_log_probs: false"
+                )
 
     @property
     def dama_enabled(self) -> bool:
@@ -177,6 +257,11 @@ class DAMAConfig(DPOConfig):
         return self.data_aware or self.model_aware or self.keep_ratio < 1.0
 
     @property
+    def custom_loss(self) -> bool:
+        """True when the trainer computes the loss itself (DAMA, β-DPO, mDPO), False for TRL's own DPO path."""
+        return self.dama_enabled or self.beta_dpo or self.mdpo
+
+    @property
     def tracks_reward_gap(self) -> bool:
-        """R̄ is needed by the model-aware factor and by the outlier filter."""
-        return self.model_aware or self.keep_ratio < 1.0
+        """Running margin statistics are kept: R̄ (model-aware factor, outlier filter) or β-DPO's M₀ and σ̄."""
+        return self.model_aware or self.keep_ratio < 1.0 or self.beta_dpo

@@ -215,11 +215,21 @@ def validate(
     image_root: str | None = None,
     hardness_column: str | None = None,
     check_images: bool = True,
+    require_images: str | None = None,
 ) -> None:
-    """Check every row; raise `DataValidationError` listing each problem as "<source> row i (id): field 'x': ..."."""
+    """Check every row; raise `DataValidationError` listing each problem as "<source> row i (id): field 'x': ...".
+
+    `require_images` names the setting that needs an image in every row (`"mdpo"`): a dataset without an image
+    column, or a row without an image, is then refused even when `check_images` is off.
+    """
     errors: list[str] = []
     columns = dataset.column_names
     image_key = image_field(columns)
+    if require_images and image_key is None:
+        raise DataValidationError(
+            f"{source}: {require_images}=True needs an image in every pair, but the data has no 'image' or 'images' "
+            f"column (it has {columns})"
+        )
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in columns]
     if missing:
         raise DataValidationError(f"{source}: missing columns {missing} (has {columns})")
@@ -259,6 +269,9 @@ def validate(
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or not math.isfinite(value):
                 errors.append(f"{where}: field {name!r} is not a finite number ({value!r})")
+        if require_images and not (row[image_key] if image_key == "images" else row[image_key] is not None):
+            errors.append(f"{where}: field {image_key!r} is empty: {require_images}=True needs an image in every pair")
+            continue
         if image_key is not None and check_images:
             values = row[image_key] if image_key == "images" else [row[image_key]]
             for value in values or [None]:
@@ -354,12 +367,13 @@ def load_preference_dataset(
     hardness_column: str | None = None,
     max_samples: int | None = None,
     check_images: bool = True,
+    require_images: str | None = None,
 ) -> tuple[Dataset, float | None]:
     """Read, convert to TRL's format, validate. Returns the dataset and the stored δ̄ (hardness output, official data).
 
     `hardness_column` is required to be present and finite when given (pass it when `data_aware=True`). The δ this
     import produces (official data; a `dama hardness` output) is stored under that name (default
-    `dama.rows.HARDNESS_COLUMN`).
+    `dama.rows.HARDNESS_COLUMN`). `require_images` (a setting's name, e.g. `"mdpo"`) refuses pairs without an image.
     """
     path = Path(path)
     source = str(path)
@@ -403,5 +417,5 @@ def load_preference_dataset(
         if delta_mean is None:
             delta_mean = OFFICIAL_DELTA_MEAN
     dataset = _to_trl(dataset, fmt, source, column)
-    validate(dataset, source, image_root, hardness_column, check_images)
+    validate(dataset, source, image_root, hardness_column, check_images, require_images)
     return _resolve_images(dataset, image_root, source), delta_mean

@@ -265,3 +265,105 @@ def reduce_loss_per_rank(losses: torch.Tensor, keep_mask: torch.Tensor) -> torch
     """
     n_kept = keep_mask.to(losses.dtype).sum().clamp_min(1.0)
     return losses.sum() / n_kept
+
+
+# ------------------------------------------------------------------------------------------------------- baselines
+class BetaDpoBeta(NamedTuple):
+    """What `beta_dpo_beta` computes for one global micro-batch of N pairs."""
+
+    beta: torch.Tensor  # 0-dim float32 β_used, one β for the whole batch
+    keep_mask: torch.Tensor  # (N,) bool, the pairs kept by the Gaussian filter
+    kept_mean: torch.Tensor  # 0-dim mean of the kept margins, M_kept
+
+
+def beta_dpo_beta(
+    margins: torch.Tensor,
+    gap_mean: float | torch.Tensor,
+    gap_std: float | torch.Tensor,
+    *,
+    beta: float,
+    alpha: float,
+    keep_ratio: float,
+    generator: torch.Generator | None = None,
+    beta_min: float = 1e-3,
+) -> BetaDpoBeta:
+    """β-DPO's batch β (Wu et al., NeurIPS 2024; junkangwu/beta-DPO `trainers.py::preference_loss`, lines 74-89).
+
+    1. w_i = exp(−½ ((A_i − M₀) / σ̄)²) on the raw margins A_i = h_i (no β) against the EMAs M₀, σ̄ *after* this
+       step's update (`MarginMomentsEMA.update` runs first, as `get_batch_metrics` does);
+    2. keep ⌊ρ·N⌋ pairs drawn ∝ w without replacement (official: `mode_weight` = 1 − ρ, `torch.multinomial`);
+    3. β_used = β · (1 + α · (mean_{kept} A_i − M₀)), clamped at ≥ β_min (official: 1e-3), without gradient.
+
+    The official draw fails on all-zero or NaN weights (step 0, where every A_i = 0 and σ̄ = 0); here the weights
+    are taken in log space with σ̄ clamped at 1e-6 and drawn with `sample_keep_mask` (Gumbel-top-k), so a step
+    never fails and every rank with the same generator draws the same set. K is at least 1.
+
+    Args:
+        margins: `(N,)` margins h_i gathered over all ranks (rank-major, same on every rank).
+        gap_mean, gap_std: M₀ and σ̄ after this step's update.
+        beta, alpha, keep_ratio, beta_min: β, a, ρ = 1 − mode_weight and the clamp.
+        generator: CPU generator of the draw.
+    """
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    a = margins.detach().float()
+    n = a.numel()
+    if n == 0:
+        raise ValueError("beta_dpo_beta needs at least one margin")
+    k = max(1, int(keep_ratio * n + 1e-9))
+    if k >= n:
+        keep_mask = torch.ones(n, dtype=torch.bool, device=a.device)
+    else:
+        keep_mask = sample_keep_mask(outlier_log_weights(a, gap_mean, gap_std), k, generator)
+    m0 = torch.as_tensor(gap_mean, dtype=torch.float32, device=a.device)
+    kept_mean = a[keep_mask].mean()
+    beta_used = (beta * (1.0 + alpha * (kept_mean - m0))).clamp_min(beta_min)
+    return BetaDpoBeta(beta_used.detach().reshape(()), keep_mask, kept_mean.reshape(()))
+
+
+class MdpoLoss(NamedTuple):
+    """Per-pair terms of the mDPO loss; every tensor is `(B,)`."""
+
+    losses: torch.Tensor  # ℓ_DPO + ℓ_image + ℓ_anchor
+    dpo: torch.Tensor  # −log σ(β·h)
+    image: torch.Tensor  # −log σ(β·h_img)
+    anchor: torch.Tensor  # −log σ(β·h_anc)
+    chosen_rewards: torch.Tensor  # β·(log πθ(y_w|I) − log πref(y_w|I)), detached
+    rejected_rewards: torch.Tensor  # β·(log πθ(y_l|I) − log πref(y_l|I)), detached
+    imageless_rewards: torch.Tensor  # β·(log πθ(y_w|I′) − log πref(y_w|I′)), detached
+
+
+def mdpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    policy_corrupt_chosen_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    ref_corrupt_chosen_logps: torch.Tensor,
+    beta: float,
+) -> MdpoLoss:
+    """mDPO's loss (Wang et al., EMNLP 2024; luka-group/mDPO `mdpo_trainer.py::dpo_loss`, lines 92-135).
+
+    h = [log πθ(y_w|I) − log πθ(y_l|I)] − [log πref(y_w|I) − log πref(y_l|I)] (response preference);
+    h_img = [log πθ(y_w|I) − log πθ(y_w|I′)] − [log πref(y_w|I) − log πref(y_w|I′)] (image-conditional preference,
+    I′ the corrupted image); h_anc = log πθ(y_w|I) − log πref(y_w|I) (anchor, threshold 0);
+    ℓ_i = −log σ(β·h) − log σ(β·h_img) − log σ(β·h_anc). The batch loss is the mean over pairs.
+
+    Args:
+        policy_*, ref_*: `(B,)` summed response log-probs; `*_corrupt_chosen_*` is y_w with the corrupted image.
+        beta: β of all three terms.
+    """
+    pc, pr, pi = policy_chosen_logps.float(), policy_rejected_logps.float(), policy_corrupt_chosen_logps.float()
+    rc, rr, ri = ref_chosen_logps.float(), ref_rejected_logps.float(), ref_corrupt_chosen_logps.float()
+    dpo = -F.logsigmoid(beta * ((pc - pr) - (rc - rr)))
+    image = -F.logsigmoid(beta * ((pc - pi) - (rc - ri)))
+    anchor = -F.logsigmoid(beta * (pc - rc))
+    return MdpoLoss(
+        dpo + image + anchor,
+        dpo,
+        image,
+        anchor,
+        (beta * (pc - rc)).detach(),
+        (beta * (pr - rr)).detach(),
+        (beta * (pi - ri)).detach(),
+    )

@@ -106,7 +106,7 @@ def _unshared_position_ids(base: Any, inputs: dict[str, torch.Tensor]) -> torch.
     return torch.arange(ids.size(1), device=ids.device).expand_as(ids)
 
 
-def _first_half_images(inputs: dict[str, torch.Tensor], n_rows: int) -> dict[str, torch.Tensor]:
+def chosen_row_images(inputs: dict[str, torch.Tensor], n_rows: int) -> dict[str, torch.Tensor]:
     """The vision inputs of the chosen rows, after checking they equal the rejected rows' (one image per row)."""
     half = n_rows // 2
     out: dict[str, torch.Tensor] = {}
@@ -211,7 +211,7 @@ def pack_pairs(model: Any, inputs: dict[str, torch.Tensor]) -> PackedPairs:
     dtype = base.get_input_embeddings().weight.dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     packed["attention_mask"] = mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-    packed.update(_first_half_images(inputs, n_rows))
+    packed.update(chosen_row_images(inputs, n_rows))
     labels = torch.where(completion[src_row, src_col] & real, packed["input_ids"], -100)
 
     # unshared next-token position t of row k predicts column t + 1; in the packed row that token sits at

@@ -73,3 +73,44 @@ class RewardGapEMA:
 
     def __repr__(self) -> str:
         return f"RewardGapEMA(mean={self.mean:.6g}, gamma={self.gamma}, num_updates={self.num_updates})"
+
+
+class MarginMomentsEMA(RewardGapEMA):
+    """β-DPO's running statistics M₀ and σ̄ (junkangwu/beta-DPO `trainers.py::update_and_sync_tensor_mean`, L241-261).
+
+    M₀ ← γ·M₀ + (1−γ)·mean(A) and σ̄ ← γ·σ̄ + (1−γ)·std(A), both from 0, over all N gathered margins A of the
+    micro-batch, with `std` the unbiased (N − 1) estimate as `torch.Tensor.std` computes it. β-DPO updates them
+    *before* the loss of the step (DAMA's R̄: after). Every rank feeds the same gathered vector, so every rank holds
+    the same values (the official code averages identical values over ranks with an all-reduce). A batch of one
+    pair has no std: σ̄ is then left as it is (the official code would turn it into NaN for the rest of training).
+    """
+
+    def __init__(self, gamma: float = 0.9) -> None:
+        super().__init__(gamma=gamma, initial=0.0, track_std=False)
+        self.std_ema = 0.0
+
+    @property
+    def std(self) -> float:  # σ̄, used by the filter (RewardGapEMA.std is the optional DAMA running std)
+        return self.std_ema
+
+    def update(self, values: torch.Tensor) -> float:
+        values = values.detach().float()
+        values = values[torch.isfinite(values)]
+        if values.numel() > 0:
+            self.mean = self.gamma * self.mean + (1.0 - self.gamma) * values.mean().item()
+            if values.numel() > 1:
+                self.std_ema = self.gamma * self.std_ema + (1.0 - self.gamma) * values.std().item()
+        self.num_updates += 1
+        return self.mean
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "std_ema": self.std_ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "std_ema" not in state:
+            raise KeyError("MarginMomentsEMA state is missing ['std_ema'] (σ̄ of β-DPO)")
+        super().load_state_dict(state)
+        self.std_ema = float(state["std_ema"])
+
+    def __repr__(self) -> str:
+        return f"MarginMomentsEMA(mean={self.mean:.6g}, std={self.std_ema:.6g}, num_updates={self.num_updates})"

@@ -31,12 +31,14 @@ class StepMetricsMixin:
         rejected_rewards: torch.Tensor,
         stats: dict[str, torch.Tensor],
         guard: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
+        extra: dict[str, tuple[torch.Tensor | float, torch.Tensor | float]] | None = None,
     ) -> None:
         """TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`, with one gather and one host sync.
 
         Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio. `guard` is `(loss, Σ β_C)` of this rank: they
         are summed over ranks in the same gather, so a NaN or infinity on any rank stops every rank at the same step
         with `NonFiniteError` (training on would write a NaN model; TRL's logging would even show the loss as 0).
+        `extra` adds per-rank metrics as (local sum, local count), reduced like TRL's (mDPO's imageless rewards).
         """
         mask = inputs["completion_mask"][..., 1:]
         chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
@@ -59,6 +61,7 @@ class StepMetricsMixin:
         }
         if self.aux_loss_enabled:
             fractions["aux_loss"] = (outputs.aux_loss, 1.0)
+        fractions.update(extra or {})
         device = chosen_rewards.device
 
         def scalar(value: torch.Tensor | float) -> torch.Tensor:

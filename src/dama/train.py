@@ -118,6 +118,7 @@ def build_trainer(argv: list[str] | None = None):
         hardness,
         data_args.max_samples,
         data_args.validate_images,
+        "mdpo" if config.mdpo else None,
     )
     eval_dataset = None
     if data_args.eval_dataset_path:
@@ -128,6 +129,7 @@ def build_trainer(argv: list[str] | None = None):
             hardness,
             None,
             data_args.validate_images,
+            "mdpo" if config.mdpo else None,
         )
     model, processor = load_model(model_args)
     tokenizer = getattr(processor, "tokenizer", processor)

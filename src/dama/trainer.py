@@ -26,9 +26,25 @@ from trl.trainer.utils import use_adapter
 
 from dama.checkpoints import COMPLETE_MARKER, STATE_FILE, CheckpointError, CheckpointingMixin
 from dama.config import DAMAConfig, RecipeError
-from dama.objective import dama_beta, dama_loss, data_aware_factor, reduce_loss, reduce_loss_per_rank
-from dama.prefix import PrefixSharingUnavailable, shared_prefix_forward, unsupported_reason
-from dama.state import RewardGapEMA
+from dama.corruption import corrupt_images, crop_generator
+from dama.objective import (
+    beta_dpo_beta,
+    combine_beta,
+    dama_beta,
+    dama_loss,
+    data_aware_factor,
+    mdpo_loss,
+    reduce_loss,
+    reduce_loss_per_rank,
+)
+from dama.prefix import (
+    PER_IMAGE_KEYS,
+    PrefixSharingUnavailable,
+    chosen_row_images,
+    shared_prefix_forward,
+    unsupported_reason,
+)
+from dama.state import MarginMomentsEMA, RewardGapEMA
 from dama.step_metrics import StepMetricsMixin
 from dama.training_data import REF_COLUMNS, ExtraColumnsCollator, dataset_columns, training_delta_mean
 
@@ -75,7 +91,20 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
             if self._vision_precompute:
                 config.precompute_ref_log_probs = True
 
-        self.reward_gap = RewardGapEMA(gamma=config.gamma, track_std=config.filter_std)
+        if config.beta_dpo:  # β-DPO's M₀ and σ̄, updated before the loss (docs/paper_mapping.md §10)
+            self.reward_gap: RewardGapEMA = MarginMomentsEMA(gamma=config.gamma)
+        else:
+            self.reward_gap = RewardGapEMA(gamma=config.gamma, track_std=config.filter_std)
+        self.mdpo_draws = 0  # micro-batches whose mDPO crops were drawn: seeds the `paired` crops, saved in checkpoints
+        if config.mdpo:
+            if not self._is_vision_data:
+                raise RecipeError("mdpo=True needs images: the training set has no 'image' or 'images' column")
+            if self._vision_precompute:
+                raise RecipeError(
+                    "mdpo needs the reference log-probs of y_w with the corrupted image at every step; the dataset "
+                    "carries precomputed reference columns and precompute_ref_log_probs releases the reference "
+                    "model: train on the data without ref_chosen_logps/ref_rejected_logps"
+                )
         extra = [config.hardness_column] if config.data_aware else []
         if self._vision_precompute:
             extra += list(REF_COLUMNS)
@@ -87,6 +116,11 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
             config.ld_alpha is not None or config.use_weighting or config.f_divergence_type != "reverse_kl"
         )
         self._prefix_sharing = self._resolve_prefix_sharing(config)
+        if config.mdpo and self._prefix_sharing:
+            logger.info(
+                "mdpo: the pass of y_w with the corrupted image runs unshared (its image differs from the pair's, so "
+                "there is no encoded prompt to share); the two real-image passes stay shared."
+            )
         if self._vision_precompute:
             self._precompute_vision_ref_logps(has_ref_columns)
 
@@ -189,16 +223,27 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
             ref_model = self.ref_model if self.ref_model is not None else model
             ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(ref_model, inputs)
 
-        # 3. β_C from the pure DAMA functions
-        margins = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
-        beta_c, keep_mask, n_kept, stats = self._dama_beta(
-            margins.detach(), extras.get(self.args.hardness_column), mode
-        )
-
-        # 4. loss (Eq. 2)
-        losses, chosen_rewards, rejected_rewards = dama_loss(
-            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta_c, keep_mask
-        )
+        extra_metrics: dict[str, tuple[torch.Tensor, float]] = {}
+        if self.args.mdpo:  # mDPO: y_w with a corrupted image, then the three-term loss (docs/paper_mapping.md §11)
+            ref_model = self.ref_model if self.ref_model is not None else model
+            corrupt_logps, ref_corrupt_logps = self._corrupted_chosen_logps(model, ref_model, inputs, mode)
+            terms = mdpo_loss(
+                chosen_logps, rejected_logps, corrupt_logps,
+                ref_chosen_logps, ref_rejected_logps, ref_corrupt_logps, self.args.beta,
+            )  # fmt: skip
+            losses, chosen_rewards, rejected_rewards = terms.losses, terms.chosen_rewards, terms.rejected_rewards
+            beta_c, keep_mask, stats = self.args.beta, None, {}
+            extra_metrics = mdpo_metrics(terms, corrupt_logps)
+        else:
+            # 3. β_C from the pure DAMA (or β-DPO) functions
+            margins = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+            beta_c, keep_mask, n_kept, stats = self._dama_beta(
+                margins.detach(), extras.get(self.args.hardness_column), mode
+            )
+            # 4. loss (Eq. 2)
+            losses, chosen_rewards, rejected_rewards = dama_loss(
+                chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta_c, keep_mask
+            )
         if keep_mask is None:
             loss = losses.mean()
         elif self.args.loss_normalisation == "per_rank":
@@ -214,8 +259,9 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
         rewards = (chosen_rewards, rejected_rewards)
         guard = (loss.detach(), beta_total)
         self._log_step_metrics(
-            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, *rewards, stats, guard=guard
-        )
+            mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, *rewards, stats, guard=guard,
+            extra=extra_metrics,
+        )  # fmt: skip
         if return_outputs:
             with torch.no_grad():
                 outputs = model(**model_kwargs)
@@ -266,6 +312,15 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
         """TRL's reference pass (same contexts: no grad, adapters off under PEFT), with the prefix shared when on."""
         if not getattr(self, "_prefix_sharing", False):
             return super().compute_ref_log_probs(model, inputs)
+        with self._reference_context():
+            outputs = self._shared_forward(model, inputs)
+        if outputs is None:
+            return super().compute_ref_log_probs(model, inputs)
+        return outputs.log_probs.sum(dim=1).chunk(2, dim=0)
+
+    @contextlib.contextmanager
+    def _reference_context(self):
+        """TRL's contexts of a reference forward: no grad, checkpointing off, adapters off under PEFT, autocast."""
         adapter_context = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -276,10 +331,47 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
             adapter_context,
             self.accelerator.autocast(),
         ):
-            outputs = self._shared_forward(model, inputs)
-        if outputs is None:
-            return super().compute_ref_log_probs(model, inputs)
-        return outputs.log_probs.sum(dim=1).chunk(2, dim=0)
+            yield
+
+    def sequence_logps(self, model: Any, inputs: dict[str, torch.Tensor], *, reference: bool = False) -> torch.Tensor:
+        """Summed response log-probs `(rows,)` of `model` on collated rows (`input_ids`, `completion_mask`, images).
+
+        `reference=True` runs it in the reference contexts (no grad, adapters off under PEFT), as TRL's
+        `compute_ref_log_probs` does; otherwise with grad, as the policy forward of a step.
+        """
+        skip = {"completion_mask", *REF_COLUMNS, self.args.hardness_column}
+        kwargs = {k: v for k, v in inputs.items() if k not in skip}
+        kwargs["use_cache"] = False
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        with self._reference_context() if reference else contextlib.nullcontext():
+            log_probs = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+        return log_probs[:, -(inputs["completion_mask"].size(1) - 1) :].sum(dim=1)
+
+    def _corrupted_chosen_logps(
+        self, model: Any, ref_model: Any, inputs: dict[str, torch.Tensor], mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log πθ(y_w | I′) and log πref(y_w | I′) `(B,)`: the chosen rows with each image replaced by its crop I′.
+
+        `mdpo_crop: paired` draws one crop per pair from (seed, micro-batch counter, index in the global batch), so
+        policy and reference see the same I′ and the crops do not depend on how the batch is split over ranks;
+        `fresh` draws a new crop for each forward from the global RNG, as the official code does.
+        """
+        rows = inputs["input_ids"].size(0) // 2
+        chosen = chosen_rows(inputs, rows)
+        model_config = self.accelerator.unwrap_model(model).config  # Qwen2-VL's patch layout
+        if self.args.mdpo_crop == "paired":
+            draw = self.mdpo_draws if mode == "train" else -1  # evaluation: the same crops at every evaluation
+            first = self.accelerator.process_index * rows
+            generators = [crop_generator(self.args.seed, draw, first + i) for i in range(rows)]
+            policy_inputs = ref_inputs = {**chosen, **corrupt_images(vision_of(chosen), model_config, generators)}
+        else:
+            policy_inputs = {**chosen, **corrupt_images(vision_of(chosen), model_config, [None] * rows)}
+            ref_inputs = {**chosen, **corrupt_images(vision_of(chosen), model_config, [None] * rows)}
+        if mode == "train":
+            self.mdpo_draws += 1
+        policy = self.sequence_logps(model, policy_inputs)
+        reference = self.sequence_logps(ref_model, ref_inputs, reference=True)
+        return policy, reference
 
     def _dama_beta(
         self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
@@ -291,6 +383,8 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
         """
         args = self.args
         n_local = margins.numel()
+        if args.beta_dpo:
+            return self._beta_dpo_beta(margins, delta, mode)
         if not args.dama_enabled:
             return args.beta, None, n_local * self.accelerator.num_processes, {}
         train = mode == "train"
@@ -340,3 +434,93 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
         if args.data_aware:
             stats["dama/alpha_d_mean"] = global_alpha_d.mean()
         return beta_c, keep_local, n_kept, stats
+
+    def _beta_dpo_beta(
+        self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None, int, dict[str, torch.Tensor]]:
+        """β-DPO's one β per step (docs/paper_mapping.md §10), optionally scaled per pair by α_D; as `_dama_beta`.
+
+        The margins of every rank are gathered once; M₀ and σ̄ are updated with them *before* the weights and β are
+        computed (official order), in training only (the official code also updates them on evaluation batches).
+        """
+        args = self.args
+        n_local = margins.numel()
+        train = mode == "train"
+        if args.data_aware and delta is None:
+            raise RecipeError(
+                f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
+                "set a hardness column too (`dama hardness`), or set data_aware=False."
+            )
+        alpha_d = data_aware_factor(delta, self.delta_mean).to(margins.device) if args.data_aware else None
+        local = torch.stack([margins.float(), alpha_d if alpha_d is not None else torch.ones_like(margins.float())], 1)
+        global_margins, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
+        if train:
+            self.reward_gap.update(global_margins)
+        keep_ratio = args.keep_ratio if train else 1.0
+        out = beta_dpo_beta(
+            global_margins,
+            self.reward_gap.mean,
+            self.reward_gap.std,
+            beta=args.beta,
+            alpha=args.beta_dpo_alpha,
+            keep_ratio=keep_ratio,
+            generator=self.reward_gap.generator(args.seed),
+            beta_min=args.beta_min,
+        )
+        if args.data_aware:
+            global_beta = combine_beta(out.beta, global_alpha_d, None, args.beta_min)
+        else:
+            global_beta = out.beta.expand_as(global_margins)
+        rank = self.accelerator.process_index
+        keep_local, n_kept = None, global_margins.numel()
+        if keep_ratio < 1.0:
+            keep_local = out.keep_mask[rank * n_local : (rank + 1) * n_local]
+            n_kept = int(out.keep_mask.sum())
+        device = global_margins.device
+        stats = {
+            "beta_dpo/beta_used": out.beta,
+            "beta_dpo/gap_mean": torch.full((), self.reward_gap.mean, device=device),
+            "beta_dpo/gap_std": torch.full((), self.reward_gap.std, device=device),
+            "beta_dpo/kept_fraction": out.keep_mask.float().mean(),
+            "beta_dpo/kept_margin_mean": out.kept_mean,
+            "dama/beta_mean": global_beta.mean(),
+            "dama/beta_min": global_beta.min(),
+            "dama/beta_max": global_beta.max(),
+            "dama/n_clamped": (global_beta <= args.beta_min).sum().float(),
+        }
+        if args.data_aware:
+            stats["dama/alpha_d_mean"] = global_alpha_d.mean()
+        return global_beta[rank * n_local : (rank + 1) * n_local].to(margins.device), keep_local, n_kept, stats
+
+
+def chosen_rows(inputs: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
+    """The chosen half of a collated batch `[chosen_0..B, rejected_0..B]`, with its images, trimmed of padding columns."""
+    out = {k: v[:rows] for k, v in inputs.items()
+           if isinstance(v, torch.Tensor) and k not in PER_IMAGE_KEYS and v.dim() > 0 and v.size(0) == 2 * rows}  # fmt: skip
+    try:
+        out.update(chosen_row_images(inputs, 2 * rows))
+    except PrefixSharingUnavailable as err:
+        raise ValueError(f"mDPO needs one image per pair, shared by its two answers: {err}") from err
+    width = int(out["attention_mask"].any(dim=0).nonzero().max()) + 1  # the chosen rows' last non-padding column
+    for key in ("input_ids", "attention_mask", "completion_mask", "mm_token_type_ids", "token_type_ids"):
+        if key in out and out[key].dim() == 2:
+            out[key] = out[key][:, :width]
+    return out
+
+
+def vision_of(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: inputs[k] for k in PER_IMAGE_KEYS if k in inputs}
+
+
+def mdpo_metrics(terms: Any, corrupt_logps: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
+    """mDPO's logged values as (local sum, local count), reduced over ranks with the step's other metrics."""
+    b = float(terms.losses.numel())
+    return {
+        "rewards/imageless_chosen": (terms.imageless_rewards.sum(), b),
+        "rewards/imageless_accuracies": ((terms.chosen_rewards > terms.imageless_rewards).sum(), b),
+        "rewards/imageless_margins": ((terms.chosen_rewards - terms.imageless_rewards).sum(), b),
+        "logps/imageless_chosen": (corrupt_logps.detach().sum(), b),
+        "mdpo/loss_dpo": (terms.dpo.detach().sum(), b),
+        "mdpo/loss_image": (terms.image.detach().sum(), b),
+        "mdpo/loss_anchor": (terms.anchor.detach().sum(), b),
+    }

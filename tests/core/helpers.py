@@ -12,15 +12,22 @@ COLOURS = ["red", "blue", "green", "yellow"]
 OBJECTS = ["cat", "dog", "cup", "car", "tree", "bird"]
 
 
-def make_vision_pairs(n: int = 8, seed: int = 0, with_delta: bool = True) -> Dataset:
-    """n distinct (image, prompt, chosen, rejected[, dama_delta]) rows in TRL's conversational vision format."""
+def make_vision_pairs(n: int = 8, seed: int = 0, with_delta: bool = True, textured: bool = False) -> Dataset:
+    """n distinct (image, prompt, chosen, rejected[, dama_delta]) rows in TRL's conversational vision format.
+
+    Images are one colour each, or with `textured` a colour ramp per image (a crop of it is another image: mDPO).
+    """
     rng = random.Random(seed)
     rows: dict[str, list[Any]] = {"image": [], "prompt": [], "chosen": [], "rejected": []}
     deltas = []
     for i in range(n):
         colour, obj, wrong = rng.choice(COLOURS), rng.choice(OBJECTS), rng.choice(OBJECTS)
         rgb = (40 * (i % 6), 25 * (i % 9), 200 - 20 * (i % 7))
-        rows["image"].append(Image.new("RGB", (20 + i % 3, 20), rgb))
+        image = Image.new("RGB", (20 + i % 3, 20), rgb)
+        if textured:
+            image.putdata([((x * 12 + rgb[0]) % 256, (y * 12 + rgb[1]) % 256, rgb[2])
+                           for y in range(image.height) for x in range(image.width)])  # fmt: skip
+        rows["image"].append(image)
         rows["prompt"].append([{"role": "user", "content": "Describe the image."}])
         rows["chosen"].append([{"role": "assistant", "content": f"A {colour} {obj}."}])
         rows["rejected"].append([{"role": "assistant", "content": f"A {colour} {obj} and a {wrong} on a table {i}."}])

@@ -20,8 +20,16 @@ def train_logs(trainer) -> list[dict]:
     return [h for h in trainer.state.log_history if "loss" in h]
 
 
+# switches that reduce the trainer to DPO: DAMA off; β-DPO with a = 0 (β_used = β) and no filter (ρ = 1)
+REDUCTIONS = {
+    "dama-off": dict(data_aware=False, model_aware=False, keep_ratio=1.0),
+    "beta-dpo-a0": dict(beta_dpo=True, beta_dpo_alpha=0.0, data_aware=False, model_aware=False, keep_ratio=1.0),
+}
+
+
+@pytest.mark.parametrize("switches", list(REDUCTIONS))
 @pytest.mark.parametrize("loss_weights", [None, [0.5]])
-def test_parity_with_trl_dpo_when_dama_is_off(tmp_path, loss_weights):
+def test_parity_with_trl_dpo_when_dama_is_off(tmp_path, loss_weights, switches):
     data = make_vision_pairs(12, with_delta=False)
     common = dict(per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, use_cpu=True, report_to=[],
                   logging_steps=1, save_strategy="no", seed=0, activation_checkpointing=False, max_length=None,
@@ -32,8 +40,7 @@ def test_parity_with_trl_dpo_when_dama_is_off(tmp_path, loss_weights):
     trl_logs = train_logs(trl_trainer)
 
     model, processor = build_llava(seed=1)
-    config = cpu_config(str(tmp_path / "dama"), max_steps=4, data_aware=False, model_aware=False, keep_ratio=1.0,
-                        loss_weights=loss_weights)
+    config = cpu_config(str(tmp_path / "dama"), max_steps=4, loss_weights=loss_weights, **REDUCTIONS[switches])
     ours = DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=data, processing_class=processor)
     our_logs = train_logs(ours)
 
@@ -42,7 +49,10 @@ def test_parity_with_trl_dpo_when_dama_is_off(tmp_path, loss_weights):
         for key in REWARD_KEYS:
             assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), (step, key)
     assert our_logs[-1]["rewards/margins"] > 0.0  # it actually trained
-    assert not any(k.startswith("dama/") for k in our_logs[0])
+    if switches == "dama-off":
+        assert not any(k.startswith("dama/") for k in our_logs[0])
+    else:
+        assert all(h["beta_dpo/beta_used"] == pytest.approx(0.1) for h in our_logs)
 
 
 def test_dama_trains_and_logs_its_metrics_loss_falls_on_an_overfit_batch(tmp_path):
