@@ -32,3 +32,10 @@ def test_a_file_whose_contents_disagree_or_do_not_parse_is_not_used(tmp_path):
     assert store.get(SETTINGS) is None
     store.put(SETTINGS, {"x": 2})  # rerun overwrites it
     assert store.get(SETTINGS) == {"x": 2}
+
+
+def test_every_method_of_the_study_has_a_colour_in_the_figures():
+    from dama.demo.experiment import METHODS
+    from dama.demo.report import COLOURS
+
+    assert set(METHODS) <= set(COLOURS)

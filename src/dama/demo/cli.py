@@ -17,6 +17,7 @@ again with the same command continues where it stopped, and runs made with other
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder for the report and the run store (default: runs/demo, "
                         "--study: runs/demo-study)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="alignment seeds (default: 3, quick: 2)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods to run (default: DPO,DAMA; --study: all of them); DPO and DAMA "
+                        "are always among them (DPO's pilot fixes the grid, the verdict compares DAMA with DPO)")
     parser.add_argument("--cache-dir", default=None,
                         help="where the world's models are cached (default: $DAMA_CACHE/demo or ~/.cache/dama/demo)")
     parser.add_argument("--preset", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--study and --quick cannot be combined: the study runs the full preset's budgets")
     if args.out is None:
         args.out = "runs/demo-study" if args.study else "runs/demo"
+    methods = _methods(parser, args.methods)
     check_writable(args.out, "--out")  # before minutes of work, not at the report
     if args.cache_dir is not None:
         check_writable(args.cache_dir, "--cache-dir")
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ExperimentConfig.study(seeds=args.seeds or 3)
     else:
         cfg = ExperimentConfig.full(seeds=args.seeds or 3)
+    if methods is not None:
+        cfg = dataclasses.replace(cfg, methods=methods)
     torch.manual_seed(0)
     out = Path(args.out)
     start = time.perf_counter()
@@ -71,6 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     report = write_report(summary, out, "dama demo " + shlex.join(argv), time.perf_counter() - start)
     print(f"[demo] done in {(time.perf_counter() - start) / 60:.1f} min — report: {report.resolve()}")
     return 0
+
+
+def _methods(parser: argparse.ArgumentParser, text: str | None) -> tuple[str, ...] | None:
+    """`--methods` as a tuple in the study's order, or a usage error naming the unknown or missing ones."""
+    if text is None:
+        return None
+    from dama.demo.experiment import STUDY_METHODS
+
+    asked = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in STUDY_METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(STUDY_METHODS)}")
+    missing = [name for name in ("DPO", "DAMA") if name not in asked]
+    if missing:
+        parser.error(f"--methods must include {' and '.join(missing)} (DPO's pilot fixes each regime's grid and the "
+                     "verdict compares DAMA with DPO)")
+    return tuple(name for name in STUDY_METHODS if name in asked)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from dama.hardness.cli import main as hardness_main
 from dama.objective import combine_beta, data_aware_factor
 from dama.rows import HARDNESS_COLUMN
 from dama.trainer import DAMATrainer
+from dama.training_data import REF_COLUMNS
 
 # method -> trainer switches (everything else identical within a regime)
 METHODS: dict[str, dict[str, Any]] = {
@@ -62,12 +63,11 @@ METHODS: dict[str, dict[str, Any]] = {
         "data_aware": True, "model_aware": True, "keep_ratio": 0.8, "reward_scale": "beta_margin",
         "model_aware_form": "sigmoid_mean", "ema_input": "kept",
     },
+    # the baselines, as their official code computes them (docs/baselines.md): β-DPO's README settings
+    # (mode_weight 0.2, a 0.6), mDPO's crop drawn per pair and step
+    "β-DPO": {"data_aware": False, "model_aware": False, "keep_ratio": 0.8, "beta_dpo": True, "beta_dpo_alpha": 0.6},
+    "mDPO": {"data_aware": False, "model_aware": False, "keep_ratio": 1.0, "mdpo": True},
 }  # fmt: skip
-# Baselines the study is meant to include; the trainer does not implement them yet.
-MISSING_METHODS: dict[str, str] = {
-    "β-DPO": "not in the trainer yet (β-DPO, Wu et al. 2024: dynamic β from the batch's margins)",
-    "mDPO": "not in the trainer yet (mDPO, Wang et al. 2024: image-conditional preference and anchor terms)",
-}
 STUDY_METHODS = tuple(METHODS)
 DEMO_METHODS = ("DPO", "DAMA")
 # Pilot learning rates of the grid rule (`dama.demo.regimes.frontier_grid`): a factor-2 ladder; the frontier grid
@@ -145,7 +145,7 @@ class ExperimentConfig:
             n_eval_images=12,
             n_val_images=8,
             regimes=("short", "official") if study else ("short",),
-            methods=("DPO", "DAMA", "DAMA (paper reading)") if study else DEMO_METHODS,
+            methods=("DPO", "DAMA", "DAMA (paper reading)", "β-DPO", "mDPO") if study else DEMO_METHODS,
             steps=4,
             batch_size=4,
             epochs=2.0,
@@ -403,9 +403,13 @@ class _EpochValidation(TrainerCallback):
 
 def beta_h_at_end(trainer: DAMATrainer, prep: Prepared, method: str, beta: float, history: list[dict]) -> dict:
     """β_C·h of the fixed easy and hard pairs with the final policy: β_C,i = max(β·α_D,i·α_M, β_min), α_M the last
-    step's. Per group: mean, quantiles, and the share past `CONSERVATIVE_POINT`."""
+    step's (β-DPO: its last β_used; mDPO: β, the β of its DPO term). Per group: mean, quantiles, and the share past
+    `CONSERVATIVE_POINT`."""
     switches = METHODS[method]
     alpha_m = None
+    if switches.get("beta_dpo"):  # the last step's one β (β_used)
+        logged = [h["beta_dpo/beta_used"] for h in history if "beta_dpo/beta_used" in h]
+        beta = logged[-1] if logged else beta
     if switches["model_aware"]:
         logged = [h["dama/alpha_m"] for h in history if "dama/alpha_m" in h]
         alpha_m = logged[-1] if logged else 1.0
@@ -434,6 +438,11 @@ def train_run(
     """One alignment run, scored on the validation and test images; returns its record (no model)."""
     model = LlavaForConditionalGeneration.from_pretrained(prep.models.vlm_path)
     model.model.vision_tower.requires_grad_(False)  # LLaVA-1.5 recipe: vision tower frozen
+    # mDPO scores y_w with a corrupted image under the reference at every step: a live reference model, no stored
+    # reference log-probs (the other methods read them from the data)
+    live_reference = bool(METHODS[method].get("mdpo"))
+    data = prep.data.remove_columns(list(REF_COLUMNS)) if live_reference else prep.data
+    ref_model = LlavaForConditionalGeneration.from_pretrained(prep.models.vlm_path) if live_reference else None
     length = {"max_steps": regime.steps} if regime.steps else {"num_train_epochs": regime.epochs}
     config = DAMAConfig(
         output_dir=str(workdir / f"{regime.name}-{method.replace(' ', '-')}-seed{seed}-lr{lr:g}"),
@@ -451,12 +460,12 @@ def train_run(
         activation_checkpointing=False,
         max_length=None,
         disable_tqdm=True,
-        precompute_ref_log_probs=True,
+        precompute_ref_log_probs=not live_reference,
         **length,
         **METHODS[method],
     )
     trainer = DAMATrainer(
-        model=model, args=config, train_dataset=prep.data, processing_class=prep.models.vlm_processor,
+        model=model, ref_model=ref_model, args=config, train_dataset=data, processing_class=prep.models.vlm_processor,
         delta_mean=prep.delta_mean,
     )
     trainer.remove_callback(PrinterCallback)  # the demo prints its own one-line summaries
@@ -657,12 +666,13 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     prep = prepare(cfg, out, cache_dir, log)
     study = Study(prep, out, log)
-    # DPO and DAMA in every regime first, then the other methods: an interrupted study has the main comparison
-    # of every regime before the ablations (each regime's grid is fixed by DPO before any other method runs in it)
+    # DPO and DAMA in every regime first, then the baselines, then the ablations: an interrupted study has the main
+    # comparison of every regime first (each regime's grid is fixed by DPO before any other method runs in it)
     first_phase = [m for m in cfg.methods if m in ("DPO", "DAMA")]
+    second_phase = [m for m in cfg.methods if m in ("β-DPO", "mDPO")]
     grids: dict[str, dict] = {}
     records: dict[str, dict[str, list[dict]]] = {name: {} for name in cfg.regimes}
-    for methods in (first_phase, [m for m in cfg.methods if m not in first_phase]):
+    for methods in (first_phase, second_phase, [m for m in cfg.methods if m not in first_phase + second_phase]):
         for name in cfg.regimes:
             clock = time.perf_counter()
             if name not in grids:
@@ -681,7 +691,6 @@ def run_experiment(
         "config": asdict(cfg),
         **prep.summary,
         "methods": list(cfg.methods),
-        "missing_methods": MISSING_METHODS,
         "conservative_point": CONSERVATIVE_POINT,
         "store": {"folder": str(out / "store"), "runs_reused": study.store.hits, "runs": study.done},
         "regimes": {name: {k: v for k, v in r.items() if k not in ("frontier", "matched_recall", "runs")}

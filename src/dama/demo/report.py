@@ -18,7 +18,7 @@ from dama.objective import data_aware_factor  # noqa: E402
 
 ROWS = ["base", *METHODS]
 COLOURS = {"base": "#888888", "DPO": "#1f77b4", "DAMA": "#d62728", "data-aware only": "#2ca02c",
-           "model-aware only": "#9467bd", "DAMA (paper reading)": "#ff7f0e"}
+           "model-aware only": "#9467bd", "DAMA (paper reading)": "#ff7f0e", "β-DPO": "#8c564b", "mDPO": "#17becf"}
 
 
 def _primary(summary: dict[str, Any]) -> str:
@@ -296,8 +296,7 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         "",
         *[f"- {summary['regimes'][name]['title']}: {text}" for name, text in verdicts.items()],
         "",
-        "Methods: " + ", ".join(summary["methods"]) + ". Not run: "
-        + "; ".join(f"{m} ({why})" for m, why in summary["missing_methods"].items()) + ".",
+        "Methods: " + ", ".join(summary["methods"]) + ".",
         "",
         "![frontiers](frontier.png)",
         "",

@@ -34,7 +34,13 @@ def pair_margins(trainer: DAMATrainer, data: Dataset) -> torch.Tensor:
     """`(n,)` margins h_i = [log π(y_w) − log π_ref(y_w)] − [log π(y_l) − log π_ref(y_l)] of the policy in
     `trainer` on the pairs of `data` (with precomputed reference log-probs), in eval mode, one batch."""
     batch = trainer.data_collator([dict(r) for r in data])
-    ref_chosen, ref_rejected = batch.pop("ref_chosen_logps"), batch.pop("ref_rejected_logps")
+    # the stored reference log-probs ride in the batch when the trainer reads them from the data; a trainer with a
+    # live reference model (mDPO) does not carry those columns, so they are read from `data` (same order)
+    ref_chosen = batch.pop("ref_chosen_logps", None)
+    ref_rejected = batch.pop("ref_rejected_logps", None)
+    if ref_chosen is None or ref_rejected is None:
+        ref_chosen = torch.tensor(data["ref_chosen_logps"], dtype=torch.float32)
+        ref_rejected = torch.tensor(data["ref_rejected_logps"], dtype=torch.float32)
     batch.pop(trainer.args.hardness_column, None)
     batch = trainer._prepare_inputs(batch)
     was_training = trainer.model.training
