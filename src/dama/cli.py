@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from dama import __version__
+from dama._version import __version__
 from dama.errors import EXIT_USER_ERROR, is_user_error
 
 # name -> (module, one-line description)

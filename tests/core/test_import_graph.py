@@ -181,3 +181,33 @@ def test_the_config_does_not_load_the_hardness_stack() -> None:
     assert not {m for m in reached if m.startswith("dama.hardness")}
     assert graph["dama.official"] <= {"dama.errors"}
     assert graph["dama.errors"] == set()
+
+
+def test_public_names_follow_the_pipeline_and_load_from_their_modules():
+    """`from dama import …` offers each pipeline step; every name in `__all__` resolves, and the type-checking imports
+    name exactly the lazily loaded ones."""
+    import ast
+
+    import dama
+
+    for name in ("compute_hardness", "load_preference_dataset", "DAMAConfig", "DAMATrainer", "dama_beta",
+                 "dama_loss", "beta_dpo_beta", "mdpo_loss"):  # fmt: skip
+        assert name in dama.__all__
+    for name in dama.__all__:
+        assert getattr(dama, name) is not None, name
+    tree = ast.parse(Path(dama.__file__).read_text())
+    checked = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0
+               and node.module != "__future__" and node.module not in ("typing", "dama._version")
+               for alias in node.names}  # fmt: skip
+    assert checked == set(dama.__all__) - {"__version__"}
+
+
+def test_the_offline_tools_do_not_import_the_trainer():
+    """`dama hardness` (and the CLI's `--version`) read the version from a leaf module, not from the package face."""
+    import subprocess
+    import sys
+
+    code = "import sys, dama.hardness.pipeline, dama.cli; print(sorted(m for m in sys.modules if m in ('dama.trainer', 'trl')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -158,3 +158,26 @@ def test_checkpointing_defaults_on_without_the_deprecated_name(tmp_path):
     with pytest.warns(FutureWarning, match="gradient_checkpointing"):
         old = DAMAConfig(output_dir=str(tmp_path), use_cpu=True, gradient_checkpointing=False)
     assert old.activation_checkpointing is False
+
+
+def _readme_python_block() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\n", text.index("From Python")) + len("```python\n")
+    return text[start : text.index("```\n", start)]
+
+
+def test_readme_python_example_is_the_example_file_and_runs(tmp_path):
+    """The README's Python block is `examples/python_api.py` after its docstring, and that file runs as written."""
+    import shutil
+    import subprocess
+    import sys
+
+    example = (ROOT / "examples/python_api.py").read_text()
+    code = example[example.index('"""\n', 10) + 4 :].lstrip("\n")
+    assert _readme_python_block() == code
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    done = subprocess.run([sys.executable, "examples/python_api.py", "out"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "dama" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "hardness" / "hardness.json").is_file()

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dama import __version__
+from dama._version import __version__
 from dama.errors import DamaError, require_finite
 from dama.hardness.output import (
     FORMAT,
