@@ -1,31 +1,14 @@
 """The text a pair is trained on: the model's chat template (default) or LLaVA-1.5's own Vicuna-v1 conversation.
 
-`training_text: vicuna_v1` renders every pair as the official DAMA run does (injadlu/DAMA, `llava/conversation.py`
-`conv_vicuna_v1`, lines 242-252: the system sentence below, roles `USER`/`ASSISTANT`, `sep=" "`, `sep2="</s>"`;
-`Conversation.get_prompt`, `SeparatorStyle.TWO`, lines 54-63: `system + sep`, then `role + ": " + message` followed by
-`sep` after the user turn and `sep2` after the assistant turn; `llava/train/train_dpo.py` line 809: the user turn is
-`f"<image>\\n{question}"`):
+`training_text: vicuna_v1` renders every pair as the official DAMA run does:
 
-    <s>{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>
+    <s>{system} USER: <image>\n{question} ASSISTANT: {answer}</s>
 
-with the tokenizer's BOS first (`tokenizer_image_token`, `llava/mm_utils.py` lines 193-195, keeps it) and `</s>`
-inside the labels (`preprocess_v1`, `train_dpo.py` lines 509-539, masks only the tokens up to `ASSISTANT:`), so the
-summed log-prob of Eq. 2 includes the end of sequence. The llava-hf chat template renders no system sentence and no
-BOS, and TRL adds no EOS to conversational data; this module closes both gaps.
-
-The target is the official run's *token ids*, not only its string. The official loader tokenizes each piece between
-image placeholders on its own (`tokenizer_image_token`, `llava/mm_utils.py` lines 185-204: `tokenizer(chunk)` per
-piece, BOS kept once, the image index between pieces), so a SentencePiece tokenizer starts each piece with its
-prefix space: "▁A chat …" after BOS and "▁\n{question}" after the image. TRL instead tokenizes the prompt (image
-tokens expanded) and the completion separately with `add_special_tokens=False` and concatenates the ids. Whether the
-official string then gives the official ids depends on the tokenizer: with a legacy LLaMA normalizer (a '▁'
-prepended to every text segment) it does; with transformers 5's `LlamaTokenizer` for `legacy: false` (the
-llava-hf/llava-1.5-7b-hf setting: Metaspace, prefix space on the first segment only) the segments after `<s>` and
-after `<image>` lose their '▁' (two prompt tokens differ; checked on the Llama-2 SentencePiece model,
-docs/paper_mapping.md). Each row is therefore rendered with the spacing (a space after `<s>` and/or after `<image>`,
-the completion with or without its leading space) whose TRL tokenization equals the official ids computed with the
-same tokenizer; the first spacing tried is the official string itself. A row no spacing reproduces is refused
-rather than trained on different ids.
+with `</s>` inside the labels, so the summed log-prob of Eq. 2 includes the end of sequence. The target is the
+official run's token ids, not only its string: each row is rendered with the spacing (after `<s>`, after `<image>`,
+before the answer) whose TRL tokenization equals the official ids computed with the same tokenizer
+(`official_ids`), the official string first; a row no spacing reproduces is refused. The official code's lines and
+the tokenizer behaviour behind this rule: docs/training-text.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A process that dies in the middle of a checkpoint save, then `--resume_from_checkpoint true` (issue 13, item 5).
+"""A process that dies in the middle of a checkpoint save, then `--resume_from_checkpoint true`.
 
 The first `dama train` runs in a subprocess whose optimizer save at step 2 ends the process with `os._exit` (no
 cleanup, no exception handlers: what a kill or an out-of-memory kill does). checkpoint-2 then holds the weights but

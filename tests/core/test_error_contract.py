@@ -1,4 +1,4 @@
-"""The error contract of `dama train` / `dama precompute-ref` through the real CLI (issue 13).
+"""The error contract of `dama train` / `dama precompute-ref` through the real CLI.
 
 Each case runs `dama.cli.main([...])` as a user would and checks the exit code (2 for a user error), the one-line
 message (file, row, field) without a traceback, and the files left behind. The NaN cases follow docs/errors.md:

@@ -28,6 +28,9 @@ WRITTEN_REPORTS = {
 # Spelled in pieces so that this file does not itself mention what it forbids.
 _PRIVATE_SPECS = "|".join(name + r"\.md" for name in ("METHOD", "EVAL", "STYLE", "ENV"))
 FORBIDDEN = re.compile(r"\b(?:" + _PRIVATE_SPECS + r")\b|\.\./+(?:\.\./+)*" + "shared" + r"\b")
+# The project's internal issue numbers mean nothing to a reader of the clone; an upstream project's issue is named
+# with its project ("TRL issue #5211") and passes.
+INTERNAL_ISSUE = re.compile(r"(?<!TRL )(?<!GitHub )\b[Ii]ssues? ?#?\d+\b")
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 TOP_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(TOP_FOLDERS) + r")/[\w./-]*[\w/])")
 MD_NAME = re.compile(r"(?<![\w-])([\w./-]*[\w-]\.md)(?![\w])")
@@ -76,6 +79,16 @@ def test_no_reference_to_private_specs_or_outside_folders() -> None:
         for m in FORBIDDEN.finditer(line)
     ]
     assert not hits, "cite the paper's equations or docs/ instead of:\n" + "\n".join(hits)
+
+
+def test_no_internal_issue_numbers() -> None:
+    hits = [
+        f"{f.relative_to(REPO)}:{n}: {m.group(0)}"
+        for f in CITING_FILES
+        for n, line in _lines(f)
+        for m in INTERNAL_ISSUE.finditer(line)
+    ]
+    assert not hits, "say what an internal issue asked for instead of its number:\n" + "\n".join(hits)
 
 
 def test_markdown_links_resolve() -> None:
@@ -129,6 +142,9 @@ def test_markdown_names_exist() -> None:
         ("under /usr/share/docs/x", TOP_PATH, False),
         ("see [x](paper_mapping.md#notation)", MD_LINK, True),
         ("writes summary.md next to it", MD_NAME, True),
+        ("as asked in " + "issue 13, item 5", INTERNAL_ISSUE, True),
+        ("the demo (" + "issue #10)", INTERNAL_ISSUE, True),
+        ("TRL issue #5211 asks for adaptive β", INTERNAL_ISSUE, False),
     ],
 )
 def test_patterns_catch_what_they_should(line: str, pattern: re.Pattern[str], caught: bool) -> None:

@@ -1,5 +1,5 @@
 """`dama demo --quick` end to end, as CI runs it: every stage runs, the numbers are sane, and the quick world has
-the basic properties a comparison needs (issue #10): the base model sees more than it guesses, the pairs carry no
+the basic properties a comparison needs: the base model sees more than it guesses, the pairs carry no
 length shortcut, and CLIP's δ correlates with the ground-truth gap.
 
 It asserts that the pipeline and the testbed work, not which method wins (that is what the report is for).

@@ -1,4 +1,4 @@
-"""`dama eval score` user errors through the real CLI (issue 13): exit 2, one message, no result file left behind."""
+"""`dama eval score` user errors through the real CLI: exit 2, one message, no result file left behind."""
 
 from __future__ import annotations
 

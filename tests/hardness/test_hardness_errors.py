@@ -1,4 +1,4 @@
-"""`dama hardness` user errors through the real CLI (issue 13): exit 2, one message, the files left behind."""
+"""`dama hardness` user errors through the real CLI: exit 2, one message, the files left behind."""
 
 from __future__ import annotations
 

@@ -93,27 +93,14 @@ def pairs_from_samples(
     same_mentions: bool = True,
     same_statements: bool = False,
 ) -> list[tuple[str, str, int, int]]:
-    """(chosen, rejected, n_hall_chosen, n_hall_rejected) pairs among one image's responses.
+    """(chosen, rejected, n_hall_chosen, n_hall_rejected) pairs among one image's responses (docs/demo.md, "Preference
+    pairs", gives the reason for each rule).
 
-    The label is the number of hallucinated object mentions alone (RLAIF-V scores a response by its count of
-    wrong claims): a pair needs strictly different counts; equal counts are no pair, whatever else differs
-    (a tie-break on correct mentions would make the chosen answer the longer one, a length signal instead of a
-    hallucination signal). The chosen answer must also name at least as many real objects as the rejected one: a
-    pair that trades a hallucination for an omission teaches "name fewer objects", a cheaper lesson than "name the
-    right ones", and DPO learns it (recall falls, hallucination stays). With `same_mentions` (the default) both
-    must name the same number of objects, so a pair differs in *what* is named, not in how much or how long.
-    With `same_statements`, both must make the same number of sentences (`statements`): a relation claim ("beside
-    a plate") may add a mention within a sentence, but no pair teaches "stop after fewer sentences", which costs
-    recall on every image.
-    Identical texts are dropped. Among the valid pairs, the `max_pairs` closest to a minimal pair are kept: the
-    most similar word count, then fewest words not shared once every object name is masked (`style_difference`:
-    multisets, so statement order does not matter), ties in random order. Length comes first: a pair whose
-    rejected answer is its chosen answer plus a false claim ("a cup" vs "a cup beside a plate") is the closest in
-    style but teaches "say less"; the same claim in place of a true phrase ("on the left") does not. RLAIF-V's
-    deconfounded sampling keeps style equal by sampling every candidate the same way; choosing the closest pair
-    keeps style and length as equal as the samples allow, so what differs is the objects named and not a template
-    or colour the model happened to draw. Object names are masked so that the rule does not prefer pairs one
-    hallucination apart over pairs several apart (the hardness signal needs both).
+    The label is the count of hallucinated object mentions; a pair needs strictly different counts, and the chosen
+    answer names at least as many real objects (exactly as many with `same_mentions`; with `same_statements` both
+    make the same number of sentences). Identical texts are dropped. Of the valid pairs, the `max_pairs` closest to a
+    minimal pair are kept: the most similar word count, then the fewest words not shared once object names are
+    masked (`style_difference`), ties in random order.
     """
     nouns = _object_words(tuple(synonym_lines))
     scored = []
