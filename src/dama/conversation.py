@@ -114,102 +114,123 @@ def render_training_text(
         raise TrainingTextError(f"training_text must be one of {TRAINING_TEXTS}, got {training_text!r}")
     if training_text == "chat_template":
         return dataset
-    bos, eos = tokenizer.bos_token, tokenizer.eos_token
-    if not bos or not eos:
-        raise TrainingTextError(
-            f"training_text=vicuna_v1 needs a tokenizer with BOS and EOS tokens (LLaVA-1.5: <s>, </s>); this one has "
-            f"bos={bos!r}, eos={eos!r}. Use training_text: chat_template."
-        )
-    image_id = tokenizer.convert_tokens_to_ids(image_token)
-    as_text = tokenizer(image_token, add_special_tokens=False)["input_ids"]
-    if as_text != [image_id] or image_id == tokenizer.unk_token_id:
-        raise TrainingTextError(
-            f"training_text=vicuna_v1 needs the image placeholder {image_token!r} as one token of the tokenizer "
-            "(llava-hf/llava-1.5-7b-hf: id 32000); this tokenizer does not have it. Use the model's processor's "
-            "tokenizer, or training_text: chat_template."
-        )
-    headers = tuple(_prompt_frame(bos, image_token, spacing)[0] for spacing in SPACINGS)
-    order = list(SPACINGS)  # the spacing that worked last is tried first: it is a property of the tokenizer
-
-    def ids(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-
-    def check_rendered(batch: dict[str, list], rendered: list[int], indices: list[int]) -> None:
-        """Rows rendered before (a `dama precompute-ref` output) must give the official ids too: an output of an
-        older version, or of another tokenizer, would otherwise train on different ids with reference log-probs
-        computed on them. Batched: one tokenizer call for the prompts, one for the completions, one for the
-        official ids."""
-        keys = [(i, key) for i in rendered for key in ("chosen", "rejected")]
-        parts = {k: _rendered_parts(batch["prompt"][k[0]], batch[k[1]][k[0]], bos, eos, image_token) for k in keys}
-        bad = next((k for k in keys if parts[k] is None), None)
-        heads = dict(zip(rendered, ids([batch["prompt"][i] for i in rendered]), strict=True))
-        tails = dict(zip(keys, ids([batch[key][i] for i, key in keys]), strict=True))
-        candidates = [(k, (parts[k][0], a)) for k in keys if parts[k] is not None for a in parts[k][1]]
-        official = _official_ids(tokenizer, [pair for _, pair in candidates], image_token)
-        matched = {k for (k, _), target in zip(candidates, official, strict=True) if heads[k[0]] + tails[k] == target}
-        bad = bad or next((k for k in keys if k not in matched), None)
-        if bad is not None:
-            raise TrainingTextError(
-                f"{source} row {indices[bad[0]]}: field {bad[1]!r} is already rendered as LLaVA-1.5 text, but its "
-                "prompt and response do not tokenize to the official LLaVA-1.5 ids with this tokenizer (an "
-                "output of an older dama version or of another tokenizer?). Render it again from the "
-                "original data (and recompute reference log-probs with dama precompute-ref)."
-            )
-
-    def render(prompts: list, chosens: list, rejecteds: list, indices: list[int]) -> dict[str, list]:
-        batch = {"prompt": prompts, "chosen": chosens, "rejected": rejecteds}
-        out: dict[str, list] = {key: list(values) for key, values in batch.items()}
-        done_before = [i for i, p in enumerate(prompts) if isinstance(p, str) and p.startswith(headers)]
-        check_rendered(batch, done_before, indices)
-        todo = sorted(set(range(len(prompts))) - set(done_before))
-        questions = {i: _question(prompts[i], image_token) for i in todo}
-        answers = {(i, key): text_of(batch[key][i]) for i in todo for key in ("chosen", "rejected")}
-        targets = dict(zip(answers, _official_ids(tokenizer, [(questions[i], a) for (i, _), a in answers.items()],
-                                                  image_token)))
-        for spacing in list(order):  # TRL concatenates separately tokenized prompt and completion
-            if not todo:
-                break
-            pairs = {(i, key): vicuna_v1_pair(questions[i], answers[i, key], bos, eos, image_token, spacing)
-                     for i in todo for key in ("chosen", "rejected")}
-            heads = dict(zip(todo, ids([pairs[i, "chosen"][0] for i in todo]), strict=True))
-            keys = list(pairs)
-            completions = {
-                k: pairs[k][1]
-                for k, tail in zip(keys, ids([pairs[k][1] for k in keys]), strict=True)
-                if heads[k[0]] + tail == targets[k]
-            }
-            # SentencePiece prepends a space to a separately tokenized piece: then the written one is dropped (only
-            # the completions that missed are tokenized again)
-            retry = [k for k in keys if k not in completions]
-            completions.update(
-                (k, pairs[k][1][1:])
-                for k, tail in zip(retry, ids([pairs[k][1][1:] for k in retry]), strict=True)
-                if heads[k[0]] + tail == targets[k]
-            )
-            done = set()
-            for i in todo:
-                if (i, "chosen") in completions and (i, "rejected") in completions:
-                    out["prompt"][i] = pairs[i, "chosen"][0]
-                    out["chosen"][i], out["rejected"][i] = completions[i, "chosen"], completions[i, "rejected"]
-                    done.add(i)
-            if done:
-                order.remove(spacing)
-                order.insert(0, spacing)
-            todo = [i for i in todo if i not in done]
-        if todo:
-            raise TrainingTextError(
-                f"{source} row {indices[todo[0]]}: the tokenizer does not reproduce the official LLaVA-1.5 token ids "
-                "when prompt and response are tokenized separately (as TRL does), with any spacing around <s> and "
-                "<image>, so training would not see the official ids. Use training_text: chat_template with this "
-                "tokenizer."
-            )
-        return out
-
+    renderer = _VicunaRenderer(tokenizer, source, image_token)
     # only the three text columns are read: no image is decoded
     return dataset.map(
-        render,
+        renderer.render,
         batched=True,
         with_indices=True,
         input_columns=["prompt", "chosen", "rejected"],
         desc=f"Rendering {source} as LLaVA-1.5 (vicuna_v1)",
     )
+
+
+class _VicunaRenderer:
+    """Renders batches of rows as LLaVA-1.5 text, each row with the spacing that gives the official ids."""
+
+    def __init__(self, tokenizer: Any, source: str, image_token: str) -> None:
+        self.tokenizer, self.source, self.image_token = tokenizer, source, image_token
+        self.bos, self.eos = tokenizer.bos_token, tokenizer.eos_token
+        if not self.bos or not self.eos:
+            raise TrainingTextError(
+                f"training_text=vicuna_v1 needs a tokenizer with BOS and EOS tokens (LLaVA-1.5: <s>, </s>); this one "
+                f"has bos={self.bos!r}, eos={self.eos!r}. Use training_text: chat_template."
+            )
+        image_id = tokenizer.convert_tokens_to_ids(image_token)
+        as_text = tokenizer(image_token, add_special_tokens=False)["input_ids"]
+        if as_text != [image_id] or image_id == tokenizer.unk_token_id:
+            raise TrainingTextError(
+                f"training_text=vicuna_v1 needs the image placeholder {image_token!r} as one token of the tokenizer "
+                "(llava-hf/llava-1.5-7b-hf: id 32000); this tokenizer does not have it. Use the model's processor's "
+                "tokenizer, or training_text: chat_template."
+            )
+        self.headers = tuple(_prompt_frame(self.bos, image_token, spacing)[0] for spacing in SPACINGS)
+        self.order = list(SPACINGS)  # the spacing that worked last is tried first: it is a property of the tokenizer
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def check_rendered(self, batch: dict[str, list], rendered: list[int], indices: list[int]) -> None:
+        """Rows rendered before (a `dama precompute-ref` output) must give the official ids too: an output of an
+        older version, or of another tokenizer, would otherwise train on different ids with reference log-probs
+        computed on them. Batched: one tokenizer call for the prompts, one for the completions, one for the
+        official ids."""
+        keys = [(i, key) for i in rendered for key in ("chosen", "rejected")]
+        parts = {
+            k: _rendered_parts(batch["prompt"][k[0]], batch[k[1]][k[0]], self.bos, self.eos, self.image_token)
+            for k in keys
+        }
+        bad = next((k for k in keys if parts[k] is None), None)
+        heads = dict(zip(rendered, self.ids([batch["prompt"][i] for i in rendered]), strict=True))
+        tails = dict(zip(keys, self.ids([batch[key][i] for i, key in keys]), strict=True))
+        candidates = [(k, (parts[k][0], a)) for k in keys if parts[k] is not None for a in parts[k][1]]
+        official = _official_ids(self.tokenizer, [pair for _, pair in candidates], self.image_token)
+        matched = {k for (k, _), target in zip(candidates, official, strict=True) if heads[k[0]] + tails[k] == target}
+        bad = bad or next((k for k in keys if k not in matched), None)
+        if bad is not None:
+            raise TrainingTextError(
+                f"{self.source} row {indices[bad[0]]}: field {bad[1]!r} is already rendered as LLaVA-1.5 text, but "
+                "its prompt and response do not tokenize to the official LLaVA-1.5 ids with this tokenizer (an "
+                "output of an older dama version or of another tokenizer?). Render it again from the "
+                "original data (and recompute reference log-probs with dama precompute-ref)."
+            )
+
+    def render(self, prompts: list, chosens: list, rejecteds: list, indices: list[int]) -> dict[str, list]:
+        """One `datasets.map` batch: the rendered `prompt`/`chosen`/`rejected` columns."""
+        batch = {"prompt": prompts, "chosen": chosens, "rejected": rejecteds}
+        out: dict[str, list] = {key: list(values) for key, values in batch.items()}
+        done_before = [i for i, p in enumerate(prompts) if isinstance(p, str) and p.startswith(self.headers)]
+        self.check_rendered(batch, done_before, indices)
+        todo = sorted(set(range(len(prompts))) - set(done_before))
+        questions = {i: _question(prompts[i], self.image_token) for i in todo}
+        answers = {(i, key): text_of(batch[key][i]) for i in todo for key in ("chosen", "rejected")}
+        official = _official_ids(self.tokenizer, [(questions[i], a) for (i, _), a in answers.items()], self.image_token)
+        targets = dict(zip(answers, official))
+        for spacing in list(self.order):  # TRL concatenates separately tokenized prompt and completion
+            if not todo:
+                break
+            done = self._render_with(spacing, todo, questions, answers, targets, out)
+            if done:
+                self.order.remove(spacing)
+                self.order.insert(0, spacing)
+            todo = [i for i in todo if i not in done]
+        if todo:
+            raise TrainingTextError(
+                f"{self.source} row {indices[todo[0]]}: the tokenizer does not reproduce the official LLaVA-1.5 token "
+                "ids when prompt and response are tokenized separately (as TRL does), with any spacing around <s> "
+                "and <image>, so training would not see the official ids. Use training_text: chat_template with "
+                "this tokenizer."
+            )
+        return out
+
+    def _render_with(
+        self, spacing: Any, todo: list[int], questions: dict, answers: dict, targets: dict, out: dict[str, list]
+    ) -> set[int]:
+        """Write into `out` the rows of `todo` whose official ids `spacing` reproduces; returns those rows."""
+        pairs = {
+            (i, key): vicuna_v1_pair(questions[i], answers[i, key], self.bos, self.eos, self.image_token, spacing)
+            for i in todo
+            for key in ("chosen", "rejected")
+        }
+        heads = dict(zip(todo, self.ids([pairs[i, "chosen"][0] for i in todo]), strict=True))
+        keys = list(pairs)
+        completions = {
+            k: pairs[k][1]
+            for k, tail in zip(keys, self.ids([pairs[k][1] for k in keys]), strict=True)
+            if heads[k[0]] + tail == targets[k]
+        }
+        # SentencePiece prepends a space to a separately tokenized piece: then the written one is dropped (only the
+        # completions that missed are tokenized again)
+        retry = [k for k in keys if k not in completions]
+        completions.update(
+            (k, pairs[k][1][1:])
+            for k, tail in zip(retry, self.ids([pairs[k][1][1:] for k in retry]), strict=True)
+            if heads[k[0]] + tail == targets[k]
+        )
+        done = set()
+        for i in todo:
+            if (i, "chosen") in completions and (i, "rejected") in completions:
+                out["prompt"][i] = pairs[i, "chosen"][0]
+                out["chosen"][i], out["rejected"][i] = completions[i, "chosen"], completions[i, "rejected"]
+                done.add(i)
+        return done

@@ -94,53 +94,65 @@ def score(
         **completeness(expected, present),
         "n_ignored_other_task": len(responses) - len(ours),
     }
+    texts = {k: responses[k]["response"] for k in present}
     if kind == "g":
-        if extraction not in EXTRACTIONS:
-            raise ValueError(f"unknown AMBER extraction {extraction!r}; choose from {', '.join(EXTRACTIONS)}")
-        if extraction == "auto":
-            try:
-                nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
-                extraction = "reference"
-            except RecordError:
-                extraction = "vocab-match"
-        if extraction == "reference":
+        return score_generative(amber, texts, common, similarity, extraction, nouns)
+    return score_discriminative(amber, texts, common)
+
+
+def score_generative(
+    amber: Amber,
+    texts: dict[str, str],
+    common: dict,
+    similarity: Similarity | None = None,
+    extraction: str = "vocab-match",
+    nouns: Callable[[str], list[str]] | None = None,
+) -> tuple[str, dict, list[dict]]:
+    """The generative half (CHAIR, Cover, Hal, Cog) of the responses `texts` (id → text); see `score`."""
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"unknown AMBER extraction {extraction!r}; choose from {', '.join(EXTRACTIONS)}")
+    if extraction == "auto":
+        try:
             nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
-            details = [
-                amber.reference_item(k, responses[k]["response"], nouns, similarity)
-                for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
-            ]
-            settings = {
-                "noun_extraction": "reference",
-                "tagger": getattr(nouns, "name", "custom"),
-                "similarity": similarity.name,
-                "reference_exact": getattr(nouns, "name", "").startswith("nltk")
-                and similarity.name == "spacy:en_core_web_lg>0.8",
-            }
-        else:
-            similarity = similarity or NoSimilarity()
-            details = [
-                amber.generative_item(k, responses[k]["response"], similarity)
-                for k in tqdm(present, desc="AMBER generative", unit="response", leave=False)
-            ]
-            settings = {"noun_extraction": "vocab-match", "similarity": similarity.name, "reference_exact": False}
-        result = {
-            "benchmark": "amber-g",
-            "split": "generative",
-            **common,
-            "extraction": settings,
-            "metrics": generative_metrics(details),
-            "units": "percent (CHAIR, Cover, Hal, Cog)",
+            extraction = "reference"
+        except RecordError:
+            extraction = "vocab-match"
+    progress = {"desc": "AMBER generative", "unit": "response", "leave": False}
+    if extraction == "reference":
+        nouns, similarity = nouns or nltk_nouns(), similarity or SpacySimilarity()
+        details = [amber.reference_item(k, text, nouns, similarity) for k, text in tqdm(texts.items(), **progress)]
+        settings = {
+            "noun_extraction": "reference",
+            "tagger": getattr(nouns, "name", "custom"),
+            "similarity": similarity.name,
+            "reference_exact": getattr(nouns, "name", "").startswith("nltk")
+            and similarity.name == "spacy:en_core_web_lg>0.8",
         }
-        return "amber-g", result, details
+    else:
+        similarity = similarity or NoSimilarity()
+        details = [amber.generative_item(k, text, similarity) for k, text in tqdm(texts.items(), **progress)]
+        settings = {"noun_extraction": "vocab-match", "similarity": similarity.name, "reference_exact": False}
+    result = {
+        "benchmark": "amber-g",
+        "split": "generative",
+        **common,
+        "extraction": settings,
+        "metrics": generative_metrics(details),
+        "units": "percent (CHAIR, Cover, Hal, Cog)",
+    }
+    return "amber-g", result, details
+
+
+def score_discriminative(amber: Amber, texts: dict[str, str], common: dict) -> tuple[str, dict, list[dict]]:
+    """The discriminative half (accuracy, precision, recall, F1 per dimension) of `texts` (id → answer)."""
     details, by_type, fallbacks, not_exact = [], {}, 0, 0
-    for key in present:
+    for key, text in texts.items():
         item = amber.items[key]
         if item["type"] not in DISCRIMINATIVE_TYPES:
             raise RecordError(
                 f"{amber.dir / 'annotations.json'}: id {key} has unknown type {item['type']!r} "
                 f"(expected one of {', '.join(sorted(DISCRIMINATIVE_TYPES))})"
             )
-        text = responses[key]["response"]
         answer, fallback = normalize_yes_no(text)
         fallbacks += fallback
         not_exact += text not in ("Yes", "No")
