@@ -146,7 +146,7 @@ def _from_records(records: list[dict], path: Path, lines: list[int] | None = Non
             raise DataValidationError(f"{path}: the records cannot form a table ({err})") from err
         raise DataValidationError(
             f"{path} {where}. Every row must give a field the same type: text for prompt/chosen/rejected, a path "
-            "or image bytes for an image"
+            "or image bytes for an image, a list of numbers (or its JSON text) for chosen_logits/rejected_logits"
         ) from err
 
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 # The exit codes of every command (docs/errors.md lists them); 1 is Python's own, for a bug's traceback.
 EXIT_USER_ERROR = 2  # bad input, flag, recipe, row or output folder: the message says what to fix
@@ -61,9 +64,7 @@ class ModelNotFoundError(DamaError, OSError):
 def model_not_found(name: str, what: str, err: BaseException) -> ModelNotFoundError:
     """The `ModelNotFoundError` for `what` (the flag or key, e.g. `"--clip"`) naming `name`, with the first line of
     the loader's reason `err`, and how to point at a local folder instead."""
-    from pathlib import Path
-
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200].rstrip(".")
     saved = "config.json, the weights and the processor files, as save_pretrained writes them"
     if Path(name).exists():
         return ModelNotFoundError(
@@ -74,6 +75,22 @@ def model_not_found(name: str, what: str, err: BaseException) -> ModelNotFoundEr
         f"cache could provide it ({reason}). Point {what} at a local folder that holds the model ({saved}); to get "
         "one, run `hf download NAME --local-dir DIR` where the hub can be reached and pass DIR"
     )
+
+
+@contextmanager
+def loading_model(name: str, what: str) -> Iterator[None]:
+    """Around a `from_pretrained` of the model `name` given by `what` (a flag or key): the loader's failure to find
+    it (an `OSError`: not a folder, not on the hub or in its cache, no network; a `ValueError` for a folder without
+    a model's files) becomes `ModelNotFoundError`. Any other error, or a `ValueError` for a name that is not a
+    folder, passes unchanged."""
+    try:
+        yield
+    except OSError as err:
+        raise model_not_found(name, what, err) from err
+    except ValueError as err:
+        if not Path(name).is_dir():
+            raise
+        raise model_not_found(name, what, err) from err
 
 
 def require_finite(value: float, what: str) -> float:

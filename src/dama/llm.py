@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from dama.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, DamaError, model_not_found
+from dama.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, DamaError, loading_model
 from dama.io import atomic_write_text, json_text
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
@@ -178,11 +178,9 @@ def load_causal_lm(
     from dama.devices import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
-    try:
+    with loading_model(name_or_path, what):  # not found: one line saying how to point at a folder
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype, dev)).to(dev)
-    except OSError as err:  # not a folder, not on the hub or in its cache (or no network): the user's setting
-        raise model_not_found(name_or_path, what, err) from err
     return model, tokenizer
 
 

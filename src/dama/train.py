@@ -25,6 +25,7 @@ from dama import tiny
 from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
 from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
+from dama.errors import loading_model
 from dama.io import check_writable
 from dama.trainer import DAMATrainer
 
@@ -96,11 +97,9 @@ def load_model(model_args: ModelConfig) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    try:
+    with loading_model(name, "model_name_or_path"):  # not found: one line saying how to point at a folder
         model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
         processor = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
-    except OSError as err:  # not a folder, not in the cache, no network: the user's setting, not a bug
-        raise RecipeError(f"model_name_or_path {name!r} cannot be loaded: {err}") from err
     return model, processor
 
 

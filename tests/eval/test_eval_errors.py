@@ -267,8 +267,8 @@ def test_debug_reaches_eval_through_the_dispatcher_alone(tmp_path, monkeypatch, 
     """`dama --debug eval ...` shows the traceback of a user error without telling eval through the environment."""
     from dataclasses import replace
 
-    from dama.eval.registry import BENCHMARKS
     from dama.eval.records import RecordError
+    from dama.eval.registry import BENCHMARKS
 
     seen = []
 
