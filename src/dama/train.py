@@ -22,6 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from dama import tiny
+from dama.checkpoints import save_final_model
 from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
 from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
@@ -176,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.require_finite_weights("the model is not saved (the checkpoints written before the problem are kept)")
-    trainer.save_model(trainer.args.output_dir)
+    save_final_model(trainer, trainer.args.output_dir)  # complete or absent: staged, moved in, marker last
     if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(trainer.args.output_dir)
         print(f"dama train: model saved to {Path(trainer.args.output_dir).resolve()}")
     # Tear the process group down, every rank together, before interpreter exit: a gloo group left to exit-time
     # destructors, or torn down by one rank while another still uses it, can abort (SIGABRT, "terminate called
