@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from dama.demo.console import quiet_libraries
     from dama.demo.experiment import ExperimentConfig, run_experiment
     from dama.demo.report import write_report
 
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     out = Path(args.out)
     start = time.perf_counter()
-    summary = run_experiment(cfg, out, args.cache_dir)
-    report = write_report(summary, out, "dama demo " + shlex.join(argv), time.perf_counter() - start)
+    with quiet_libraries():  # the demo's own lines and bar only; restored on exit (never for `dama train`)
+        summary = run_experiment(cfg, out, args.cache_dir)
+        report = write_report(summary, out, "dama demo " + shlex.join(argv), time.perf_counter() - start)
     print(f"[demo] done in {(time.perf_counter() - start) / 60:.1f} min — report: {report.resolve()}")
     return 0
 
