@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from dama.cli import main as dama_main
 
 # What the libraries under the demo print unless the demo silences them (docs/demo.md, "The console")
@@ -98,3 +100,32 @@ def test_a_killed_study_resumes_from_its_store(tmp_path, quick_cache):
 def test_study_and_quick_cannot_be_combined(tmp_path, capsys):
     assert dama_main(["demo", "--study", "--quick", "--out", str(tmp_path / "x")]) == 2
     assert "--study and --quick cannot be combined" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--study", "--seeds", "0"], "--seeds: must be ≥ 1, got 0"),
+        (["--study", "--seeds", "two"], "--seeds: expected a whole number ≥ 1, got 'two'"),
+        (["--study", "--out", "FILE"], "--out 'FILE' cannot be written"),
+        (["--study", "--out", "FILE/study"], "--out 'FILE/study' cannot be written"),
+        (["--study", "--cache-dir", "FILE/cache"], "--cache-dir 'FILE/cache' cannot be written"),
+        (["--study", "--quick"], "--study and --quick cannot be combined"),
+        (["--quick", "--preset", "tiny"], "--quick and --preset tiny cannot be combined"),
+        (["--study", "--preset", "tiny", "--seeds", "3"], "--seeds does not apply to --preset tiny"),
+    ],
+)
+def test_the_study_refuses_bad_options_before_any_work(tmp_path, capsys, argv, fragment):
+    """Through the real CLI: exit 2, one line naming the option, and nothing written (no --out folder, no cache)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    argv = [a.replace("FILE", str(blocker)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "study")]
+    if "--cache-dir" not in argv:
+        argv += ["--cache-dir", str(tmp_path / "cache")]
+    assert dama_main(["demo", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "dama demo: error: " in err, err
+    assert fragment.replace("FILE", str(blocker)) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"] and blocker.read_text() == "x"

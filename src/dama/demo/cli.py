@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.study and args.quick:
         parser.error("--study and --quick cannot be combined: the study runs the full preset's budgets")
+    if args.preset is not None and args.quick:
+        parser.error(f"--quick and --preset {args.preset} cannot be combined: each names the budgets")
+    if args.preset == "tiny" and args.seeds is not None:
+        parser.error("--seeds does not apply to --preset tiny, which always runs seeds 0 and 1")
     if args.out is None:
         args.out = "runs/demo-study" if args.study else "runs/demo"
     check_writable(args.out, "--out")  # before minutes of work, not at the report
