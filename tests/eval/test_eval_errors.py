@@ -284,3 +284,23 @@ def test_debug_reaches_eval_through_the_dispatcher_alone(tmp_path, monkeypatch, 
     assert dama(argv) == 2
     user_error(capsys, ":1: a bad row")
     assert seen == [None, None]
+
+
+def test_a_non_utf8_byte_in_a_users_json_or_text_file_names_file_and_line(
+    tmp_path, capsys, amber_dir, coco_dir, write_responses
+):
+    """A UnicodeDecodeError is a ValueError, which the dispatcher treats as a bug: the readers of the user's
+    files turn it into a RecordError naming the file and line."""
+    responses = amber_responses(tmp_path, write_responses)
+    relation = amber_dir / "relation.json"
+    relation.write_bytes(b'{\n  "dog": ["puppy", "caf\xe9"]\n}\n')  # Latin-1 é on line 2
+    argv = ["eval", "score", "--bench", "amber-g", "--responses", str(responses), "--amber-dir", str(amber_dir)]
+    assert dama(argv) == 2
+    user_error(capsys, f"{relation}:2: not UTF-8 text")
+    synonyms = tmp_path / "synonyms.txt"
+    synonyms.write_bytes(b"dog, puppy\ncaf\xe9, coffee\n")
+    responses = write_responses("run2/object-halbench.jsonl", {1: "A dog."}, image_id=1)
+    argv = ["eval", "score", "--bench", "object-halbench", "--responses", str(responses), "--coco-annotations",
+            str(coco_dir), "--cache-dir", str(tmp_path / "cache"), "--synonyms", str(synonyms)]  # fmt: skip
+    assert dama(argv) == 2
+    user_error(capsys, f"{synonyms}:2: not UTF-8 text")

@@ -50,6 +50,7 @@ from dama.eval.records import (
     match_ids,
     question_items,
     read_jsonl_lines,
+    read_text,
     run_metadata,
 )
 from dama.llm import LLMError
@@ -265,8 +266,9 @@ def chair_engine(spec: str, lemmatizer: Lemmatizer | None = None) -> ChairEngine
     path = Path(spec)
     if not path.is_file():
         raise RecordError(f"--synonyms {spec!r}: neither {', '.join(VERSIONS)} nor a file")
+    lines = read_text(path).splitlines()
     try:
-        return ChairEngine(synonym_lines=path.read_text(encoding="utf-8").splitlines(), lemmatizer=lemmatizer)
+        return ChairEngine(synonym_lines=lines, lemmatizer=lemmatizer)
     except RecordError as err:  # a bad line of the user's list: name the file
         raise RecordError(f"--synonyms {spec}: {err}") from err
 
