@@ -304,3 +304,25 @@ def test_a_non_utf8_byte_in_a_users_json_or_text_file_names_file_and_line(
             str(coco_dir), "--cache-dir", str(tmp_path / "cache"), "--synonyms", str(synonyms)]  # fmt: skip
     assert dama(argv) == 2
     user_error(capsys, f"{synonyms}:2: not UTF-8 text")
+
+
+def test_a_bbox_that_is_not_numbers_names_the_context_line(tmp_path, capsys):
+    """LLaVA-Bench's context file: a text bbox value made a bare format ValueError; it names file, line, field."""
+    def jsonl(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    questions = jsonl("q.jsonl", [{"question_id": 1, "image": "a.jpg", "text": "What?", "category": "conv"}])
+    answers = jsonl("a.jsonl", [{"question_id": 1, "text": "A cup."}])
+    context = jsonl("c.jsonl", [{"image": "a.jpg", "caption": "A cup.",
+                                 "instances": [{"category": "cup", "bbox": ["0.1", 0.2, 0.5, 0.9]}]}])  # fmt: skip
+    responses = tmp_path / "run" / "llava-bench.jsonl"
+    responses.parent.mkdir()
+    responses.write_text(json.dumps({"id": "1", "question": "What?", "response": "A cup.", "model": "m",
+                                     "decoding": {"num_beams": 1}}) + "\n")  # fmt: skip
+    argv = ["eval", "score", "--bench", "llava-bench", "--responses", str(responses), "--questions", str(questions),
+            "--answers", str(answers), "--context", str(context), "--judge", "fake"]  # fmt: skip
+    assert dama(argv) == 2
+    user_error(capsys, f"{context}:1: field 'instances' item 0: 'bbox' must be a list of numbers")
+    assert sorted(p.name for p in responses.parent.iterdir()) == ["llava-bench.jsonl"]
