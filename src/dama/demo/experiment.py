@@ -507,7 +507,6 @@ class Study:
         self.planned: dict[str, float] = {}  # regime -> units still to run (estimate until its grid is fixed)
         self.calls: dict[str, int] = {}  # regime -> runs asked for (pilot and grid, store hits included)
         self.stage = {"runs": 0, "stored": 0, "started": time.perf_counter()}  # since the last stage line
-        self.started = time.perf_counter()
         cfg = prep.cfg
         for name in cfg.regimes:
             regime = cfg.regime(name)
