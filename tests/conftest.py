@@ -18,3 +18,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """The Hugging Face hub out of reach, as on a machine without network: a model name that is not a local folder
+    fails at once (transformers' offline mode) instead of after the hub client's retries."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)

@@ -1,9 +1,11 @@
-"""Checkpoints of `DAMATrainer` that are complete or absent, never half-written, and resume exactly.
+"""Checkpoints and the final model of `DAMATrainer`: complete or absent, never half-written; checkpoints resume exactly.
 
 A checkpoint folder is complete when it holds `COMPLETE_MARKER` (`dama_checkpoint.json`), written after every other
 file; `STATE_FILE` (`dama_state.json`) holds DAMA's own state (R̄ and the filter's sampling position, δ̄).
 `CheckpointingMixin` is the part of `DAMATrainer` that saves and resumes them (docs/errors.md, "Crash safety"); it
-expects a `transformers.Trainer` below it and the trainer's `reward_gap` and `delta_mean`.
+expects a `transformers.Trainer` below it and the trainer's `reward_gap` and `delta_mean`. `save_final_model` writes
+the model at the end of `dama train` the same way: into a staging folder first, then moved into `output_dir` by
+renames, `FINAL_MARKER` (`dama_model.json`) last.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,80 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "dama_state.json"
 COMPLETE_MARKER = "dama_checkpoint.json"  # written last: a checkpoint without it is incomplete
+FINAL_MARKER = "dama_model.json"  # written last into output_dir: the final model there is complete
+FINAL_STAGING = ".dama-model.partial"  # output_dir's subfolder the final model is written to before it is moved
 
 
 class CheckpointError(DamaError, FileNotFoundError):
     """A checkpoint that cannot be resumed from (incomplete, damaged, or not written by DAMATrainer)."""
 
 
-def _is_complete(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER))
+def _is_complete(folder: str, marker: str = COMPLETE_MARKER) -> bool:
+    return os.path.isfile(os.path.join(folder, marker))
+
+
+def final_model_is_complete(output_dir: str) -> bool:
+    """Whether `output_dir` holds a final model whose save finished (`FINAL_MARKER`)."""
+    return _is_complete(output_dir, FINAL_MARKER)
+
+
+def save_final_model(trainer: Any, output_dir: str) -> list[str]:
+    """Save `trainer`'s model and processor as the final model of `output_dir`, complete or absent.
+
+    Every rank calls this (sharded and DeepSpeed models are gathered by all of them). The model is written by
+    `trainer.save_model` into `output_dir/FINAL_STAGING`; then the main process removes the marker of an earlier
+    final model (and its `config.json`), moves each staged file into `output_dir` by rename, `config.json` last, and
+    writes `FINAL_MARKER` listing the files. A kill while the model is written leaves only the staging folder (the
+    next save removes it); a kill between the renames leaves files without `config.json` and without the marker, which
+    `from_pretrained` cannot load. Checkpoints in `output_dir` are never touched. Returns the files of the model.
+    """
+    accelerator = trainer.accelerator
+    staging = Path(output_dir, FINAL_STAGING)
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+    accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    names: list[str] = []
+    if accelerator.is_main_process:
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(str(staging))
+        names = _move_final_model(staging, Path(output_dir), trainer.state.global_step)
+    accelerator.wait_for_everyone()
+    return names
+
+
+def _move_final_model(staging: Path, output_dir: Path, global_step: int) -> list[str]:
+    """Put the staged files in place of the earlier final model by renames; the marker goes last."""
+    for path in staging.rglob("*"):  # on disk before any rename: a power cut cannot leave empty files in place
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    marker = output_dir / FINAL_MARKER
+    earlier: list[str] = []
+    if marker.is_file():
+        try:
+            earlier = list(json.loads(marker.read_text(encoding="utf-8")).get("files", []))
+        except (ValueError, AttributeError, TypeError):
+            earlier = []
+    marker.unlink(missing_ok=True)  # from here on, output_dir holds no complete final model
+    (output_dir / "config.json").unlink(missing_ok=True)  # never an earlier config beside new weights
+    names = sorted(p.name for p in staging.iterdir())
+    for stale in set(map(str, earlier)) - set(names) - {FINAL_MARKER, FINAL_STAGING}:  # an earlier model's shards
+        if Path(stale).name != stale or stale in ("", ".", "..") or stale.startswith(PREFIX_CHECKPOINT_DIR):
+            continue  # only plain names of model files: never a checkpoint or anything outside output_dir
+        target = output_dir / stale
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    for name in sorted(names, key=lambda n: n == "config.json"):
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # os.replace cannot replace a folder that holds files
+        os.replace(staging / name, target)
+    staging.rmdir()
+    atomic_write_json(marker, {"global_step": global_step, "files": names})
+    return names
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:

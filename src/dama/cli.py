@@ -1,7 +1,10 @@
 """The `dama` command line: a thin dispatcher to one module per subcommand.
 
 Each subcommand module exposes `main(argv: list[str]) -> int` and is imported only when called, so `dama --help`
-answers without importing torch or TRL.
+answers without importing torch or TRL. Modules never print their own errors: a user error (`dama.errors.DamaError`,
+or an `OSError` about the user's files) reaches `main` here, which prints one line and returns the error's exit code
+(docs/errors.md); a module with subcommands (`dama eval`) lists them in `SUBCOMMANDS`, so the line names the
+subcommand too.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 import sys
 
 from dama._version import __version__
-from dama.errors import EXIT_USER_ERROR, is_user_error
+from dama.errors import EXIT_USER_ERROR, exit_code_of, is_user_error
 
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,8 +38,9 @@ def _usage() -> str:
     lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
     lines += [
         "",
-        "Run `dama <command> --help` for the options of one command. `--debug` (or DAMA_DEBUG=1) shows the",
-        "traceback of a user error (exit code 2) too; see docs/errors.md.",
+        "Run `dama <command> --help` for the options of one command. Exit codes: 0 done, 2 a user error, 3 a",
+        "partial result (`dama eval score --strict`), 4 a model or endpoint that could not answer. `--debug` (or",
+        "DAMA_DEBUG=1) shows the traceback of a user error too; see docs/errors.md.",
     ]
     return "\n".join(lines)
 
@@ -59,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dama: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USER_ERROR
     module = importlib.import_module(COMMANDS[name][0])
-    previous = os.environ.get("DAMA_DEBUG")
-    if debug:
-        os.environ["DAMA_DEBUG"] = "1"  # for commands that report errors themselves (`dama eval`)
     try:
         return int(module.main(rest) or 0)
     except SystemExit as stop:  # argparse's usage errors (exit 2) and --help (exit 0): a status, not an exception
@@ -72,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a user's mistake gets one line; anything else is a bug and keeps its traceback
         if debug or not is_user_error(err):
             raise
-        print(f"dama {name}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    finally:
-        if previous is None:
-            os.environ.pop("DAMA_DEBUG", None)
-        else:
-            os.environ["DAMA_DEBUG"] = previous
+        label = f"{name} {rest[0]}" if rest and rest[0] in getattr(module, "SUBCOMMANDS", ()) else name
+        print(f"dama {label}: error: {err}", file=sys.stderr)
+        return exit_code_of(err)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def _from_records(records: list[dict], path: Path, lines: list[int] | None = Non
             raise DataValidationError(f"{path}: the records cannot form a table ({err})") from err
         raise DataValidationError(
             f"{path} {where}. Every row must give a field the same type: text for prompt/chosen/rejected, a path "
-            "or image bytes for an image"
+            "or image bytes for an image, a list of numbers (or its JSON text) for chosen_logits/rejected_logits"
         ) from err
 
 
@@ -164,7 +164,7 @@ def _stored_delta_mean(meta: Path) -> float | None:
     return None if value is None else require_finite(value, f"{meta}: field 'delta_mean' (δ̄)")
 
 
-def detect_format(columns: list[str]) -> str:
+def detect_format(columns: list[str], source: str = "the data") -> str:
     if "image_path" in columns and "chosen_logits" in columns:
         return "official"
     if "prompt" in columns:
@@ -172,8 +172,9 @@ def detect_format(columns: list[str]) -> str:
     if "question" in columns:
         return "rlaif-v"
     raise DataValidationError(
-        f"cannot tell the data format from the columns {columns}: expected `prompt`/`chosen`/`rejected` (TRL), "
-        "`question`/`chosen`/`rejected`/`image` (RLAIF-V) or the official DAMA JSON (`image_path`, `chosen_logits`)"
+        f"{source}: cannot tell the data format from the columns {columns}: expected `prompt`/`chosen`/`rejected` "
+        "(TRL), `question`/`chosen`/`rejected`/`image` (RLAIF-V) or the official DAMA JSON (`image_path`, "
+        "`chosen_logits`)"
     )
 
 
@@ -382,9 +383,14 @@ def load_preference_dataset(
     names = dataset.column_names
     if (path / "hardness.json").is_file() and HARDNESS_COLUMN in names and column not in names:
         dataset = dataset.rename_column(HARDNESS_COLUMN, column)  # a hardness output's δ, under the asked name
+    if len(dataset) == 0:  # an empty file has no columns either: say what is wrong, not which format is unknown
+        raise DataValidationError(
+            f"{source}: holds no rows; give dataset_path a file or folder with preference pairs (prompt or question, "
+            "chosen, rejected and an image)"
+        )
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    fmt = detect_format(dataset.column_names) if dataset_format == "auto" else dataset_format
+    fmt = detect_format(dataset.column_names, source) if dataset_format == "auto" else dataset_format
     missing = [c for c in REQUIRED[fmt] if c not in dataset.column_names]
     if missing:
         raise DataValidationError(

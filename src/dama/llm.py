@@ -14,7 +14,9 @@ The LLM sentence splitter of `dama hardness` (`dama.hardness.splitters.LLMSplitt
   written atomically). A different model key never reuses a reply.
 
 Both clients answer `complete(prompt, role)` (one reply) and `generate(prompts)` (user prompts, in order), and name
-their model and decoding settings in `cache_key`. A failure is an `LLMError`.
+their model and decoding settings in `cache_key`. A model that cannot answer raises `LLMError` (exit code 4: an
+endpoint down or timing out, rerun later); settings that cannot work raise its subclass `LLMSetupError` (exit code 2:
+a spec that does not parse, a key that is not set or is refused, a model folder that is not there).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from dama.errors import DamaError
+from dama.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, DamaError, loading_model
 from dama.io import atomic_write_text, json_text
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
@@ -47,8 +49,19 @@ ROLES = ("user", "system")
 
 
 class LLMError(DamaError, RuntimeError):
-    """A model that cannot answer (an endpoint down or refusing, a local model that cannot be loaded or prompted);
-    the message names the endpoint or model (never a key) and says why."""
+    """A model that cannot answer now (an endpoint down, timing out, failing with 5xx or replies that never parse);
+    the message names the endpoint or model (never a key) and says why. Exit code 4 (`EXIT_UNAVAILABLE`): nothing
+    in the input is wrong, and the replies received so far are cached, so a later rerun continues."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class LLMSetupError(LLMError):
+    """LLM settings that cannot work, the user's to fix: a judge spec that does not parse, an API key that is not
+    set or that the endpoint refuses (a 4xx other than a rate limit), a model folder that is not there, a chat
+    template that cannot render the prompt's role. Exit code 2, like any other bad flag."""
+
+    exit_code = EXIT_USER_ERROR
 
 
 def check_role(role: str) -> None:
@@ -125,7 +138,7 @@ class ChatEndpoint:
                 "max_tokens": self.max_tokens,
             }
         ).encode("utf-8")
-        last = ""
+        last, refused = "", False
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S))
@@ -136,6 +149,7 @@ class ChatEndpoint:
                 hint = f" (is ${self.api_key_env} set?)" if err.code in (401, 403) and self.api_key_env else ""
                 last = f"HTTP {err.code} {err.reason}{hint}: {detail}"
                 if err.code not in RETRYABLE_STATUS:
+                    refused = True  # a bad key, model name or URL: retrying cannot help
                     break
             except TimeoutError:
                 last = f"no reply within {self.timeout:g} s (timed out)"
@@ -143,7 +157,8 @@ class ChatEndpoint:
                 last = f"cannot reach the endpoint ({err.reason})"
             except (OSError, http.client.HTTPException, _MalformedReply) as err:
                 last = str(err) or type(err).__name__
-        raise LLMError(self._scrub(f"request to {self.url} failed after {attempt + 1} attempt(s): {last}"))
+        kind = LLMSetupError if refused else LLMError
+        raise kind(self._scrub(f"request to {self.url} failed after {attempt + 1} attempt(s): {last}"))
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Replies to user prompts, in order."""
@@ -153,15 +168,19 @@ class ChatEndpoint:
             return list(pool.map(self.complete, prompts))
 
 
-def load_causal_lm(name_or_path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer) of a transformers causal LM, on `device` in `dtype` (`dama.devices` resolves `auto`)."""
+def load_causal_lm(
+    name_or_path: str, device: str = "auto", dtype: str = "auto", what: str = "model"
+) -> tuple[Any, Any]:
+    """(model, tokenizer) of a transformers causal LM, on `device` in `dtype` (`dama.devices` resolves `auto`);
+    `ModelNotFoundError` naming `what` (the flag, e.g. `"--llm-model"`) when it cannot be loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dama.devices import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype, dev)).to(dev)
+    with loading_model(name_or_path, what):  # not found: one line saying how to point at a folder
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype, dev)).to(dev)
     return model, tokenizer
 
 
@@ -181,9 +200,14 @@ class LocalLM:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 256
+        cls,
+        name_or_path: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_new_tokens: int = 256,
+        what: str = "model",
     ) -> LocalLM:
-        model, tokenizer = load_causal_lm(name_or_path, device, dtype)
+        model, tokenizer = load_causal_lm(name_or_path, device, dtype, what)
         return cls(model, tokenizer, max_new_tokens=max_new_tokens, name=name_or_path)
 
     def _format(self, prompt: str, role: str) -> str:
@@ -195,7 +219,7 @@ class LocalLM:
             )
         # jinja templates raise their own error types, e.g. "conversation roles must alternate user/assistant"
         except Exception as err:
-            raise LLMError(
+            raise LLMSetupError(
                 f"{self.name}: its chat template cannot render a lone {role} message ({err}){self.role_hint}"
             ) from err
 

@@ -22,9 +22,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from dama import tiny
+from dama.checkpoints import save_final_model
 from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
 from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
+from dama.errors import loading_model
 from dama.io import check_writable
 from dama.trainer import DAMATrainer
 
@@ -96,11 +98,9 @@ def load_model(model_args: ModelConfig) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    try:
+    with loading_model(name, "model_name_or_path"):  # not found: one line saying how to point at a folder
         model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
         processor = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
-    except OSError as err:  # not a folder, not in the cache, no network: the user's setting, not a bug
-        raise RecipeError(f"model_name_or_path {name!r} cannot be loaded: {err}") from err
     return model, processor
 
 
@@ -179,9 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.require_finite_weights("the model is not saved (the checkpoints written before the problem are kept)")
-    trainer.save_model(trainer.args.output_dir)
+    save_final_model(trainer, trainer.args.output_dir)  # complete or absent: staged, moved in, marker last
     if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(trainer.args.output_dir)
         print(f"dama train: model saved to {Path(trainer.args.output_dir).resolve()}")
     # Tear the process group down, every rank together, before interpreter exit: a gloo group left to exit-time
     # destructors, or torn down by one rank while another still uses it, can abort (SIGABRT, "terminate called

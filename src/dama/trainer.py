@@ -187,7 +187,8 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
         was_training = model.training
         model.eval()
         chosen, rejected = [], []
-        for batch in tqdm(loader, desc="Reference log-probs", disable=not self.accelerator.is_local_main_process):
+        quiet = self.args.disable_tqdm or not self.accelerator.is_local_main_process  # as the Trainer's own bars
+        for batch in tqdm(loader, desc="Reference log-probs", disable=quiet):
             for name in (self.args.hardness_column, *REF_COLUMNS):
                 batch.pop(name, None)
             ref_chosen, ref_rejected = self.compute_ref_log_probs(model, batch)

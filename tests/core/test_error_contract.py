@@ -352,3 +352,30 @@ def test_a_plain_text_prompt_without_the_image_placeholder_is_refused(tmp_path, 
     )
     assert "row 0 " not in err
     assert not (run / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(("name", "content"), [("pairs.jsonl", ""), ("pairs.jsonl", "\n\n"), ("pairs.json", "[]")])
+def test_an_empty_data_file_is_named(tmp_path, capsys, name, content):
+    data = tmp_path / name
+    data.write_text(content)
+    run = tmp_path / "run"
+    assert dama(train_argv(data, run)) == 2
+    err = assert_user_error(capsys, f"{data}: holds no rows")
+    assert "cannot tell the data format" not in err
+    assert not run.exists()
+
+
+def test_data_of_an_unknown_format_names_the_file(tmp_path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"text": "a", "label": 1}) + "\n")
+    assert dama(train_argv(data, tmp_path / "run")) == 2
+    assert_user_error(capsys, f"{data}: cannot tell the data format from the columns ['text', 'label']")
+
+
+def test_a_model_that_cannot_be_found_is_one_line(tmp_path, capsys, no_hub):
+    data = trl_jsonl(tmp_path / "pairs.jsonl", [0.1 * i for i in range(12)])
+    run = tmp_path / "run"
+    assert dama(train_argv(data, run, "--model_name_or_path", "no-such-org/no-such-vlm")) == 2
+    err = assert_user_error(capsys, "model_name_or_path 'no-such-org/no-such-vlm' cannot be found", "local folder")
+    assert "\n" not in err[err.index("dama train: error: ") :].rstrip("\n"), err
+    assert not run.exists()

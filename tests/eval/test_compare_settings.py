@@ -6,9 +6,14 @@ import json
 
 import pytest
 
-from dama.eval.cli import main
+from dama.cli import main as dama
 from dama.eval.compare import compare_table, settings
 from dama.eval.records import RecordError
+
+
+def main(argv: list[str]) -> int:
+    """`dama eval ...` through the real CLI (its dispatcher prints errors and picks the exit code)."""
+    return dama(["eval", *argv])
 
 
 def _write(folder, name, extraction, synonyms_sha="a" * 64, chair_i=10.0):

@@ -1,4 +1,4 @@
-"""`dama eval score` and `dama eval compare` end to end through `dama.eval.cli.main`, including bad input."""
+"""`dama eval score` and `dama eval compare` end to end through the real CLI (`dama eval ...`), including bad input."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from dama.eval.cli import main
+from dama.cli import main as dama
 from dama.eval.records import RecordError, load_responses, run_metadata
+
+
+def main(argv: list[str]) -> int:
+    """`dama eval ...` through the dispatcher, which prints a user error and picks its exit code."""
+    return dama(["eval", *argv])
 
 
 def _score(*args: str) -> int:
@@ -102,8 +107,10 @@ def test_bad_input_exits_2_with_file_and_line(tmp_path, coco_dir, capsys):
     assert main(["compare", str(tmp_path / "missing")]) == 2
     assert "run folder not found" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
-    with pytest.raises(SystemExit):  # argparse: llm mode without a judge
-        _score("--bench", "chair", "--responses", bad, "--coco-annotations", coco_dir, "--mode", "llm")
+    capsys.readouterr()
+    # argparse's usage error: llm mode without a judge
+    assert _score("--bench", "chair", "--responses", bad, "--coco-annotations", coco_dir, "--mode", "llm") == 2
+    assert "--mode llm/both needs --judge" in capsys.readouterr().err
 
 
 def test_mixed_runs_in_one_response_file_are_refused(tmp_path):
@@ -116,8 +123,7 @@ def test_mixed_runs_in_one_response_file_are_refused(tmp_path):
 def test_help_lists_benches(capsys):
     assert main([]) == 0
     assert "dama eval compare" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["score", "--bench", "pope", "--help"])
+    assert main(["score", "--bench", "pope", "--help"]) == 0
     assert "--questions" in capsys.readouterr().out
 
 

@@ -278,18 +278,50 @@ def test_hf_judge_from_a_tiny_causal_lm_answers_and_is_cached(tmp_path):
         judge.complete("List the objects.", role="system")
 
 
-def test_judge_failure_through_the_cli_is_a_clear_error(tmp_path, server, api_key, capsys):
-    from dama.eval.cli import main
+def _mmhal_argv(tmp_path, judge: str, *extra: str) -> list[str]:
+    return ["eval", "score", "--bench", "mmhal", "--responses", str(tmp_path / "mmhal.jsonl"), "--questions",
+            str(tmp_path / "mmhal.json"), "--judge", judge, *extra]  # fmt: skip
+
+
+def test_a_judge_endpoint_that_cannot_answer_exits_4_through_the_cli(tmp_path, server, api_key, capsys):
+    """An endpoint down (5xx after the retries) is not the input's fault: exit 4 (docs/errors.md), one line naming the
+    endpoint, never the key, and no results file; the replies received so far are cached for the rerun."""
+    from dama.cli import main as dama
 
     server.script = [(502, "bad gateway")] * 2
     _mmhal_files(tmp_path)
-    argv = ["score", "--bench", "mmhal", "--responses", str(tmp_path / "mmhal.jsonl"), "--questions",
-            str(tmp_path / "mmhal.json"), "--judge", f"openai:judge-model@{server.base_url}",
-            "--judge-retries", "1"]  # fmt: skip
-    assert main(argv) == 2
+    argv = _mmhal_argv(tmp_path, f"openai:judge-model@{server.base_url}", "--judge-retries", "1")
+    assert dama(argv) == 4
     err = capsys.readouterr().err
+    assert "Traceback" not in err and "dama eval score: error: " in err
     assert f"{server.base_url}/chat/completions failed after 2 attempt(s): HTTP 502" in err and KEY not in err
     assert "a rerun continues" in err
+    assert not list(tmp_path.glob("*.metrics.json"))
+
+
+def test_a_refused_key_or_a_bad_judge_spec_is_a_user_error_through_the_cli(tmp_path, server, api_key, capsys):
+    """Settings the user must fix exit 2: a key the endpoint refuses (HTTP 401, not retried), a spec that does not
+    parse. Neither says that a rerun continues: rerunning the same command cannot help."""
+    from dama.cli import main as dama
+
+    server.script = [(401, "invalid key")]
+    _mmhal_files(tmp_path)
+    assert dama(_mmhal_argv(tmp_path, f"openai:judge-model@{server.base_url}")) == 2
+    err = capsys.readouterr().err
+    assert "dama eval score: error: " in err and "HTTP 401" in err and KEY not in err
+    assert "a rerun continues" not in err
+    assert dama(_mmhal_argv(tmp_path, "openai:")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "judge spec 'openai:'" in err
+
+
+def test_debug_shows_the_traceback_of_a_judge_error(tmp_path, server, api_key):
+    from dama.cli import main as dama
+
+    server.script = [(502, "bad gateway")] * 2
+    _mmhal_files(tmp_path)
+    with pytest.raises(LLMError, match="HTTP 502"):
+        dama(["--debug", *_mmhal_argv(tmp_path, f"openai:judge-model@{server.base_url}", "--judge-retries", "1")])
 
 
 def test_system_role_is_sent_as_the_only_message_and_cached_apart(tmp_path, server, api_key):

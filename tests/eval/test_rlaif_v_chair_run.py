@@ -85,7 +85,10 @@ def test_the_lemmatizer_is_part_of_the_ground_truth_cache_key(engine, tmp_path):
 def test_auto_falls_back_to_the_table_without_nltk_and_says_so(tmp_path, monkeypatch, capsys):
     """`--lemmatizer auto` (the default) uses the table when NLTK is missing and records it; asking for `wordnet`
     without NLTK is a clear error (exit 2), not a traceback."""
-    from dama.eval.cli import main
+    from dama.cli import main as dama
+
+    def main(argv: list[str]) -> int:
+        return dama(["eval", *argv])
 
     monkeypatch.setitem(sys.modules, "nltk", None)  # as if NLTK were not installed
     base = ["score", "--bench", "object-halbench", "--responses", str(RUN / "responses.jsonl"),

@@ -308,3 +308,119 @@ def test_library_entry_points_refuse_a_non_finite_delta_mean(tmp_path):
     with pytest.raises(NonFiniteError, match="δ̄ override"):
         import_official(data, tmp_path / "o", delta_mean=float("inf"), progress=False)
     assert not (tmp_path / "o" / "hardness.json").exists()
+
+
+def assert_one_line(err: str) -> None:
+    """The error is one line, the last one (progress bars of model loading may precede it)."""
+    message = err[err.index("dama hardness: error: ") :]
+    assert "\n" not in message.rstrip("\n"), err
+
+
+def shard_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "data").glob("*.parquet")) if (out / "data").is_dir() else []
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_an_empty_input_file_names_the_file(tmp_path, capsys, clip_dir, content):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(content)
+    out = tmp_path / "o"
+    assert compute_hardness(data, clip_dir, out) == 2
+    err = user_error(capsys, f"{data}: the input holds no rows")
+    assert_one_line(err)
+    assert not (out / "hardness.json").exists() and shard_files(out) == []
+
+
+def test_an_empty_official_list_names_the_file(tmp_path, capsys):
+    data = write_json(tmp_path / "official.json", [])
+    out = tmp_path / "o"
+    argv = ["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress"]
+    assert dama(argv) == 2  # the official δ̄ is a constant, but an output of no pair trains nothing
+    user_error(capsys, f"{data}: the input holds no rows")
+    assert not (out / "hardness.json").exists()
+
+
+def test_every_row_skipped_says_so_and_where_the_list_is(tmp_path, capsys, clip_dir):
+    rows = make_rows(3)
+    for row in rows:
+        row["image"] = {"bytes": b"not an image", "path": None}
+    data = write_parquet(tmp_path / "d.parquet", rows)
+    out = tmp_path / "o"
+    argv = ["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
+            "--out", str(out), "--on-error", "skip"]  # fmt: skip
+    assert dama(argv) == 2
+    err = user_error(capsys, str(data), "every one of its 3 row(s) was skipped", str(out / "skipped.jsonl"))
+    assert_one_line(err)
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(r["row_id"], r["field"]) for r in skipped] == [(0, "image"), (1, "image"), (2, "image")]
+    assert not (out / "hardness.json").exists()
+    # the same command again says the same; with the rows fixed and --overwrite it completes
+    assert dama(argv) == 2
+    user_error(capsys, "every one of its 3 row(s) was skipped")
+    write_parquet(data, make_rows(3))
+    assert dama([*argv, "--overwrite"]) == 0
+    assert read_hardness_output(out)[0]["idx"] == [0, 1, 2]
+    assert (out / "skipped.jsonl").read_text() == ""
+
+
+def test_every_official_row_skipped_even_with_a_delta_mean(tmp_path, capsys):
+    rows = official_rows(2)
+    for row in rows:
+        row["chosen_logits"] = None
+    data = write_json(tmp_path / "official.json", rows)
+    out = tmp_path / "o"
+    argv = ["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress", "--on-error", "skip"]
+    assert dama(argv) == 2  # the official δ̄ is given, yet no pair is left
+    user_error(capsys, "every one of its 2 row(s) was skipped", "chosen_logits", str(out / "skipped.jsonl"))
+    assert len((out / "skipped.jsonl").read_text().splitlines()) == 2
+    assert not (out / "hardness.json").exists()
+
+
+def test_a_clip_model_that_cannot_be_found_says_how_to_point_at_a_folder(tmp_path, capsys, no_hub):
+    data = write_parquet(tmp_path / "d.parquet", make_rows(2))
+    out = tmp_path / "o"
+    argv = ["hardness", "--data", str(data), "--clip", "no-such-org/no-such-clip", "--out", str(out), "--no-progress"]
+    assert dama(argv) == 2
+    err = user_error(capsys, "--clip 'no-such-org/no-such-clip' cannot be found", "not a local folder",
+                     "hub", "Point --clip at a local folder")  # fmt: skip
+    assert_one_line(err)
+    assert not out.exists()  # the model is loaded before anything is written
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    assert dama([*argv[:4], str(folder), *argv[5:]]) == 2
+    user_error(capsys, f"--clip {str(folder)!r}: the folder cannot be loaded as a model", "config.json")
+
+
+@pytest.mark.parametrize(
+    ("logits", "fragment"),
+    [
+        ([0.5, "abc"], "row 2: field 'chosen_logits' item 1 is str 'abc', but number in row 0"),
+        (["abc"], "row 2: field 'chosen_logits' item 0 is str 'abc', but number in row 0"),
+        ("abc", "row 2: field 'chosen_logits' is str 'abc', but list in row 0"),
+    ],
+)
+def test_official_chosen_logits_with_text_names_the_row_and_field(tmp_path, capsys, logits, fragment):
+    rows = official_rows()
+    rows[2]["chosen_logits"] = logits
+    data = write_json(tmp_path / "official.json", rows)
+    out = tmp_path / "o"
+    assert dama(["hardness", "--data", str(data), "--official", "--out", str(out), "--no-progress"]) == 2
+    err = user_error(capsys, f"{data} {fragment}")
+    assert "cannot form a table" not in err
+    assert not (out / "hardness.json").exists() and shard_files(out) == []
+
+
+def test_an_llm_splitter_endpoint_that_cannot_answer_exits_4(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = write_parquet(tmp_path / "d.parquet", make_rows(2))
+    out = tmp_path / "o"
+    argv = ["hardness", "--data", str(data), "--clip", "tiny:clip", "--workers", "0", "--no-progress", "--out",
+            str(out), "--splitter", "llm", "--llm-model", "m", "--llm-endpoint", f"http://127.0.0.1:{port}/v1",
+            "--llm-retries", "0"]  # fmt: skip
+    assert dama(argv) == 4  # the input is fine: rerun when the endpoint is up (docs/errors.md)
+    user_error(capsys, f"http://127.0.0.1:{port}/v1/chat/completions failed", "cannot reach the endpoint")
+    assert not (out / "hardness.json").exists()

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.study and args.quick:
         parser.error("--study and --quick cannot be combined: the study runs the full preset's budgets")
+    if args.preset is not None and args.quick:
+        parser.error(f"--quick and --preset {args.preset} cannot be combined: each names the budgets")
+    if args.preset == "tiny" and args.seeds is not None:
+        parser.error("--seeds does not apply to --preset tiny, which always runs seeds 0 and 1")
     if args.out is None:
         args.out = "runs/demo-study" if args.study else "runs/demo"
     methods = _methods(parser, args.methods)
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from dama.demo.console import quiet_libraries
     from dama.demo.experiment import ExperimentConfig, run_experiment
     from dama.demo.report import write_report
 
@@ -74,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     out = Path(args.out)
     start = time.perf_counter()
-    summary = run_experiment(cfg, out, args.cache_dir)
-    report = write_report(summary, out, "dama demo " + shlex.join(argv), time.perf_counter() - start)
+    with quiet_libraries():  # the demo's own lines and bar only; restored on exit (never for `dama train`)
+        summary = run_experiment(cfg, out, args.cache_dir)
+        report = write_report(summary, out, "dama demo " + shlex.join(argv), time.perf_counter() - start)
     print(f"[demo] done in {(time.perf_counter() - start) / 60:.1f} min — report: {report.resolve()}")
     return 0
 

@@ -26,6 +26,7 @@ from datasets import Image as ImageFeature
 from transformers import LlavaForConditionalGeneration, PrinterCallback, TrainerCallback
 
 from dama.config import DAMAConfig
+from dama.demo.console import RunProgress
 from dama.demo.frontier import equal_learning_rate, matched_recall
 from dama.demo.models import DemoConfig, DemoModels, build_models, sample_responses
 from dama.demo.preferences import build_preferences, evaluation_set, length_balance
@@ -264,6 +265,9 @@ def _brief(metrics: dict[str, Any]) -> str:
     return f"CHAIR_i {pct('CHAIR_i')}  CHAIR_s {pct('CHAIR_s')}  recall {pct('recall')}  length {pct('avg_len')}"
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
 
 
 @dataclass
@@ -501,7 +505,8 @@ def _units(regime: Regime, n_pairs: int) -> float:
 
 
 class Study:
-    """Runs the regimes of an experiment through the run store, with a progress line and an ETA per run."""
+    """Runs the regimes of an experiment through the run store, under one progress bar over every run with the
+    time left (`dama.demo.console.RunProgress`), and one line per stage."""
 
     def __init__(self, prep: Prepared, out: Path, log: Callable[[str], None]) -> None:
         self.prep, self.out, self.log = prep, out, log
@@ -509,15 +514,22 @@ class Study:
         self.done = 0
         self.rates: list[float] = []  # seconds per pair-pass of each run trained (training and scoring)
         self.planned: dict[str, float] = {}  # regime -> units still to run (estimate until its grid is fixed)
-        self.started = time.perf_counter()
+        self.calls: dict[str, int] = {}  # regime -> runs asked for (pilot and grid, store hits included)
+        self.stage = {"runs": 0, "stored": 0, "started": time.perf_counter()}  # since the last stage line
         cfg = prep.cfg
         for name in cfg.regimes:
             regime = cfg.regime(name)
             n_grid = len(cfg.learning_rates) or cfg.frontier_points
             n = len(cfg.methods) * n_grid * len(cfg.seeds)
+            self.calls[name] = n + (0 if cfg.learning_rates else len(cfg.pilot_learning_rates))
             if not cfg.learning_rates:
                 n += len(cfg.pilot_learning_rates) - min(3, n_grid)
             self.planned[name] = n * _units(regime, len(prep.data))
+        self.progress = RunProgress(sum(self.calls.values()))
+
+    def say(self, line: str) -> None:
+        """One stage line, printed above the progress bar."""
+        self.progress.write(line, self.log)
 
     def run(self, regime: Regime, method: str, lr: float, seed: int, track: bool) -> dict[str, Any]:
         settings = {"regime": regime.settings(), "method": method, "switches": METHODS[method], "lr": lr,
@@ -531,18 +543,29 @@ class Study:
             self.store.put(settings, record)
             self.rates.append((time.perf_counter() - clock) / units)
         self.done += 1
+        self.stage["runs"] += 1
+        self.stage["stored"] += stored
         self.planned[regime.name] = max(0.0, self.planned[regime.name] - units)
         remaining = sum(self.planned.values())
         # seconds per pair-pass: the median of the last runs trained here (robust to a run slowed by other load)
-        eta = "" if not self.rates else f", ETA {remaining * statistics.median(self.rates[-8:]) / 60:.1f} min"
-        elapsed = (time.perf_counter() - self.started) / 60
+        eta = remaining * statistics.median(self.rates[-8:]) / 60 if self.rates else None
         took = "from the store" if stored else f"{record['seconds']:.0f}s"
-        self.log(
-            f"[demo] {regime.name} {method:<20} lr {lr:<8.3g} seed {seed}: test {_brief(record['test'])}  "
-            f"({took}; run {self.done}, {elapsed:.1f} min"
-            f"{eta})"
+        test = record["test"]
+        self.progress.advance(
+            eta, f"last: {regime.name} {method} lr {lr:.3g} seed {seed}, test CHAIR_i {_pct(test['CHAIR_i'])} "
+            f"recall {_pct(test['recall'])} ({took})",
         )
         return record
+
+    def end_stage(self, title: str, methods: list[str]) -> None:
+        """The stage line of the runs since the last one: how many, how many came from the store, how long."""
+        runs, stored = self.stage["runs"], self.stage["stored"]
+        minutes = (time.perf_counter() - self.stage["started"]) / 60
+        self.say(f"[demo] {title}: {', '.join(methods)}: {runs} runs ({stored} from the store) in {minutes:.1f} min")
+        self.stage = {"runs": 0, "stored": 0, "started": time.perf_counter()}
+
+    def close(self) -> None:
+        self.progress.close()
 
     def grid(self, name: str) -> dict[str, Any]:
         """The regime's learning-rate grid: the preset's, or fixed by DPO's pilot (`frontier_grid`)."""
@@ -560,8 +583,10 @@ class Study:
                                         for lr, v in pilot.items()}, prep.summary["base"]["val"]["CHAIR_i"],
                                        cfg.frontier_points)
             self.planned[name] = len(cfg.methods) * len(grid) * len(cfg.seeds) * _units(regime, len(prep.data))
+            self.calls[name] = len(pilot) + len(cfg.methods) * len(grid) * len(cfg.seeds)
+            self.progress.set_total(sum(self.calls.values()))
         how = "by DPO's pilot" if pilot else "in the preset"
-        self.log(f"[demo] {regime.title}: grid {', '.join(f'{lr:.3g}' for lr in grid)} fixed {how} "
+        self.say(f"[demo] {regime.title}: grid {', '.join(f'{lr:.3g}' for lr in grid)} fixed {how} "
                  "before any other method runs")
         return {"grid": grid, "knee": knee, "pilot": pilot, "track_lr": grid[len(grid) // 2]}
 
@@ -672,15 +697,21 @@ def run_experiment(
     second_phase = [m for m in cfg.methods if m in ("β-DPO", "mDPO")]
     grids: dict[str, dict] = {}
     records: dict[str, dict[str, list[dict]]] = {name: {} for name in cfg.regimes}
-    for methods in (first_phase, second_phase, [m for m in cfg.methods if m not in first_phase + second_phase]):
-        for name in cfg.regimes:
-            clock = time.perf_counter()
-            if name not in grids:
-                grids[name] = study.grid(name)
-            for method in methods:
-                records[name][method] = study.method(name, method, grids[name])
-            key = f"regime {name}"
-            prep.summary["timings"][key] = prep.summary["timings"].get(key, 0.0) + time.perf_counter() - clock
+    try:
+        for methods in (first_phase, second_phase, [m for m in cfg.methods if m not in first_phase + second_phase]):
+            for name in cfg.regimes:
+                if not methods:
+                    continue
+                clock = time.perf_counter()
+                if name not in grids:
+                    grids[name] = study.grid(name)
+                for method in methods:
+                    records[name][method] = study.method(name, method, grids[name])
+                study.end_stage(cfg.regime(name).title, methods)
+                key = f"regime {name}"
+                prep.summary["timings"][key] = prep.summary["timings"].get(key, 0.0) + time.perf_counter() - clock
+    finally:
+        study.close()
     regime_results = {
         name: regime_summary(prep, cfg.regime(name), grids[name]["grid"], grids[name]["knee"], grids[name]["pilot"],
                              grids[name]["track_lr"], {m: records[name][m] for m in cfg.methods})

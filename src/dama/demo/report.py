@@ -41,9 +41,27 @@ def _logged(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 
+def _figure(ncols: int, size: tuple[float, float], **kwargs: Any):
+    """A row of `ncols` panels laid out by matplotlib's constrained layout, which keeps room for a legend placed
+    outside the panels (`_legend`): no legend covers a curve or a bar, whatever the data."""
+    return plt.subplots(1, ncols, figsize=size, layout="constrained", squeeze=False, **kwargs)
+
+
+def _legend(fig, axes, ncol: int | None = None, where: str = "lower") -> None:
+    """One legend for every panel, outside them (below, or above with `where="upper"`): each label once."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc=f"outside {where} center", fontsize=8, frameon=False,
+                   ncol=ncol or len(handles))
+
+
 def _save(fig, path: Path) -> None:
     """Lay out, write the PNG and free the figure (pyplot keeps every open figure alive)."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -55,7 +73,8 @@ def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     alpha_d = data_aware_factor(torch.tensor(deltas), summary["delta_mean"]).tolist()
     alpha_m = [v for run in _primary_runs(summary, "DAMA") for v in _logged(run["history"], "dama/alpha_m")[1]]
     mean_alpha_m = statistics.fmean(alpha_m) if alpha_m else 1.0
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, axes = _figure(1, (5, 4.0))
+    ax = axes[0, 0]
     ax.plot(deltas, [beta] * len(deltas), color=COLOURS["DPO"], label="DPO: β")
     ax.plot(deltas, [beta * a for a in alpha_d], color=COLOURS["data-aware only"], label="β·α_D (data-aware only)")
     ax.plot(deltas, [max(beta * a * mean_alpha_m, 1e-3) for a in alpha_d], color=COLOURS["DAMA"],
@@ -63,28 +82,34 @@ def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     ax.axvline(summary["delta_mean"], color="k", lw=0.6, ls=":", label="δ̄")
     ax.set_xlabel("hardness gap δ (CLIP; large = easy pair)")
     ax.set_ylabel("β_C")
-    ax.legend(fontsize=7)
+    _legend(fig, [ax], ncol=2)
     _save(fig, path)
 
 
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_model_aware(summary: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for run in _primary_runs(summary, "DAMA"):
+    fig, axes = _figure(2, (8, 3.6))
+    axes = axes[0]
+    for k, run in enumerate(_primary_runs(summary, "DAMA")):
         for ax, key, label in ((axes[0], "dama/alpha_m", "α_M"), (axes[1], "dama/reward_gap_ema", "R̄")):
             steps, values = _logged(run["history"], key)
-            ax.plot(steps, values, color=COLOURS["DAMA"], alpha=0.8, lw=1, label=f"seed {run['seed']}")
+            ax.plot(steps, values, SEED_STYLES[k % len(SEED_STYLES)], color=COLOURS["DAMA"], alpha=0.8, lw=1.2,
+                    label=f"seed {run['seed']}")  # one line style per seed: the colour is DAMA's in every plot
             ax.set_xlabel("step")
             ax.set_ylabel(label)
     axes[0].axhline(1.0, color="k", lw=0.5, ls=":")
-    axes[0].legend(fontsize=7)
     fig.suptitle("Model-aware statistics during DAMA training", fontsize=9)
+    _legend(fig, axes)
     _save(fig, path)
 
 
 def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
     """Mean margin h of fixed easy and hard pairs during DPO and DAMA training (the paper's Fig. 1 picture), with
     easy/hard chosen by the ground-truth hallucination gap (left) and by CLIP's δ (right)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    fig, axes = _figure(2, (9, 3.8), sharey=True)
+    axes = axes[0]
     for ax, basis in zip(axes, ("gap", "δ")):
         for method in ("DPO", "DAMA"):
             curves = [run["margins"] for run in _primary_runs(summary, method) if run["margins"]]
@@ -97,20 +122,25 @@ def plot_responsiveness(summary: dict[str, Any], path: Path) -> None:
                 ax.plot(steps, mean, style, color=COLOURS[method], label=f"{method}, {group}")
         ax.set_title(f"easy / hard by {'ground-truth gap' if basis == 'gap' else 'CLIP δ'}", fontsize=9)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
     axes[0].set_ylabel("mean reward margin h")
+    _legend(fig, axes)
     _save(fig, path)
 
 
 def plot_results(summary: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    """The single-point rule's table as bars, mean ± std over seeds; the methods are named once, in a legend above
+    the panels (names under the bars ran into each other)."""
+    fig, axes = _figure(3, (10, 3.9))
+    axes = axes[0]
+    names = [n for n in ROWS if n in summary["table"]]
     for ax, key in zip(axes, ("CHAIR_i", "CHAIR_s", "recall")):
-        names = [n for n in ROWS if n in summary["table"]]
         means = [summary["table"][n][key]["mean"] or 0.0 for n in names]
         stds = [summary["table"][n][key]["std"] or 0.0 for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, color=[COLOURS[n] for n in names], capsize=3)
-        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=35, ha="right")
+        for k, (name, mean, std) in enumerate(zip(names, means, stds)):
+            ax.bar(k, mean, yerr=std, color=COLOURS[name], capsize=3, label=name)
+        ax.set_xticks([])
         ax.set_title(f"{key} (%)", fontsize=9)
+    _legend(fig, axes, ncol=min(len(names), 6), where="upper")
     _save(fig, path)
 
 
@@ -122,7 +152,7 @@ def plot_frontiers(summary: dict[str, Any], path: Path) -> None:
     """One panel per regime: each method's (recall, CHAIR_i) on the test images per learning rate, mean over seeds
     with the std as error bars, joined in lr order; the base model as a grey cross."""
     names = list(summary["frontier"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.0), squeeze=False)
+    fig, axes = _figure(len(names), (4.6 * len(names), 4.4))
     base = summary["base"]["test"]
     for ax, name in zip(axes[0], names):
         for method, runs in summary["frontier"][name].items():
@@ -141,7 +171,7 @@ def plot_frontiers(summary: dict[str, Any], path: Path) -> None:
         ax.set_title(summary["regimes"][name]["title"], fontsize=9)
         ax.set_xlabel("recall (%) →  better")
         ax.set_ylabel("CHAIR_i (%) ↓  better")
-        ax.legend(fontsize=7)
+    _legend(fig, axes[0])
     _save(fig, path)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from dama.eval.amber_nlp import NoSimilarity, Similarity
 from dama.eval.chair import is_word, tokenize
 from dama.eval.plurals import lemma_table
-from dama.eval.records import RecordError, read_json
+from dama.eval.records import RecordError, read_json, read_text
 
 # vocab-match: "can" is a modal, not an object, unless followed by one of these (or by punctuation / the end):
 # "a can of soda", "the can is", "a soda can next to ..."
@@ -90,7 +90,7 @@ class Amber:
         safe_path = self.dir / "safe_words.txt"
         if not safe_path.is_file():
             raise RecordError(f"{safe_path}: file not found")
-        safe_text = safe_path.read_text(encoding="utf-8")
+        safe_text = read_text(safe_path)
         self.raw_safe_words = set(safe_text.split("\n"))
         self.safe_words = {line.strip().lower() for line in safe_text.splitlines()} - {""}
         vocabulary = set(self.association) | {w for ws in self.association.values() for w in ws}

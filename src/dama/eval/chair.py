@@ -29,6 +29,7 @@ from importlib import resources
 from typing import Protocol
 
 from dama.eval.plurals import lemma_table
+from dama.eval.records import RecordError
 
 ORIGINAL = "chair-original"
 REFINED = "chair-refined-v1"
@@ -102,7 +103,7 @@ def parse_synonyms(lines: Iterable[str], strip: bool = True) -> dict[str, str]:
             entries = [" ".join(entry.split()) for entry in entries]
         canonical = " ".join(entries[0].split())
         if not canonical:
-            raise ValueError(f"synonym list line {number}: empty class name in {line!r}")
+            raise RecordError(f"synonym list line {number}: empty class name in {line!r}")
         for entry in entries:
             if entry:
                 inverse.setdefault(entry, canonical)

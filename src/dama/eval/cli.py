@@ -10,20 +10,20 @@
 `score` options depend on `--bench`; `dama eval score --bench BENCH --help` lists them. Rule-based scorers write
 `<out>/<bench>[_<split|mode>].metrics.json` and a `.details.jsonl` sidecar; `--out` defaults to the folder of
 `--responses`, so a run folder collects its results for `compare`.
+
+Exit codes (docs/errors.md): 0 done, 2 bad input or options, 3 a partial result under `score --strict`, 4 a judge
+that could not answer (its replies so far are cached: a rerun continues).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from dama.errors import is_user_error
+from dama.errors import EXIT_USER_ERROR
 from dama.eval.benchmark import UsageError, add_response_arguments
-from dama.eval.records import RecordError
 from dama.eval.registry import BENCHMARKS, score_names
 from dama.io import atomic_write_text
-from dama.llm import LLMError
 
 
 def _score_parser(bench: str | None) -> argparse.ArgumentParser:
@@ -77,25 +77,22 @@ def _generate(argv: list[str]) -> int:
     return int(generate.run(parser.parse_args(argv)) or 0)
 
 
-COMMANDS = {"generate": _generate, "score": _score, "compare": _compare}
+# the dispatcher (`dama.cli`) names the subcommand in its error line: `dama eval score: error: ...`
+SUBCOMMANDS = {"generate": _generate, "score": _score, "compare": _compare}
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of `dama eval`; returns the exit status (2 for bad input, with a message naming file and line)."""
+    """Entry point of `dama eval`; returns the exit status (0, or 3 for a partial result under `score --strict`).
+
+    Errors are not caught here: a user error (a `DamaError`, e.g. `RecordError` naming the file and line, or the
+    judge's `LLMError`) reaches the dispatcher in `dama.cli`, which prints it with the error's exit code; anything
+    else is a bug and keeps its traceback.
+    """
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"dama eval: unknown subcommand {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[command](rest)
-    except (RecordError, ValueError, OSError) as err:
-        if os.environ.get("DAMA_DEBUG", "") not in {"", "0"} or (isinstance(err, OSError) and not is_user_error(err)):
-            raise  # `dama --debug eval ...` sets DAMA_DEBUG: the traceback is wanted
-        print(f"dama eval {command}: error: {err}", file=sys.stderr)
-        return 2
-    except LLMError as err:  # the judge (endpoint or model) failed: not bad input, but no traceback either
-        print(f"dama eval {command}: judge error: {err}", file=sys.stderr)
-        return 1
+    if command not in SUBCOMMANDS:
+        print(f"dama eval: unknown subcommand {command!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return SUBCOMMANDS[command](rest)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dama.devices import DTYPES, resolve_device, resolve_dtype
+from dama.errors import loading_model
 from dama.eval.benchmark import Decoding
 from dama.eval.records import RecordError, read_jsonl_lines
 from dama.eval.registry import BENCHMARKS, generate_names
@@ -197,8 +198,9 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    with loading_model(str(args.model), "--model"):  # not found: one line saying how to point at a folder
+        model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).to(device).eval()
+        processor = AutoProcessor.from_pretrained(args.model)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with (
         out_path.open("a", encoding="utf-8") as handle,

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dama.llm import DEFAULT_OPENAI_URL, ChatEndpoint, FileReplyCache, LLMError, LocalLM, check_role, load_causal_lm
+from dama.llm import (
+    DEFAULT_OPENAI_URL,
+    ChatEndpoint,
+    FileReplyCache,
+    LLMSetupError,
+    LocalLM,
+    check_role,
+    load_causal_lm,
+)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -86,7 +94,7 @@ class OpenAIJudge(ChatEndpoint):
         self.judge_id = f"openai:{model}@{self.base_url}"
         # Local servers usually take no key; a remote endpoint without one would only fail later with a 401.
         if not os.environ.get(api_key_env) and (urllib.parse.urlparse(self.url).hostname or "") not in LOOPBACK_HOSTS:
-            raise LLMError(
+            raise LLMSetupError(
                 f"judge endpoint {self.url} needs an API key: set the environment variable {api_key_env} "
                 "(or name another variable with --judge-key-env)"
             )
@@ -99,8 +107,8 @@ class HFJudge(LocalLM):
 
     def __init__(self, path: str, max_new_tokens: int = 512, device: str = "auto"):
         if not Path(path).exists():
-            raise LLMError(f"judge model folder not found: {path}")
-        model, tokenizer = load_causal_lm(path, device, "auto")
+            raise LLMSetupError(f"judge model folder not found: {path}")
+        model, tokenizer = load_causal_lm(path, device, "auto", what="judge model")
         super().__init__(model, tokenizer, max_new_tokens=max_new_tokens, name=path)
         self.device = model.device
         self.judge_id = f"hf:{Path(path).resolve()}"
@@ -157,12 +165,12 @@ def build_judge(
     kind, _, rest = spec.partition(":")
     if kind == "fake":
         if rest and not rest.lstrip("-").isdigit():
-            raise LLMError(f"judge spec {spec!r}: the fake judge takes an integer seed, e.g. 'fake:1'")
+            raise LLMSetupError(f"judge spec {spec!r}: the fake judge takes an integer seed, e.g. 'fake:1'")
         judge: Judge = FakeJudge(int(rest) if rest else 0)
     elif kind == "openai":
         model, _, base_url = rest.partition("@")
         if not model:
-            raise LLMError(f"judge spec {spec!r}: expected 'openai:MODEL' or 'openai:MODEL@BASE_URL'")
+            raise LLMSetupError(f"judge spec {spec!r}: expected 'openai:MODEL' or 'openai:MODEL@BASE_URL'")
         judge = OpenAIJudge(
             model,
             base_url or DEFAULT_OPENAI_URL,
@@ -174,10 +182,10 @@ def build_judge(
         )
     elif kind == "hf":
         if not rest:
-            raise LLMError(f"judge spec {spec!r}: expected 'hf:/path/to/local/model'")
+            raise LLMSetupError(f"judge spec {spec!r}: expected 'hf:/path/to/local/model'")
         judge = HFJudge(rest, max_new_tokens=max_tokens, device=device)
     else:
-        raise LLMError(
+        raise LLMSetupError(
             f"unknown judge spec {spec!r}: use 'openai:MODEL[@BASE_URL]', 'hf:/path/to/model' or 'fake[:SEED]'"
         )
     return CachedJudge(judge, Path(cache_dir)) if cache_dir is not None else judge

@@ -51,7 +51,7 @@ from dama.eval.records import (
     write_results,
 )
 from dama.eval.records import load_responses as load_responses_file
-from dama.llm import LLMError
+from dama.llm import LLMError, LLMSetupError
 
 
 def build_prompt(bench: str, item: dict, response: str) -> str:
@@ -221,8 +221,10 @@ def run(args: argparse.Namespace) -> int:
             progress=lambda xs: tqdm(xs, total=len(responses), desc=f"judging {bench}"),
             workers=args.judge_workers,
         )
-    except LLMError as err:
-        raise RecordError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
+    except LLMSetupError:
+        raise
+    except LLMError as err:  # the endpoint could not answer (exit code 4): nothing received so far is lost
+        raise LLMError(f"{err}; replies received so far are cached, so a rerun continues from there") from err
     split = args.split or benchmark.default_split
     result = {
         "benchmark": bench,

@@ -155,11 +155,14 @@ def load_mmhal(path: str | Path) -> dict[str, dict]:
     return items
 
 
-def _context_text(row: dict) -> str:
+def _context_text(row: dict, where: str) -> str:
     captions = row.get("caption", row.get("captions", ""))
     lines = [captions] if isinstance(captions, str) else [str(c) for c in captions]
-    for inst in row.get("instances", []):
-        box = ", ".join(f"{v:.3f}" for v in inst.get("bbox", []))
+    for k, inst in enumerate(row.get("instances", [])):
+        bbox = inst.get("bbox", []) if isinstance(inst, dict) else None
+        if not isinstance(bbox, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+            raise RecordError(f"{where}: field 'instances' item {k}: 'bbox' must be a list of numbers, got {bbox!r:.60}")
+        box = ", ".join(f"{v:.3f}" for v in bbox)
         lines.append(f"{inst.get('category', 'object')}: [{box}]")
     return "\n".join(line for line in lines if line)
 
@@ -169,7 +172,7 @@ def load_llava_bench(questions: str | Path, answers: str | Path, context: str | 
     context JSONL {image, caption|captions, instances?} (one row per image)."""
     contexts = {}
     for line, row in read_jsonl_lines(context):
-        contexts[str(_field(row, "image", f"{context}:{line}"))] = _context_text(row)
+        contexts[str(_field(row, "image", f"{context}:{line}"))] = _context_text(row, f"{context}:{line}")
     references = {}
     for line, row in read_jsonl_lines(answers):
         references[str(_field(row, "question_id", f"{answers}:{line}"))] = _field(row, "text", f"{answers}:{line}")

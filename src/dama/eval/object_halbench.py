@@ -50,6 +50,7 @@ from dama.eval.records import (
     match_ids,
     question_items,
     read_jsonl_lines,
+    read_text,
     run_metadata,
 )
 from dama.llm import LLMError
@@ -265,7 +266,11 @@ def chair_engine(spec: str, lemmatizer: Lemmatizer | None = None) -> ChairEngine
     path = Path(spec)
     if not path.is_file():
         raise RecordError(f"--synonyms {spec!r}: neither {', '.join(VERSIONS)} nor a file")
-    return ChairEngine(synonym_lines=path.read_text(encoding="utf-8").splitlines(), lemmatizer=lemmatizer)
+    lines = read_text(path).splitlines()
+    try:
+        return ChairEngine(synonym_lines=lines, lemmatizer=lemmatizer)
+    except RecordError as err:  # a bad line of the user's list: name the file
+        raise RecordError(f"--synonyms {spec}: {err}") from err
 
 
 def score_command(args: argparse.Namespace) -> int:
@@ -289,8 +294,8 @@ def score_command(args: argparse.Namespace) -> int:
             prompt=args.prompt,
             tagger=build_tagger(args.tagger, engine) if "llm" in modes else None,
         )
-    except LLMError as err:  # a judge that cannot answer (bad spec, endpoint down): a message, not a traceback
-        raise RecordError(f"judge {args.judge!r}: {err}") from err
+    except LLMError as err:  # the same class (and exit code: a bad spec 2, an endpoint down 4), naming the judge
+        raise type(err)(f"judge {args.judge!r}: {err}") from err
     return write_outputs(outputs, out, args.strict)
 
 

@@ -87,9 +87,20 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise RecordError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
+
+
+def read_text(path: str | Path) -> str:
+    """A user's text file as UTF-8; a byte that is not UTF-8 is a `RecordError` naming the file and the line (a
+    `UnicodeDecodeError` would otherwise be a `ValueError`, which the error contract treats as a bug)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise RecordError(f"{path}:{line}: not UTF-8 text ({err.reason})") from err
 
 
 def load_responses(path: str | Path) -> dict[str, dict]:

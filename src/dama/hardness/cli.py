@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dama.errors import DamaError, is_user_error, positive_int, require_finite
+from dama.errors import DamaError, exit_code_of, is_user_error, positive_int, require_finite
 from dama.hardness.scorers import SCORERS
 from dama.hardness.splitters import SPLITTERS
 from dama.io import check_writable
@@ -138,7 +138,11 @@ def build_splitter(args: argparse.Namespace):
         )
     else:
         generator = LocalLM.from_pretrained(
-            args.llm_model, device=args.device, dtype=args.dtype, max_new_tokens=args.llm_max_new_tokens
+            args.llm_model,
+            device=args.device,
+            dtype=args.dtype,
+            max_new_tokens=args.llm_max_new_tokens,
+            what="--llm-model",
         )
     cache = SqliteReplyCache(args.llm_cache or Path(args.out) / ".llm_cache.sqlite")
     return splitters.LLMSplitter(generator, cache, batch_size=args.llm_batch_size)
@@ -203,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DamaError, OSError) as err:
         if not is_user_error(err):
             raise
-        complete = (Path(args.out) / "hardness.json").is_file()
-        note = "" if complete else f"\n(the output in {args.out} is incomplete; hardness.json is not written)"
-        raise HardnessRunError(f"{err}{note}") from err
+        out = Path(args.out)
+        started = out.is_dir() and not (out / "hardness.json").is_file()
+        note = f" (the output in {args.out} is incomplete; hardness.json is not written)" if started else ""
+        stopped = HardnessRunError(f"{err}{note}")
+        stopped.exit_code = exit_code_of(err)  # e.g. 4 when the LLM splitter's endpoint could not answer
+        raise stopped from err
     print(
         f"dama hardness: wrote {meta['n_rows']} pairs ({meta['n_skipped']} skipped) to {args.out}; "
         f"δ̄ = {meta['delta_mean']} ({meta['delta_mean_source']}); see {Path(args.out) / 'summary.md'}",

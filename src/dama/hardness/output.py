@@ -96,14 +96,13 @@ def delta_histogram(deltas: Sequence[float], delta_mean: float, path: Path, titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100, layout="constrained")
     ax.hist(list(deltas), bins=50, range=(-1.0, 1.0), color="#4477aa")
     ax.axvline(delta_mean, color="#cc3311", linestyle="--", label=f"delta_mean (δ̄) = {delta_mean:.4f}")
     ax.set_xlabel("δ = score_w − score_l  (large = easy pair)")
     ax.set_ylabel("pairs")
     ax.set_title(title, fontsize=9)
-    ax.legend()
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", fontsize=9, frameon=False)  # below the axes: it never covers a bar
     with atomic_target(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)

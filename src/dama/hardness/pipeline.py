@@ -262,6 +262,29 @@ def run_shards(
     return finalize(out, source, shards, run, delta_mean, delta_mean_source)
 
 
+def _write_skipped(out: Path, skipped: list[dict[str, Any]]) -> Path:
+    lines = "".join(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in skipped)
+    atomic_write_bytes(out / "skipped.jsonl", lines.encode("utf-8"))
+    return out / "skipped.jsonl"
+
+
+def _refuse_empty(out: Path, source: InputSource, skipped: list[dict[str, Any]], n_input: int) -> None:
+    """`HardnessDataError` for a run that kept no row: the input holds none, or every row was skipped (then the
+    list of skipped rows is written first, and the message says where it is). `hardness.json` is not written."""
+    if n_input == 0:
+        raise HardnessDataError(
+            f"{source.path}: the input holds no rows, so there is nothing to score; give --data a file with "
+            "preference pairs (question/prompt, chosen, rejected, image)"
+        )
+    listed = _write_skipped(out, skipped)
+    reasons = sorted({str(rec.get("field")) for rec in skipped})
+    raise HardnessDataError(
+        f"{source.path}: every one of its {n_input} row(s) was skipped (--on-error skip; bad fields: "
+        f"{', '.join(reasons)}), so the output would hold no pair to train on. The rows and why are listed in "
+        f"{listed}; fix them and run again with --overwrite"
+    )
+
+
 def finalize(
     out: Path,
     source: InputSource,
@@ -275,13 +298,13 @@ def finalize(
     deltas: list[float] = []
     for s in shards:
         deltas.extend(pq.read_table(out / "data" / s, columns=[HARDNESS_COLUMN]).column(HARDNESS_COLUMN).to_pylist())
-    if delta_mean is None and not deltas:
-        raise RuntimeError(f"{out}: no row was scored (all skipped?); no δ̄ can be computed. See skipped.jsonl")
+    skipped = [rec for st in states for rec in st["skipped"]]
+    if not deltas:  # an output of no pair trains nothing (and has no δ̄): refused, even with a δ̄ override
+        _refuse_empty(out, source, skipped, sum(st["n_input"] for st in states))
     computed = mean_delta(deltas) if deltas else None
     delta_mean, how = resolve_delta_mean(deltas, override=delta_mean, override_name="δ̄ override (--delta-mean)")
     if how != "override":  # an override keeps the caller's label ("override", or "official" for the release's δ̄)
         delta_mean_source = how
-    skipped = [rec for st in states for rec in st["skipped"]]
     stats = [st["stats"] for st in states]
     truncation = {}
     if any("truncated_chosen" in s for s in stats):
@@ -314,8 +337,7 @@ def finalize(
         "shards": shards,
         "run": run,
     }
-    lines = "".join(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in skipped)
-    atomic_write_bytes(out / "skipped.jsonl", lines.encode("utf-8"))
+    _write_skipped(out, skipped)
     title = f"{source.path.name}: {len(deltas)} pairs, scorer {meta['scorer']}"
     delta_histogram(deltas, float(delta_mean), out / "delta_hist.png", title)
     write_summary(out / "summary.md", meta, skipped, examples)

@@ -19,6 +19,7 @@ import torch
 from transformers.activations import QuickGELUActivation
 
 from dama.devices import resolve_device, resolve_dtype
+from dama.errors import loading_model
 from dama.tiny import build_clip
 
 SCORERS = ("union_softmax", "mean_cosine")
@@ -142,22 +143,20 @@ class DualEncoderScorer:
         self.logit_scale = float(scale.detach().float().exp()) if scale is not None else 100.0
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str = "auto", dtype: str = "auto") -> DualEncoderScorer:
+    def from_pretrained(
+        cls, name_or_path: str, device: str = "auto", dtype: str = "auto", what: str = "--clip"
+    ) -> DualEncoderScorer:
         """Load with `AutoModel`/`AutoProcessor` (a folder, or a hub name already in the local cache); `tiny:clip`
-        builds the tiny random CLIP of `dama.tiny` (seed 0, so every run gets the same weights)."""
+        builds the tiny random CLIP of `dama.tiny` (seed 0, so every run gets the same weights). A model that cannot
+        be found raises `dama.errors.ModelNotFoundError` naming `what` (the flag it came from)."""
         if name_or_path == "tiny:clip":  # offline, random weights: for tests, the demo and the tiny recipes
             model, processor = build_clip()
             return cls(model, processor, device=device, dtype=dtype, name=name_or_path)
         from transformers import AutoModel, AutoProcessor
 
-        try:
+        with loading_model(name_or_path, what):  # not found: one line saying how to point at a folder
             processor = AutoProcessor.from_pretrained(name_or_path)
             model = AutoModel.from_pretrained(name_or_path)
-        except OSError as err:
-            raise OSError(
-                f"cannot load the dual encoder {name_or_path!r} ({err}); pass --clip a local folder saved with "
-                "save_pretrained, or a hub name that is in the local cache"
-            ) from err
         if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
             raise TypeError(f"{name_or_path!r} ({type(model).__name__}) is not a dual encoder (CLIP/SigLIP-style)")
         return cls(model, processor, device=device, dtype=dtype, name=name_or_path)
