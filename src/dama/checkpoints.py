@@ -2,10 +2,9 @@
 
 A checkpoint folder is complete when it holds `COMPLETE_MARKER` (`dama_checkpoint.json`), written after every other
 file; `STATE_FILE` (`dama_state.json`) holds DAMA's own state (R̄ and the filter's sampling position, δ̄).
-`CheckpointingMixin` is the part of `DAMATrainer` that saves and resumes them (docs/errors.md, "Crash safety"); it
-expects a `transformers.Trainer` below it and the trainer's `reward_gap` and `delta_mean`. `save_final_model` writes
-the model at the end of `dama train` the same way: into a staging folder first, then moved into `output_dir` by
-renames, `FINAL_MARKER` (`dama_model.json`) last.
+These are plain functions; `DAMATrainer`'s `train`, `_save_checkpoint` and `_load_from_checkpoint` overrides call
+them (docs/errors.md, "Crash safety"). `save_final_model` writes the model at the end of `dama train` the same way:
+into a staging folder first, then moved into `output_dir` by renames, `FINAL_MARKER` (`dama_model.json`) last.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from dama.errors import DamaError, NonFiniteError, require_finite
@@ -139,113 +137,124 @@ def require_complete_checkpoint(folder: str) -> None:
         )
 
 
-class CheckpointingMixin:
-    """Saving and resuming DAMATrainer checkpoints; mixed in before TRL's `DPOTrainer`."""
+def checkpoint_folder(run_dir: str, global_step: int) -> str:
+    """transformers' name of the checkpoint of `global_step`: `<run_dir>/checkpoint-<step>`."""
+    return os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
 
-    def _save_checkpoint(self, model, trial) -> None:
-        """Save a checkpoint that is marked complete only once every file is in place.
 
-        `dama_state.json` (R̄) goes first, then TRL/transformers' files, then the marker `dama_checkpoint.json`;
-        rotation (`save_total_limit`) runs only after the marker, so a kill at any moment leaves the previous
-        complete checkpoint in place, and `train(resume_from_checkpoint=True)` skips the unmarked one.
-        """
-        self.require_finite_weights("the checkpoint is not written")
-        run_dir = self._get_output_dir(trial=trial)
-        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.args.should_save:
-            os.makedirs(folder, exist_ok=True)
-            Path(folder, COMPLETE_MARKER).unlink(missing_ok=True)  # an overwritten checkpoint is incomplete until done
-            state = {
-                "reward_gap": self.reward_gap.state_dict(),
-                "delta_mean": self.delta_mean,
-                "mdpo_draws": self.mdpo_draws,
-            }
-            atomic_write_json(os.path.join(folder, STATE_FILE), state)
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None  # rotated below, once this checkpoint is complete
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        if self.args.should_save:
-            atomic_write_json(os.path.join(folder, COMPLETE_MARKER), {"global_step": self.state.global_step})
-            if limit is not None:
-                rotate_checkpoints(
-                    output_dir=run_dir,
-                    save_total_limit=limit,
-                    best_model_checkpoint=self.state.best_model_checkpoint,
-                    use_mtime=True,
-                )
+def begin_checkpoint(folder: str, state: dict[str, Any]) -> None:
+    """Start a checkpoint: drop an earlier marker (an overwritten checkpoint is incomplete until done), then write
+    DAMA's state (`STATE_FILE`) whole, before any of transformers' files."""
+    os.makedirs(folder, exist_ok=True)
+    Path(folder, COMPLETE_MARKER).unlink(missing_ok=True)
+    atomic_write_json(os.path.join(folder, STATE_FILE), state)
 
-    def require_finite_weights(self, consequence: str) -> None:
-        """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity; `consequence` says
-        what is therefore not written (a checkpoint, the final model)."""
-        params = [(name, p) for name, p in self.model.named_parameters() if p.numel() > 0]
-        if not params:
-            return
-        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])  # one host sync below
-        local = (~finite).any().float().reshape(1).to(self.accelerator.device)
-        if float(self.accelerator.gather(local).sum()) > 0:
-            first = next((name for (name, _), ok in zip(params, finite.tolist()) if not ok), "on another rank")
-            raise NonFiniteError(
-                f"the weights hold non-finite values at step {self.state.global_step} (first: {first}); {consequence}. "
-                "Lower the learning rate or check the data"
+
+def mark_complete(folder: str, global_step: int) -> None:
+    """End a checkpoint: `COMPLETE_MARKER`, written last, says every file of `folder` is in place."""
+    atomic_write_json(os.path.join(folder, COMPLETE_MARKER), {"global_step": global_step})
+
+
+def rotate(run_dir: str, save_total_limit: int | None, best_model_checkpoint: str | None) -> None:
+    """transformers' checkpoint rotation, run only once the newest checkpoint is complete."""
+    if save_total_limit is not None:
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=save_total_limit,
+            best_model_checkpoint=best_model_checkpoint,
+            use_mtime=True,
+        )
+
+
+def read_dama_state(checkpoint: str, required: bool) -> dict[str, Any] | None:
+    """DAMA's state stored in `checkpoint`, or None when it has none and none is `required`.
+
+    `required` is True when the run tracks running statistics (R̄, or β-DPO's M₀ and σ̄): a checkpoint without
+    them (not written by DAMATrainer) cannot resume the run exactly and is refused.
+    """
+    path = os.path.join(checkpoint, STATE_FILE)
+    if not os.path.isfile(path):
+        if required:
+            raise CheckpointError(
+                f"{path} is missing: the checkpoint was not written by DAMATrainer, so the running reward-gap "
+                "estimate R̄ cannot be restored. Resume from a DAMATrainer checkpoint or start a new run."
             )
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        if not isinstance(state, dict) or not isinstance(state.get("reward_gap"), dict):
+            raise ValueError("no 'reward_gap' object")
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
+    return state
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        """Reload weights through `from_pretrained`, which applies the model's checkpoint key conversions.
 
-        `Trainer._load_from_checkpoint` feeds the saved safetensors straight to `load_state_dict(strict=False)`; for
-        models whose saved key names differ from their module names (LLaVA in transformers 5 saves the legacy
-        `language_model.model.*` layout) nothing matches and the resumed run silently starts from random weights.
-        """
-        model = model if model is not None else self.model
-        plain = not (is_peft_model(model) or self.is_deepspeed_enabled or self.is_fsdp_enabled)
-        if not plain or not hasattr(model, "config") or not hasattr(type(model), "from_pretrained"):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
-        result = model.load_state_dict(loaded.state_dict(), strict=False)
-        del loaded
-        if result.missing_keys or result.unexpected_keys:
-            raise RuntimeError(
-                f"resuming from {resume_from_checkpoint}: weights do not match the model "
-                f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+def restore_dama_state(trainer: Any, checkpoint: str, state: dict[str, Any]) -> None:
+    """Put the stored R̄ (or M₀, σ̄), the filter's sampling position and mDPO's crop counter back into `trainer`."""
+    path = os.path.join(checkpoint, STATE_FILE)
+    try:
+        trainer.reward_gap.load_state_dict(state["reward_gap"])
+        require_finite(trainer.reward_gap.mean, f"{path}: field 'reward_gap.mean' (R̄)")
+        trainer.mdpo_draws = int(state.get("mdpo_draws", 0))
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
+    stored = state.get("delta_mean")
+    if trainer.args.data_aware and stored is not None and trainer.delta_mean is not None:
+        if not math.isclose(stored, trainer.delta_mean, rel_tol=1e-9, abs_tol=1e-12):
+            logger.warning("delta_mean differs from the checkpoint's (%s vs %s)", trainer.delta_mean, stored)
+
+
+def resume_folder(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint a `train(resume_from_checkpoint=…)` call resumes from: True picks the newest complete one of
+    `output_dir`; a path must be complete; `CheckpointError` otherwise."""
+    if resume_from_checkpoint is True:
+        folder = last_complete_checkpoint(output_dir)
+        if folder is None:
+            raise CheckpointError(
+                f"no complete checkpoint in output_dir {output_dir} (a checkpoint is complete when it holds "
+                f"{COMPLETE_MARKER}, written last by DAMATrainer); start a new run without resume_from_checkpoint"
             )
+        return folder
+    if resume_from_checkpoint:
+        require_complete_checkpoint(str(resume_from_checkpoint))
+        return str(resume_from_checkpoint)
+    return None
 
-    def load_dama_state(self, checkpoint: str) -> None:
-        """Restore R̄ (and the filter's sampling position) from a checkpoint folder."""
-        path = os.path.join(checkpoint, STATE_FILE)
-        if not os.path.isfile(path):
-            if self.args.tracks_reward_gap:
-                raise CheckpointError(
-                    f"{path} is missing: the checkpoint was not written by DAMATrainer, so the running reward-gap "
-                    "estimate R̄ cannot be restored. Resume from a DAMATrainer checkpoint or start a new run."
-                )
-            return
-        try:
-            with open(path, encoding="utf-8") as handle:
-                state = json.load(handle)
-            self.reward_gap.load_state_dict(state["reward_gap"])
-            require_finite(self.reward_gap.mean, f"{path}: field 'reward_gap.mean' (R̄)")
-            self.mdpo_draws = int(state.get("mdpo_draws", 0))
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path} is damaged ({err}); resume from an earlier checkpoint") from err
-        stored = state.get("delta_mean")
-        if self.args.data_aware and stored is not None and self.delta_mean is not None:
-            if not math.isclose(stored, self.delta_mean, rel_tol=1e-9, abs_tol=1e-12):
-                logger.warning("delta_mean differs from the checkpoint's (%s vs %s)", self.delta_mean, stored)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise CheckpointError(
-                    f"no complete checkpoint in output_dir {self.args.output_dir} (a checkpoint is complete when it "
-                    f"holds {COMPLETE_MARKER}, written last by DAMATrainer); start a new run without "
-                    "resume_from_checkpoint"
-                )
-        elif resume_from_checkpoint:
-            require_complete_checkpoint(str(resume_from_checkpoint))
-        if resume_from_checkpoint:
-            self.load_dama_state(str(resume_from_checkpoint))
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+def require_finite_weights(model: Any, accelerator: Any, global_step: int, consequence: str) -> None:
+    """`NonFiniteError` (on every rank) when any rank's weights hold a NaN or an infinity; `consequence` says what
+    is therefore not written (a checkpoint, the final model)."""
+    params = [(name, p) for name, p in model.named_parameters() if p.numel() > 0]
+    if not params:
+        return
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])  # one host sync below
+    local = (~finite).any().float().reshape(1).to(accelerator.device)
+    if float(accelerator.gather(local).sum()) > 0:
+        first = next((name for (name, _), ok in zip(params, finite.tolist()) if not ok), "on another rank")
+        raise NonFiniteError(
+            f"the weights hold non-finite values at step {global_step} (first: {first}); {consequence}. "
+            "Lower the learning rate or check the data"
+        )
+
+
+def can_reload_with_from_pretrained(model: Any, peft: bool, deepspeed: bool, fsdp: bool) -> bool:
+    """Whether a checkpoint's weights are reloaded through `from_pretrained` (`reload_weights`): plain models only."""
+    return not (peft or deepspeed or fsdp) and hasattr(model, "config") and hasattr(type(model), "from_pretrained")
+
+
+def reload_weights(model: Any, checkpoint: str) -> None:
+    """Load `checkpoint`'s weights into `model` through `from_pretrained`, which applies the model's key conversions.
+
+    `Trainer._load_from_checkpoint` feeds the saved safetensors straight to `load_state_dict(strict=False)`; for models
+    whose saved key names differ from their module names (LLaVA in transformers 5 saves the legacy
+    `language_model.model.*` layout) nothing matches and the resumed run silently starts from random weights.
+    """
+    loaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
+    result = model.load_state_dict(loaded.state_dict(), strict=False)
+    del loaded
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(
+            f"resuming from {checkpoint}: weights do not match the model "
+            f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+        )

@@ -1,100 +1,105 @@
 """The step metrics of `DAMATrainer`: TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`.
 
-Everything a step logs is reduced over data-parallel ranks with one gather and read with one host sync; the same
-sync carries the loss and Σ β_C, so a non-finite value on any rank stops every rank at the same step.
-`StepMetricsMixin` expects TRL's `DPOTrainer` below it (`_metrics`, `accelerator`, `aux_loss_enabled`).
+Plain functions of tensors and an accelerator, so they can be tested without a trainer: `step_fractions` gives each
+metric as a (local numerator, local denominator) pair, `reduce_step_metrics` reduces them over data-parallel ranks
+with one gather and reads them with one host sync (the same sync carries the loss and Σ β_C), and
+`check_finite_step` stops every rank at the same step when any rank's loss or β is not finite. `DAMATrainer`
+writes the result into TRL's metric store.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from dama.errors import NonFiniteError
 
 
-class StepMetricsMixin:
-    """`_log_step_metrics`, called once per `_compute_loss`."""
+class StepMetrics(NamedTuple):
+    """One step's metrics, reduced over ranks."""
 
-    @torch.no_grad()
-    def _log_step_metrics(
-        self,
-        mode: str,
-        inputs: dict[str, torch.Tensor],
-        outputs: Any,
-        seq_len: int,
-        chosen_logps: torch.Tensor,
-        rejected_logps: torch.Tensor,
-        chosen_rewards: torch.Tensor,
-        rejected_rewards: torch.Tensor,
-        stats: dict[str, torch.Tensor],
-        guard: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
-        extra: dict[str, tuple[torch.Tensor | float, torch.Tensor | float]] | None = None,
-    ) -> None:
-        """TRL's DPO metrics (same definitions, `docs/metrics.md`) plus `dama/*`, with one gather and one host sync.
+    fractions: dict[str, float]  # Σ numerators / Σ denominators of every rank (0 when the denominator is 0)
+    stats: dict[str, float]  # the global statistics as given (already equal on every rank)
+    n_tokens: float  # Σ attention mask over ranks
+    guard: tuple[float, float] | None  # (Σ loss, Σ β) over ranks, when a guard was given
 
-        Rewards are β_C-scaled: with DAMA off that is TRL's β·log-ratio. `guard` is `(loss, Σ β_C)` of this rank: they
-        are summed over ranks in the same gather, so a NaN or infinity on any rank stops every rank at the same step
-        with `NonFiniteError` (training on would write a NaN model; TRL's logging would even show the loss as 0).
-        `extra` adds per-rank metrics as (local sum, local count), reduced like TRL's (mDPO's imageless rewards).
-        """
-        mask = inputs["completion_mask"][..., 1:]
-        chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
-        chosen_mean_logits, rejected_mean_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
-        chosen_is_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
-        b = float(chosen_rewards.numel())
-        # name -> (local numerator, local denominator); global value = Σ numerators / Σ denominators
-        # masked sums, not boolean indexing: indexing has a data-dependent shape, i.e. a host sync on GPU
-        fractions = {
-            "entropy": ((outputs.entropy[:, -seq_len:] * mask).sum(), mask.sum()),
-            "logits/chosen": (torch.where(chosen_mask, chosen_mean_logits, 0).sum(), chosen_mask.sum()),
-            "logits/rejected": (torch.where(rejected_mask, rejected_mean_logits, 0).sum(), rejected_mask.sum()),
-            "mean_token_accuracy": ((chosen_is_top1 & chosen_mask).sum(), chosen_mask.sum()),
-            "rewards/chosen": (chosen_rewards.sum(), b),
-            "rewards/rejected": (rejected_rewards.sum(), b),
-            "rewards/accuracies": ((chosen_rewards > rejected_rewards).sum(), b),
-            "rewards/margins": ((chosen_rewards - rejected_rewards).sum(), b),
-            "logps/chosen": (chosen_logps.sum(), b),
-            "logps/rejected": (rejected_logps.sum(), b),
-        }
-        if self.aux_loss_enabled:
-            fractions["aux_loss"] = (outputs.aux_loss, 1.0)
-        fractions.update(extra or {})
-        device = chosen_rewards.device
 
-        def scalar(value: torch.Tensor | float) -> torch.Tensor:
-            # a Python number is filled in on the device: as_tensor would copy it from the host, a blocking copy on GPU
-            if isinstance(value, torch.Tensor):
-                return value.detach().float().reshape(()).to(device)
-            return torch.full((), value, dtype=torch.float32, device=device)
+def step_fractions(
+    inputs: dict[str, torch.Tensor],
+    outputs: Any,
+    seq_len: int,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+) -> dict[str, tuple[torch.Tensor | float, torch.Tensor | float]]:
+    """TRL's DPO metrics of this rank as `name -> (numerator, denominator)`; the global value is Σ num / Σ den.
 
-        checks = [scalar(v) for v in guard] if guard is not None else []
-        local = torch.stack(
-            [scalar(v) for pair in fractions.values() for v in pair]
-            + [inputs["attention_mask"].sum().float().to(device)]
-            + checks
-        )
-        totals = self.accelerator.gather(local.unsqueeze(0)).sum(dim=0)
-        stat_values = [v.detach().float().reshape(()).to(device) for v in stats.values()]
-        values = torch.cat([totals, torch.stack(stat_values)]) if stat_values else totals
-        values = values.tolist()  # the one host sync of the step's metrics
-        for i, name in enumerate(fractions):
-            num, den = values[2 * i], values[2 * i + 1]
-            self._metrics[mode][name].append(num / den if den > 0 else 0.0)
-        n_tokens = values[2 * len(fractions)]
-        if checks:
-            loss_total, beta_total = values[2 * len(fractions) + 1 : 2 * len(fractions) + 3]
-            if not (math.isfinite(loss_total) and math.isfinite(beta_total)):
-                what = "β_C (the per-pair β, Eq. 16)" if not math.isfinite(beta_total) else "loss"
-                raise NonFiniteError(
-                    f"non-finite {what} at {mode} step {self.state.global_step + 1} (β_C sum {beta_total}, loss "
-                    f"{loss_total}); training stopped and the model is not saved. Check the inputs (hardness δ, δ̄, "
-                    "reference log-probs) or lower the learning rate; checkpoints written before this step are kept"
-                )
-        if mode == "train":
-            self._total_train_tokens += int(n_tokens) // self._tp_size
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        for name, value in zip(stats, values[2 * len(fractions) + 1 + len(checks) :]):
-            self._metrics[mode][name].append(value)
+    `outputs` is the fused-head output of the policy forward (`entropy`, `mean_logits`, `is_top1` per token) on the
+    collated rows `[chosen, rejected]`; rewards are β-scaled with the β the loss used.
+    """
+    mask = inputs["completion_mask"][..., 1:]
+    chosen_mask, rejected_mask = mask.bool().chunk(2, dim=0)
+    chosen_mean_logits, rejected_mean_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
+    chosen_is_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
+    b = float(chosen_rewards.numel())
+    # masked sums, not boolean indexing: indexing has a data-dependent shape, i.e. a host sync on GPU
+    return {
+        "entropy": ((outputs.entropy[:, -seq_len:] * mask).sum(), mask.sum()),
+        "logits/chosen": (torch.where(chosen_mask, chosen_mean_logits, 0).sum(), chosen_mask.sum()),
+        "logits/rejected": (torch.where(rejected_mask, rejected_mean_logits, 0).sum(), rejected_mask.sum()),
+        "mean_token_accuracy": ((chosen_is_top1 & chosen_mask).sum(), chosen_mask.sum()),
+        "rewards/chosen": (chosen_rewards.sum(), b),
+        "rewards/rejected": (rejected_rewards.sum(), b),
+        "rewards/accuracies": ((chosen_rewards > rejected_rewards).sum(), b),
+        "rewards/margins": ((chosen_rewards - rejected_rewards).sum(), b),
+        "logps/chosen": (chosen_logps.sum(), b),
+        "logps/rejected": (rejected_logps.sum(), b),
+    }
+
+
+@torch.no_grad()
+def reduce_step_metrics(
+    accelerator: Any,
+    fractions: dict[str, tuple[torch.Tensor | float, torch.Tensor | float]],
+    stats: dict[str, torch.Tensor],
+    n_tokens: torch.Tensor | float,
+    guard: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
+    device: torch.device | str | None = None,
+) -> StepMetrics:
+    """Sum `fractions`' numerators and denominators, the token count and the guard over ranks (one gather), and read
+    them with the global `stats` in one host sync."""
+    device = device if device is not None else accelerator.device
+
+    def scalar(value: torch.Tensor | float) -> torch.Tensor:
+        # a Python number is filled in on the device: as_tensor would copy it from the host, a blocking copy on GPU
+        if isinstance(value, torch.Tensor):
+            return value.detach().float().reshape(()).to(device)
+        return torch.full((), value, dtype=torch.float32, device=device)
+
+    checks = [scalar(v) for v in guard] if guard is not None else []
+    local = torch.stack([scalar(v) for pair in fractions.values() for v in pair] + [scalar(n_tokens)] + checks)
+    totals = accelerator.gather(local.unsqueeze(0)).sum(dim=0)
+    stat_values = [scalar(v) for v in stats.values()]
+    values = (torch.cat([totals, torch.stack(stat_values)]) if stat_values else totals).tolist()  # the one sync
+    n = 2 * len(fractions)
+    reduced = {
+        name: (values[2 * i] / values[2 * i + 1] if values[2 * i + 1] > 0 else 0.0) for i, name in enumerate(fractions)
+    }
+    guard_totals = (values[n + 1], values[n + 2]) if checks else None
+    return StepMetrics(reduced, dict(zip(stats, values[n + 1 + len(checks) :])), values[n], guard_totals)
+
+
+def check_finite_step(loss_total: float, beta_total: float, mode: str, step: int) -> None:
+    """`NonFiniteError` when the loss or Σ β_C summed over ranks is not finite (training on would write a NaN model;
+    TRL's logging would even show the loss as 0)."""
+    if math.isfinite(loss_total) and math.isfinite(beta_total):
+        return
+    what = "β_C (the per-pair β, Eq. 16)" if not math.isfinite(beta_total) else "loss"
+    raise NonFiniteError(
+        f"non-finite {what} at {mode} step {step} (β_C sum {beta_total}, loss {loss_total}); training stopped and "
+        "the model is not saved. Check the inputs (hardness δ, δ̄, reference log-probs) or lower the learning rate; "
+        "checkpoints written before this step are kept"
+    )

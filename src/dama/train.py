@@ -22,7 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from dama import tiny
-from dama.checkpoints import save_final_model
+from dama.checkpoints import require_finite_weights, save_final_model
 from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
 from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(resume, str) and resume.lower() in {"true", "last"}:
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
-    trainer.require_finite_weights("the model is not saved (the checkpoints written before the problem are kept)")
+    require_finite_weights(trainer.model, trainer.accelerator, trainer.state.global_step,
+                           "the model is not saved (the checkpoints written before the problem are kept)")
     save_final_model(trainer, trainer.args.output_dir)  # complete or absent: staged, moved in, marker last
     if trainer.accelerator.is_main_process:
         print(f"dama train: model saved to {Path(trainer.args.output_dir).resolve()}")

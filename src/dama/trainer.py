@@ -1,12 +1,25 @@
 """`DAMATrainer`: TRL's `DPOTrainer` with DAMA's per-pair, per-step β (Lu et al., ICML 2025; `docs/paper_mapping.md`).
 
-The override is one method, `_compute_loss`, written as a straight line:
-forward → policy log-probs → reference log-probs → β_C (pure functions of `dama.objective`) → loss → metrics.
-Everything else is glue: carrying the per-pair hardness (and precomputed reference log-probs) through TRL's collator,
-which drops unknown columns (`dama.training_data`); keeping the model-aware statistics global across data-parallel
-ranks; saving R̄ in checkpoints that are complete or absent (`dama.checkpoints`); the reference log-prob pass for vision data, which TRL refuses (`_reference_logps`, stored by
-`dama precompute-ref`); prefix sharing, which sends each pair's image and prompt through the policy and reference
-forwards once for both answers (`dama.prefix`, in `_policy_forward` and `compute_ref_log_probs`).
+The step (`_compute_loss`) is a straight line: forward → policy log-probs → reference log-probs → β_C (or β-DPO's β,
+or mDPO's extra pass; pure functions of `dama.objective`) → loss → metrics. Every method of TRL's `DPOTrainer` (and of
+transformers' `Trainer` below it) that this class overrides is listed here; whoever bumps TRL checks these first:
+
+| override | why | guarded by |
+| --- | --- | --- |
+| `__init__` | DAMA's state (R̄ or β-DPO's M₀/σ̄), the collator that carries DAMA's columns, the vision reference pass | tests/core/test_trainer.py |
+| `_set_signature_columns_if_needed` | TRL drops unknown columns; the hardness and reference columns must reach the step | `test_dama_trains_and_logs_its_metrics_loss_falls_on_an_overfit_batch` |
+| `_get_train_sampler` | `keep_file_order`: the official run's sequential order | `test_keep_file_order_iterates_in_file_order` |
+| `create_accelerator_and_postprocess`, `_precompute_ref_logps` | TRL refuses precomputed reference log-probs for vision data; ours runs after init with the training collator | `test_precomputed_reference_matches_live_reference_and_releases_it` |
+| `_compute_loss` | the DAMA / β-DPO / mDPO step | `test_parity_with_trl_dpo_when_dama_is_off`, tests/core/test_baselines_trainer.py |
+| `compute_ref_log_probs` | prefix sharing in the reference pass | tests/core/test_prefix.py |
+| `train` | resume only from a complete checkpoint, with DAMA's state | `test_resume_is_exact`, tests/core/test_checkpoint_crash.py |
+| `_save_checkpoint` | DAMA's state first, the completion marker last, rotation after it | tests/core/test_checkpoint_crash.py |
+| `_load_from_checkpoint` | weights through `from_pretrained`, which applies the model's key conversions | `test_resume_is_exact` |
+
+The step also writes TRL's private metric store (`_metrics`, `_total_train_tokens`, `_tp_size`) in
+`_log_step_metrics`, the one place that touches them. The rest is glue in other modules: the columns carried through
+TRL's collator (`dama.training_data`), checkpoint files (`dama.checkpoints`), the reduction of the step's metrics
+(`dama.step_metrics`), prefix sharing (`dama.prefix`) and mDPO's corrupted images (`dama.corruption`).
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed
 from trl.trainer.utils import use_adapter
 
-from dama.checkpoints import COMPLETE_MARKER, STATE_FILE, CheckpointError, CheckpointingMixin
+from dama import checkpoints
 from dama.config import DAMAConfig, RecipeError
 from dama.corruption import corrupt_images, crop_generator
 from dama.objective import (
@@ -45,15 +58,15 @@ from dama.prefix import (
     unsupported_reason,
 )
 from dama.state import MarginMomentsEMA, RewardGapEMA
-from dama.step_metrics import StepMetricsMixin
+from dama.step_metrics import check_finite_step, reduce_step_metrics, step_fractions
 from dama.training_data import REF_COLUMNS, ExtraColumnsCollator, dataset_columns, training_delta_mean
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMPLETE_MARKER", "STATE_FILE", "CheckpointError", "DAMATrainer"]
+__all__ = ["DAMATrainer"]
 
 
-class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
+class DAMATrainer(DPOTrainer):
     """TRL `DPOTrainer` whose sigmoid loss uses β_C,i = max(β·α_D,i·α_M, β_min) and the outlier keep-mask.
 
     Extra arguments beyond `DPOTrainer`'s:
@@ -135,6 +148,44 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
         if self.args.keep_file_order:
             return torch.utils.data.SequentialSampler(self.train_dataset)
         return super()._get_train_sampler(*args, **kwargs)
+
+    # ------------------------------------------------------------------------- checkpoints (`dama.checkpoints`)
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        folder = checkpoints.resume_folder(resume_from_checkpoint, self.args.output_dir)
+        if folder is not None:
+            state = checkpoints.read_dama_state(folder, required=self.args.tracks_reward_gap)
+            if state is not None:
+                checkpoints.restore_dama_state(self, folder, state)
+        return super().train(folder if folder is not None else resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """DAMA's state first, then transformers' files, then the completion marker; rotation runs after the marker,
+        so a kill at any moment leaves the previous complete checkpoint in place."""
+        checkpoints.require_finite_weights(self.model, self.accelerator, self.state.global_step,
+                                           "the checkpoint is not written")  # fmt: skip
+        run_dir = self._get_output_dir(trial=trial)
+        folder = checkpoints.checkpoint_folder(run_dir, self.state.global_step)
+        if self.args.should_save:
+            state = {"reward_gap": self.reward_gap.state_dict(), "delta_mean": self.delta_mean,
+                     "mdpo_draws": self.mdpo_draws}  # fmt: skip
+            checkpoints.begin_checkpoint(folder, state)
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotated below, once this checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            checkpoints.mark_complete(folder, self.state.global_step)
+            checkpoints.rotate(run_dir, limit, self.state.best_model_checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        model = model if model is not None else self.model
+        if not checkpoints.can_reload_with_from_pretrained(
+            model, is_peft_model(model), self.is_deepspeed_enabled, self.is_fsdp_enabled
+        ):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        checkpoints.reload_weights(model, resume_from_checkpoint)
 
     # ------------------------------------------------------------------------------ reference log-probs, vision data
     def create_accelerator_and_postprocess(self) -> None:
@@ -267,6 +318,42 @@ class DAMATrainer(StepMetricsMixin, CheckpointingMixin, DPOTrainer):
             with torch.no_grad():
                 outputs = model(**model_kwargs)
         return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _log_step_metrics(
+        self,
+        mode: str,
+        inputs: dict[str, torch.Tensor],
+        outputs: Any,
+        seq_len: int,
+        chosen_logps: torch.Tensor,
+        rejected_logps: torch.Tensor,
+        chosen_rewards: torch.Tensor,
+        rejected_rewards: torch.Tensor,
+        stats: dict[str, torch.Tensor],
+        guard: tuple[torch.Tensor | float, torch.Tensor | float],
+        extra: dict[str, tuple[torch.Tensor, float]] | None = None,
+    ) -> None:
+        """TRL's DPO metrics plus DAMA's, reduced over ranks in one gather (`dama.step_metrics`), into TRL's store.
+
+        `guard` is `(loss, Σ β_C)` of this rank, summed over ranks in the same gather: a NaN or infinity on any rank
+        stops every rank at the same step with `NonFiniteError`.
+        """
+        fractions = step_fractions(inputs, outputs, seq_len, chosen_logps, rejected_logps, chosen_rewards,
+                                   rejected_rewards)  # fmt: skip
+        if self.aux_loss_enabled:
+            fractions["aux_loss"] = (outputs.aux_loss, 1.0)
+        fractions.update(extra or {})
+        reduced = reduce_step_metrics(self.accelerator, fractions, stats, inputs["attention_mask"].sum().float(),
+                                      guard, device=chosen_rewards.device)  # fmt: skip
+        check_finite_step(*reduced.guard, mode, self.state.global_step + 1)
+        for name, value in reduced.fractions.items():
+            self._metrics[mode][name].append(value)
+        if mode == "train":
+            self._total_train_tokens += int(reduced.n_tokens) // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        for name, value in reduced.stats.items():
+            self._metrics[mode][name].append(value)
 
     # ------------------------------------------------------------------------- prefix sharing (`dama.prefix`)
     def _resolve_prefix_sharing(self, config: DAMAConfig) -> bool:

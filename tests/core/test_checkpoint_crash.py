@@ -17,8 +17,8 @@ from pathlib import Path
 
 from transformers.trainer_utils import get_last_checkpoint
 
+from dama.checkpoints import COMPLETE_MARKER
 from dama.cli import main as dama
-from dama.trainer import COMPLETE_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tiny"

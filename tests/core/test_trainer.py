@@ -144,3 +144,15 @@ def test_data_aware_without_hardness_column_says_how_to_make_it(tmp_path):
     with pytest.raises(ValueError, match="dama hardness"):
         DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path)),
                     train_dataset=make_vision_pairs(4, with_delta=False), processing_class=processor)
+
+
+def test_keep_file_order_iterates_in_file_order(tmp_path):
+    """`keep_file_order: true` gives the official run's sequential sampler; the default shuffles."""
+    from torch.utils.data import RandomSampler, SequentialSampler
+
+    data = make_vision_pairs(8)
+    for keep, kind in ((True, SequentialSampler), (False, RandomSampler)):
+        model, processor = build_llava(seed=1)
+        trainer = DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path), keep_file_order=keep),
+                              train_dataset=data, processing_class=processor)  # fmt: skip
+        assert isinstance(trainer._get_train_sampler(), kind)
