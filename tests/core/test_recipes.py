@@ -181,3 +181,16 @@ def test_readme_python_example_is_the_example_file_and_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "dama" / "model.safetensors").is_file()
     assert (tmp_path / "out" / "hardness" / "hardness.json").is_file()
+
+
+def test_config_docstring_names_every_field_it_adds():
+    """Each field `DAMAConfig` adds to TRL's `DPOConfig` is described in its docstring (`name: …`)."""
+    import dataclasses
+
+    from trl import DPOConfig
+
+    added = {f.name for f in dataclasses.fields(DAMAConfig)} - {f.name for f in dataclasses.fields(DPOConfig)}
+    assert added, "DAMAConfig adds no field?"
+    doc = DAMAConfig.__doc__ or ""
+    missing = sorted(name for name in added if f"{name}:" not in doc)
+    assert not missing, f"DAMAConfig's docstring does not describe {missing}"
