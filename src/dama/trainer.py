@@ -435,6 +435,15 @@ class DAMATrainer(DPOTrainer):
             log_probs = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
         return log_probs[:, -(inputs["completion_mask"].size(1) - 1) :].sum(dim=1)
 
+    @torch.no_grad()
+    def pair_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(chosen, rejected)` summed response log-probs `(B,)` of `model` as it is (adapters untouched), without
+        grad, on a collated batch `[chosen, rejected]`; the prefix is shared when prefix sharing is on."""
+        outputs = self._shared_forward(model, inputs) if getattr(self, "_prefix_sharing", False) else None
+        if outputs is not None:
+            return outputs.log_probs.sum(dim=1).chunk(2, dim=0)
+        return self.sequence_logps(model, inputs).chunk(2, dim=0)
+
     def _corrupted_chosen_logps(
         self, model: Any, ref_model: Any, inputs: dict[str, torch.Tensor], mode: str
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,9 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dama.config import DAMAConfig  # noqa: E402
 from dama.demo.experiment import METHODS  # noqa: E402
 from dama.demo.frontier import interval_text, matched_recall_outcome  # noqa: E402
-from dama.objective import data_aware_factor  # noqa: E402
+from dama.objective import combine_beta, data_aware_factor  # noqa: E402
 
 ROWS = ["base", *METHODS]
 COLOURS = {"base": "#888888", "DPO": "#1f77b4", "DAMA": "#d62728", "data-aware only": "#2ca02c",
@@ -65,6 +66,7 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
 def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     import torch
 
@@ -77,7 +79,9 @@ def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     ax = axes[0, 0]
     ax.plot(deltas, [beta] * len(deltas), color=COLOURS["DPO"], label="DPO: β")
     ax.plot(deltas, [beta * a for a in alpha_d], color=COLOURS["data-aware only"], label="β·α_D (data-aware only)")
-    ax.plot(deltas, [max(beta * a * mean_alpha_m, 1e-3) for a in alpha_d], color=COLOURS["DAMA"],
+    beta_min = DAMAConfig.__dataclass_fields__["beta_min"].default  # the demo's runs keep the default clamp
+    beta_c = combine_beta(beta, torch.tensor(alpha_d), mean_alpha_m, beta_min).tolist()  # Eq. 15-16
+    ax.plot(deltas, beta_c, color=COLOURS["DAMA"],
             label=f"DAMA: β·α_D·ᾱ_M (ᾱ_M = {mean_alpha_m:.2f})")
     ax.axvline(summary["delta_mean"], color="k", lw=0.6, ls=":", label="δ̄")
     ax.set_xlabel("hardness gap δ (CLIP; large = easy pair)")

@@ -45,7 +45,7 @@ def pair_margins(trainer: DAMATrainer, data: Dataset) -> torch.Tensor:
     batch = trainer._prepare_inputs(batch)
     was_training = trainer.model.training
     trainer.model.eval()
-    chosen, rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the policy's log-probs
+    chosen, rejected = trainer.pair_logps(trainer.model, batch)  # the policy's own log-probs
     trainer.model.train(was_training)
     return (chosen.cpu() - ref_chosen) - (rejected.cpu() - ref_rejected)
 
