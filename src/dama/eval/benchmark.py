@@ -53,6 +53,10 @@ class Benchmark:
     read_questions: QuestionReader | None = None
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # the options of `dama eval score`
     score: ScoreCommand | None = None
+    split: str | None = None  # the data split its results name (e.g. COCO val2014), when the scorer records one
+    # the reference scorer's cleanup of an answer before scoring, and its description for the result record
+    clean_answer: Callable[[str], str] | None = None
+    answer_cleanup: str | None = None
 
     def __post_init__(self) -> None:
         if (self.decoding is None) != (self.read_questions is None):

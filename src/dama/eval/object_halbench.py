@@ -92,83 +92,44 @@ def score_responses(
 ) -> list[tuple[str, dict, list[dict]]]:
     """Score one response file; returns `(file stem, result, per-response details)` for each mode.
 
-    Without `questions_path` completeness cannot be checked: the result says `"completeness_checked": false`.
-    llm mode uses `prompt` (a key of `PROMPTS`) and `tagger` (default: `build_tagger("auto", engine)`).
+    `bench` names one of the caption benchmarks (`CAPTION_BENCHMARKS`: its split and answer cleanup). Without
+    `questions_path` completeness cannot be checked: the result says `"completeness_checked": false`. llm mode uses
+    `prompt` (a key of `PROMPTS`) and `tagger` (default: `build_tagger("auto", engine)`).
     """
+    record = CAPTION_BENCHMARKS[bench]
     if prompt not in PROMPTS:
         raise ValueError(f"unknown extraction prompt {prompt!r}; choose from {', '.join(PROMPTS)}")
-    if tagger is None and "llm" in modes:
-        tagger = build_tagger("auto", engine)
-    responses = load_responses(responses_path)
-    if questions_path is not None:
-        questions = read_questions(questions_path)
-        by_id = {q["id"]: q for q in questions}
-        present = match_ids([q["id"] for q in questions], responses, responses_path, str(questions_path))
-        status = {**completeness(list(by_id), present), "completeness_checked": True}
-    else:
-        by_id = {}
-        present = list(responses)
-        status = {**completeness(present, present), "completeness_checked": False}
-    image_ids = {}
-    for key in present:
-        row = responses[key]
-        image_id = next(
-            (v for v in (row.get("image_id"), by_id.get(key, {}).get("image_id")) if v not in (None, "")), key
-        )
-        image_ids[key] = str(coco_image_id(image_id))
-    gt = ground_truth.classes(image_ids.values())
-    meta = run_metadata([responses[k] for k in present], responses_path)
-
-    outputs = []
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"unknown extraction mode {mode!r}; choose from {', '.join(MODES)}")
-        if mode == "llm" and judge is None:
-            raise ValueError("llm extraction mode needs a judge (--judge)")
+    if "llm" in modes and judge is None:
+        raise ValueError("llm extraction mode needs a judge (--judge)")
+    if tagger is None and "llm" in modes:
+        tagger = build_tagger("auto", engine)
+    responses = load_responses(responses_path)
+    by_id, present, status = _present_responses(responses, responses_path, questions_path)
+    image_ids = {key: _image_id(responses[key], by_id.get(key, {}), key) for key in present}
+    gt = ground_truth.classes(image_ids.values())
+    common = {
+        "benchmark": bench,
+        "split": record.split,
+        **run_metadata([responses[k] for k in present], responses_path),
+    }
+    outputs = []
+    for mode in modes:
         items, failures = [], []
         for key in tqdm(present, desc=f"{bench} {mode}", unit="response", leave=False):
-            row = responses[key]
-            text = row["response"]
-            # RLAIF-V's load_generated_captions: answer.replace("Assistant:", "").strip()
-            if bench == "object-halbench":
-                text = text.replace("Assistant:", "").strip()
-            if mode == "rule":
-                mentions = engine.extract(text)
-            elif len(text.split()) <= 3:
-                mentions = []
-            else:
-                question = row.get("question") or by_id.get(key, {}).get("question", "")
-                message, role = fill_prompt(prompt, question, text)
-                reply = judge.complete(message) if role == "user" else judge.complete(message, role=role)
-                names = REPLY_PARSERS[prompt][1](reply)
-                if names is None:
-                    failures.append(key)
-                    continue
-                mentions = llm_mentions(engine, names, tagger)
+            text = responses[key]["response"]
+            text = record.clean_answer(text) if record.clean_answer is not None else text
+            question = responses[key].get("question") or by_id.get(key, {}).get("question", "")
+            mentions = _mentions(engine, mode, text, question, judge, prompt, tagger)
+            if mentions is None:
+                failures.append(key)
+                continue
             items.append(ChairItem(key, mentions, gt[image_ids[key]], reference_length(text), image_ids[key]))
-        extraction = {
-            "mode": mode,
-            "length": "rlaif-v: len(text.strip().split(' '))",
-            # step 1 of the engine, for the reference captions and (rule mode) the responses
-            "lemmatizer": engine.lemmatizer_name,
-        }
-        if bench == "object-halbench":
-            extraction["answer_cleanup"] = "rlaif-v: remove 'Assistant:', strip"
-        if mode == "llm":
-            extraction.update(
-                judge_id=judge.judge_id,
-                prompt=prompt,
-                prompt_role=PROMPTS[prompt][1],
-                reply_parser=REPLY_PARSERS[prompt][0],
-                prompt_sha256=PROMPT_SHA256[prompt],
-                reduction=f"rlaif-v:{tagger.name}",
-                reference_reduction=tagger.name == f"spacy:{REFERENCE_TAGGER_MODEL}",
-            )
         result = {
-            "benchmark": bench,
-            "split": "val2014" if bench == "object-halbench" else "coco2014",
-            **meta,
-            "extraction": extraction,
+            **common,
+            "extraction": _extraction_record(engine, record, mode, judge, prompt, tagger),
             # fingerprint: the synonym lines plus the singularisation/merge tables and rules actually applied
             "synonyms": {"version": engine.version, "sha256": engine.sha256, "fingerprint": engine.fingerprint},
             "annotations": ground_truth.describe(),
@@ -183,6 +144,69 @@ def score_responses(
         details = [item.detail() for item in items] + [{"id": key, "judge_failure": True} for key in failures]
         outputs.append((f"{bench}_{mode}", result, details))
     return outputs
+
+
+def _present_responses(
+    responses: dict[str, dict], responses_path: str | Path, questions_path: str | Path | None
+) -> tuple[dict[str, dict], list[str], dict]:
+    """The questions by id, the ids to score, and the completeness fields of the result."""
+    if questions_path is None:
+        present = list(responses)
+        return {}, present, {**completeness(present, present), "completeness_checked": False}
+    questions = read_questions(questions_path)
+    by_id = {q["id"]: q for q in questions}
+    present = match_ids([q["id"] for q in questions], responses, responses_path, str(questions_path))
+    return by_id, present, {**completeness(list(by_id), present), "completeness_checked": True}
+
+
+def _image_id(row: dict, question: dict, key: str) -> str:
+    """The COCO image id of a response: its own `image_id`, else its question's, else its id."""
+    image_id = next((v for v in (row.get("image_id"), question.get("image_id")) if v not in (None, "")), key)
+    return str(coco_image_id(image_id))
+
+
+def _mentions(
+    engine: ChairEngine, mode: str, text: str, question: str, judge: Judge | None, prompt: str, tagger: Tagger | None
+) -> list | None:
+    """The object mentions of one answer: the rule extractor, or the judge's list (None when its reply fails)."""
+    if mode == "rule":
+        return engine.extract(text)
+    if len(text.split()) <= 3:
+        return []
+    message, role = fill_prompt(prompt, question, text)
+    reply = judge.complete(message) if role == "user" else judge.complete(message, role=role)
+    names = REPLY_PARSERS[prompt][1](reply)
+    return None if names is None else llm_mentions(engine, names, tagger)
+
+
+def _extraction_record(
+    engine: ChairEngine, record: Benchmark, mode: str, judge: Judge | None, prompt: str, tagger: Tagger | None
+) -> dict:
+    """How the mentions were extracted, as the result records it."""
+    extraction = {
+        "mode": mode,
+        "length": "rlaif-v: len(text.strip().split(' '))",
+        # step 1 of the engine, for the reference captions and (rule mode) the responses
+        "lemmatizer": engine.lemmatizer_name,
+    }
+    if record.answer_cleanup is not None:
+        extraction["answer_cleanup"] = record.answer_cleanup
+    if mode == "llm":
+        extraction.update(
+            judge_id=judge.judge_id,
+            prompt=prompt,
+            prompt_role=PROMPTS[prompt][1],
+            reply_parser=REPLY_PARSERS[prompt][0],
+            prompt_sha256=PROMPT_SHA256[prompt],
+            reduction=f"rlaif-v:{tagger.name}",
+            reference_reduction=tagger.name == f"spacy:{REFERENCE_TAGGER_MODEL}",
+        )
+    return extraction
+
+
+def strip_assistant(text: str) -> str:
+    """RLAIF-V's `load_generated_captions`: `answer.replace("Assistant:", "").strip()`."""
+    return text.replace("Assistant:", "").strip()
 
 
 # --- the benchmark records -----------------------------------------------------------------------------------------
@@ -307,10 +331,15 @@ OBJECT_HALBENCH = Benchmark(
     read_questions=read_generation_questions,
     add_arguments=add_score_arguments,
     score=score_command,
+    split="val2014",
+    clean_answer=strip_assistant,
+    answer_cleanup="rlaif-v: remove 'Assistant:', strip",
 )
 CHAIR = Benchmark(
     name="chair",
     summary="CHAIR on any COCO 2014 captions (rule or llm extraction)",
     add_arguments=add_score_arguments,
     score=score_command,
+    split="coco2014",
 )
+CAPTION_BENCHMARKS = {record.name: record for record in (OBJECT_HALBENCH, CHAIR)}  # what `score_responses` scores
