@@ -210,6 +210,48 @@ def _to_trl(dataset: Dataset, fmt: str, source: str, hardness_column: str = HARD
     return dataset.map(convert, with_indices=True, remove_columns=removed, desc=f"Converting {source}")
 
 
+def _text_problems(row: dict, where: str, numbers: tuple[str, ...], needs_prompt: bool) -> list[str]:
+    """A row's problems with its texts and numeric columns (`numbers`: δ, stored reference log-probs)."""
+    problems = []
+    chosen, rejected = response_text(row["chosen"]), response_text(row["rejected"])
+    if not chosen:
+        problems.append(f"{where}: field 'chosen' is empty")
+    if not rejected:
+        problems.append(f"{where}: field 'rejected' is empty")
+    if chosen and chosen == rejected:
+        problems.append(f"{where}: fields 'chosen' and 'rejected' are identical — the pair carries no preference")
+    if needs_prompt and not prompt_text(row["prompt"]):
+        problems.append(f"{where}: field 'prompt' is empty")
+    for name in numbers:
+        value = row[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            problems.append(f"{where}: field {name!r} is not a finite number ({value!r})")
+    return problems
+
+
+def _image_problems(
+    value: Any, where: str, image_key: str, image_root: str | None, check_images: bool, require_images: str | None
+) -> list[str]:
+    """A row's problems with its image field (undecoded: a path, bytes, {bytes, path}, or a list of them)."""
+    if require_images and not (value if image_key == "images" else value is not None):
+        return [f"{where}: field {image_key!r} is empty: {require_images}=True needs an image in every pair"]
+    if not check_images:
+        return []
+    problems = []
+    for item in (value if image_key == "images" else [value]) or [None]:
+        try:
+            if isinstance(item, dict) and not item.get("bytes") and item.get("path"):
+                item = item["path"]
+            if isinstance(item, str) and image_root is not None:
+                resolve_image_path(item, image_root)
+            load_image(item, image_root, where=f"{where}: field {image_key!r}")
+        except ImageError as err:
+            message = str(err)
+            problems.append(message if message.startswith(where) else f"{where}: field {image_key!r}: {message}")
+    return problems
+
+
 def validate(
     dataset: Dataset,
     source: str,
@@ -254,37 +296,12 @@ def validate(
                 f"{where}: field 'image': expected an image (a path, bytes or {{bytes, path}}), got "
                 f"{type(first[image_key]).__name__} {first[image_key]!r:.60}"
             ) from err
+    numbers = ((hardness_column,) if hardness_column is not None else ()) + ref_columns
     for i, row in enumerate(raw):
         where = row_where(source, i, row, id_key, label="id")
-        chosen, rejected = response_text(row["chosen"]), response_text(row["rejected"])
-        if not chosen:
-            errors.append(f"{where}: field 'chosen' is empty")
-        if not rejected:
-            errors.append(f"{where}: field 'rejected' is empty")
-        if chosen and chosen == rejected:
-            errors.append(f"{where}: fields 'chosen' and 'rejected' are identical — the pair carries no preference")
-        if not prompt_text(row["prompt"]) and image_key is None:
-            errors.append(f"{where}: field 'prompt' is empty")
-        for name in ((hardness_column,) if hardness_column is not None else ()) + ref_columns:
-            value = row[name]
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number or not math.isfinite(value):
-                errors.append(f"{where}: field {name!r} is not a finite number ({value!r})")
-        if require_images and not (row[image_key] if image_key == "images" else row[image_key] is not None):
-            errors.append(f"{where}: field {image_key!r} is empty: {require_images}=True needs an image in every pair")
-            continue
-        if image_key is not None and check_images:
-            values = row[image_key] if image_key == "images" else [row[image_key]]
-            for value in values or [None]:
-                try:
-                    if isinstance(value, dict) and not value.get("bytes") and value.get("path"):
-                        value = value["path"]
-                    if isinstance(value, str) and image_root is not None:
-                        resolve_image_path(value, image_root)
-                    load_image(value, image_root, where=f"{where}: field {image_key!r}")
-                except ImageError as err:
-                    message = str(err)
-                    errors.append(message if message.startswith(where) else f"{where}: field {image_key!r}: {message}")
+        errors += _text_problems(row, where, numbers, needs_prompt=image_key is None)
+        if image_key is not None:
+            errors += _image_problems(row[image_key], where, image_key, image_root, check_images, require_images)
         if len(errors) >= MAX_REPORTED_ERRORS:
             errors.append("… stopping after the first problems; fix these and run again")
             break

@@ -303,22 +303,33 @@ def _pct(values: list[float | None]) -> str:
     return "n/a" if not clean else f"{100 * statistics.fmean(clean):.0f}%"
 
 
+PLOTS = {
+    "frontier.png": plot_frontiers,
+    "results.png": plot_results,
+    "beta_vs_delta.png": plot_beta_vs_delta,
+    "model_aware.png": plot_model_aware,
+    "responsiveness.png": plot_responsiveness,
+}
+
+
 def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds: float) -> Path:
     """Write report.md and the PNG plots into `out`; returns the report's path."""
-    plots = {
-        "frontier.png": plot_frontiers,
-        "results.png": plot_results,
-        "beta_vs_delta.png": plot_beta_vs_delta,
-        "model_aware.png": plot_model_aware,
-        "responsiveness.png": plot_responsiveness,
-    }
-    for name, plot in plots.items():
+    for name, plot in PLOTS.items():
         plot(summary, out / name)
-    cfg = summary["config"]
-    balance, signal = summary["length_balance"], summary["hardness_signal"]
-    verdicts = regime_verdicts(summary)
+    lines = _header_section(summary, command, wall_seconds) + _validity_section(summary)
+    for name in summary["regimes"]:
+        lines += _regime_section(summary, name)
+    lines += _plots_and_timings_section(summary, wall_seconds)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _header_section(summary: dict[str, Any], command: str, wall_seconds: float) -> list[str]:
+    """The command, the machine, the verdict of every regime and the frontier figure."""
     store = summary["store"]
-    lines = [
+    verdicts = regime_verdicts(summary)
+    return [
         "# dama demo — DPO vs DAMA in a synthetic visual world",
         "",
         f"Command: `{command}` — {wall_seconds / 60:.1f} min on {platform.machine()} "
@@ -334,6 +345,14 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         "",
         "![frontiers](frontier.png)",
         "",
+    ]
+
+
+def _validity_section(summary: dict[str, Any]) -> list[str]:
+    """The testbed's checks, the pairs, the hardness signal and the base model."""
+    cfg = summary["config"]
+    balance, signal = summary["length_balance"], summary["hardness_signal"]
+    return [
         f"## Is this a valid testbed? (checks of the primary regime, {summary['regimes'][_primary(summary)]['title']})",
         "",
         "| check | value | rule | ok |",
@@ -357,10 +376,11 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         f"CHAIR_s {_num(summary['base']['test']['CHAIR_s'])}, recall {_num(summary['base']['test']['recall'])}; "
         f"seeds {list(cfg['seeds'])}, paired (same data order and initial model).",
         "",
-    ]
-    for name in summary["regimes"]:
-        lines += _regime_section(summary, name)
-    lines += [
+    ]  # fmt: skip
+
+
+def _plots_and_timings_section(summary: dict[str, Any], wall_seconds: float) -> list[str]:
+    return [
         "## Plots",
         "",
         "Single-point rule, primary regime: ![results](results.png)",
@@ -380,9 +400,6 @@ def write_report(summary: dict[str, Any], out: Path, command: str, wall_seconds:
         "",
         "Raw numbers: `results.json` (fields: docs/demo.md).",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _num(value: float | None, digits: int = 1) -> str:

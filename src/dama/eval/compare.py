@@ -122,6 +122,25 @@ def _differences(label: str, names: list[str], per_run: list[dict | None]) -> li
     return lines
 
 
+def _shown_metrics(label: str, runs: list[tuple[dict, dict]], all_metrics: bool) -> list[str]:
+    """The metric keys of `label` in first-seen order over the runs: numbers, and counts only with `all_metrics`."""
+    metrics: list[str] = []
+    for rows, _ in runs:
+        for key, value in rows.get(label, {}).items():
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool) or value is None
+            is_count = key.split("/")[-1].startswith("n_") or key.split("/")[-1] in _COUNT_KEYS
+            if key not in metrics and numeric and (all_metrics or not is_count):
+                metrics.append(key)
+    return metrics
+
+
+def _cell(rows: dict, partial: dict, label: str, key: str) -> str:
+    """One run's cell of the table: empty without that result, `*` after the value of a partial one."""
+    if label not in rows:
+        return ""
+    return _format(rows[label].get(key)) + ("*" if partial[label] else "")
+
+
 def compare_table(run_dirs: list[str | Path], all_metrics: bool = False, mixed: str = "mark") -> str:
     """The markdown table comparing `run_dirs` (column names: folder names, or paths when names repeat).
 
@@ -155,22 +174,9 @@ def compare_table(run_dirs: list[str | Path], all_metrics: bool = False, mixed: 
             )
         notes += differences
         shown = f"{label} ≠" if differences else label
-        metrics: list[str] = []
-        for rows, _ in runs:
-            for key, value in rows.get(label, {}).items():
-                numeric = isinstance(value, (int, float)) and not isinstance(value, bool) or value is None
-                is_count = key.split("/")[-1].startswith("n_") or key.split("/")[-1] in _COUNT_KEYS
-                if key not in metrics and numeric and (all_metrics or not is_count):
-                    metrics.append(key)
-        for key in metrics:
-            cells = []
-            for rows, partial in runs:
-                if label not in rows:
-                    cells.append("")
-                    continue
-                mark = "*" if partial[label] else ""
-                any_partial |= bool(mark)
-                cells.append(_format(rows[label].get(key)) + mark)
+        for key in _shown_metrics(label, runs, all_metrics):
+            cells = [_cell(rows, partial, label, key) for rows, partial in runs]
+            any_partial |= any(cell.endswith("*") for cell in cells)
             lines.append(f"| {shown} / {key} | " + " | ".join(cells) + " |")
     if any_partial:
         lines += ["", "\\* partial result: some responses were missing or could not be judged (see the metrics file)."]
