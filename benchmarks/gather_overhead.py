@@ -69,7 +69,7 @@ def worker(model_name: str, steps: int, reps: int, calls: int) -> None:
     names = ("dama", "dpo")
     step_s: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        for name in (names if rep % 2 == 0 else names[::-1]):
+        for name in names if rep % 2 == 0 else names[::-1]:
             timer = StepTimer()  # fresh trainers every repetition, as in train_step.py
             trainer = build_trainer(name, model_name, "cpu", data, BATCH_PAIRS, 1 + steps, callbacks=[timer])
             trainer.train()
@@ -79,8 +79,10 @@ def worker(model_name: str, steps: int, reps: int, calls: int) -> None:
             del trainer
             gc.collect()
         if accelerator.is_main_process:
-            print(f"  rep {rep + 1}/{reps}: dama {step_s['dama'][-1] * 1e3:.1f} ms  dpo {step_s['dpo'][-1] * 1e3:.1f} ms",
-                  flush=True)
+            print(
+                f"  rep {rep + 1}/{reps}: dama {step_s['dama'][-1] * 1e3:.1f} ms  dpo {step_s['dpo'][-1] * 1e3:.1f} ms",
+                flush=True,
+            )
     gather_pairs = time_gather(accelerator, (BATCH_PAIRS, 2), calls)
     gather_metrics = time_gather(accelerator, (1, 21), calls)
     if accelerator.is_main_process:
@@ -131,9 +133,25 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print_machine(info)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "benchmarks.gather_overhead", "--_worker", "--model", args.model,
-           "--steps", str(steps), "--reps", str(args.reps), "--calls", str(args.calls)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "benchmarks.gather_overhead",
+        "--_worker",
+        "--model",
+        args.model,
+        "--steps",
+        str(steps),
+        "--reps",
+        str(args.reps),
+        "--calls",
+        str(args.calls),
+    ]
     print(f"launching: {' '.join(cmd[1:])}", flush=True)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
@@ -142,11 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"the 2-process run failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    result = json.loads(lines[-1][len(RESULT_MARK):])
+    result = json.loads(lines[-1][len(RESULT_MARK) :])
     summary = summarise(result)
-    print(f"\n### gather overhead: {result['model']} ({result['params'] / 1e6:.2f} M parameters), "
-          f"{result['world_size']} gloo processes × {result['batch_pairs_per_process']} pairs, "
-          f"{result['reps']} reps × {result['steps_per_rep']} timed steps\n")
+    print(
+        f"\n### gather overhead: {result['model']} ({result['params'] / 1e6:.2f} M parameters), "
+        f"{result['world_size']} gloo processes × {result['batch_pairs_per_process']} pairs, "
+        f"{result['reps']} reps × {result['steps_per_rep']} timed steps\n"
+    )
     print("| quantity | median [IQR, min–max] |")
     print("|---|---|")
     print(f"| dama step, ms | {Spread(**summary['dama_step']).fmt(1e3)} |")

@@ -30,13 +30,23 @@ from pathlib import Path
 
 SUBJECTS = ["cat", "dog", "bus", "person", "bird", "car", "umbrella", "pizza", "chair", "bicycle", "tree", "cup"]
 COLOURS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange"]
-PLACES = ["on a wooden table", "in the green park", "near the street", "next to a window", "under a tree",
-          "in the kitchen", "on the left side of the image", "in the background"]
+PLACES = [
+    "on a wooden table",
+    "in the green park",
+    "near the street",
+    "next to a window",
+    "under a tree",
+    "in the kitchen",
+    "on the left side of the image",
+    "in the background",
+]
 
 
 def sentence(rng) -> str:
-    return (f"A {rng.choice(COLOURS)} {rng.choice(SUBJECTS)} is {rng.choice(PLACES)}, and a "
-            f"{rng.choice(COLOURS)} {rng.choice(SUBJECTS)} can be seen {rng.choice(PLACES)}.")
+    return (
+        f"A {rng.choice(COLOURS)} {rng.choice(SUBJECTS)} is {rng.choice(PLACES)}, and a "
+        f"{rng.choice(COLOURS)} {rng.choice(SUBJECTS)} can be seen {rng.choice(PLACES)}."
+    )
 
 
 def make_data(path: Path, n: int, sentences_per_response: int = 5, seed: int = 0) -> None:
@@ -58,13 +68,15 @@ def make_data(path: Path, n: int, sentences_per_response: int = 5, seed: int = 0
             pixels = np.clip(base + nrng.normal(0, 40, size=(240, 320, 3)), 0, 255).astype("uint8")
             buf = io.BytesIO()
             Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
-            rows.append({
-                "idx": i,
-                "question": "Describe the image in detail.",
-                "chosen": " ".join(sentence(rng) for _ in range(sentences_per_response)),
-                "rejected": " ".join(sentence(rng) for _ in range(sentences_per_response)),
-                "image": {"bytes": buf.getvalue(), "path": None},
-            })
+            rows.append(
+                {
+                    "idx": i,
+                    "question": "Describe the image in detail.",
+                    "chosen": " ".join(sentence(rng) for _ in range(sentences_per_response)),
+                    "rejected": " ".join(sentence(rng) for _ in range(sentences_per_response)),
+                    "image": {"bytes": buf.getvalue(), "path": None},
+                }
+            )
         table = pa.Table.from_pylist(rows)
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema)
@@ -90,8 +102,12 @@ def build_model(path: Path, size: str = "vit-b32") -> None:
     rng = random.Random(1)
     tokenizer = build_tokenizer([sentence(rng) for _ in range(2000)], vocab_size=4096, add_eos=True)
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
         vision_config={},  # defaults: ViT-B/32, 224 px
     )
     torch.manual_seed(0)
@@ -118,11 +134,16 @@ def run_pipeline(data: Path, model: Path, out: Path, workers: int, dtype: str = 
     scorer = DualEncoderScorer.from_pretrained(str(model), device="cpu", dtype=dtype)
     splitter = SentenceSplitter()
     start = time.perf_counter()
-    meta = compute_hardness(data, out, scorer, splitter, workers=workers, shard_size=1000, progress=False,
-                            overwrite=True)
+    meta = compute_hardness(
+        data, out, scorer, splitter, workers=workers, shard_size=1000, progress=False, overwrite=True
+    )
     seconds = time.perf_counter() - start
-    return {"pairs": meta["n_rows"], "seconds": seconds, "pairs_per_s": meta["n_rows"] / seconds,
-            "peak_rss_mib": peak_rss_mib()}
+    return {
+        "pairs": meta["n_rows"],
+        "seconds": seconds,
+        "pairs_per_s": meta["n_rows"] / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = False, dtype: str = "float32") -> dict:
@@ -160,8 +181,7 @@ def run_naive(data: Path, model_path: Path, pairs: int, tuned_malloc: bool = Fal
             p = torch.softmax(torch.stack(logits), 0)
             deltas.append(float(p[: len(subs_w)].sum() - p[len(subs_w) :].sum()))
     seconds = time.perf_counter() - start
-    return {"pairs": len(rows), "seconds": seconds, "pairs_per_s": len(rows) / seconds,
-            "peak_rss_mib": peak_rss_mib()}
+    return {"pairs": len(rows), "seconds": seconds, "pairs_per_s": len(rows) / seconds, "peak_rss_mib": peak_rss_mib()}
 
 
 def in_subprocess(kind: str, threads: int | None = None, **kwargs) -> dict:
@@ -177,15 +197,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, nargs="+", default=[1000], help="dataset sizes for the pipeline")
     parser.add_argument("--naive-pairs", type=int, default=30, help="pairs timed for the naive loop")
-    parser.add_argument("--model", choices=("vit-b32", "tiny"), default="vit-b32",
-                        help="vit-b32: the target configuration; tiny: dama.tiny's CLIP, for memory at large sizes")
+    parser.add_argument(
+        "--model",
+        choices=("vit-b32", "tiny"),
+        default="vit-b32",
+        help="vit-b32: the target configuration; tiny: dama.tiny's CLIP, for memory at large sizes",
+    )
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in both measurements (default: "
-                        "torch's choice); 1 is the least sensitive to other load on a shared machine")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="precision of the model in both measurements (bfloat16 is fast on CPUs with AMX)")
-    parser.add_argument("--naive-tuned-malloc", action="store_true",
-                        help="also time the naive loop with the glibc settings dama hardness uses on a CPU")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in both measurements (default: "
+        "torch's choice); 1 is the least sensitive to other load on a shared machine",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="precision of the model in both measurements (bfloat16 is fast on CPUs with AMX)",
+    )
+    parser.add_argument(
+        "--naive-tuned-malloc",
+        action="store_true",
+        help="also time the naive loop with the glibc settings dama hardness uses on a CPU",
+    )
     parser.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp folder)")
     parser.add_argument("--_run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_args", default=None, help=argparse.SUPPRESS)
@@ -193,10 +229,13 @@ def main() -> None:
     if args._run:
         kw = json.loads(args._args)
         if args._run == "naive":
-            result = run_naive(Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]), kw.get("tuned") == "True",
-                               kw["dtype"])
+            result = run_naive(
+                Path(kw["data"]), Path(kw["model"]), int(kw["pairs"]), kw.get("tuned") == "True", kw["dtype"]
+            )
         else:
-            result = run_pipeline(Path(kw["data"]), Path(kw["model"]), Path(kw["out"]), int(kw["workers"]), kw["dtype"])
+            result = run_pipeline(
+                Path(kw["data"]), Path(kw["model"]), Path(kw["out"]), int(kw["workers"]), kw["dtype"]
+            )
         print(json.dumps(result))
         return
 
@@ -204,9 +243,11 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dama-hardness-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
-          f"{args.threads or torch.get_num_threads()} threads; "
-          f"image workers {args.workers}; model {args.model}, {args.dtype}; workdir {work}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+        f"{args.threads or torch.get_num_threads()} threads; "
+        f"image workers {args.workers}; model {args.model}, {args.dtype}; workdir {work}"
+    )
     model = work / f"clip-{args.model}-random"
     if not (model / "config.json").exists():
         build_model(model, args.model)
@@ -217,25 +258,46 @@ def main() -> None:
         if not data[n].exists():
             make_data(data[n], n)
     n_naive = min(args.naive_pairs, sizes[0])
-    naive = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive,
-                          dtype=args.dtype)
+    naive = in_subprocess(
+        "naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive, dtype=args.dtype
+    )
     print(f"load average now {os.getloadavg()[0]:.1f}")
-    print(f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
-          f"peak RSS {naive['peak_rss_mib']:.0f} MiB")
+    print(
+        f"naive loop : {naive['pairs']} pairs in {naive['seconds']:.1f} s = {naive['pairs_per_s']:.3f} pairs/s, "
+        f"peak RSS {naive['peak_rss_mib']:.0f} MiB"
+    )
     if args.naive_tuned_malloc:
-        tuned = in_subprocess("naive", threads=args.threads, data=data[sizes[0]], model=model, pairs=n_naive,
-                              tuned=True, dtype=args.dtype)
-        print(f"naive loop, allocator tuned as dama hardness: {tuned['pairs_per_s']:.3f} pairs/s "
-              f"({tuned['pairs_per_s'] / naive['pairs_per_s']:.2f}x the plain naive loop), "
-              f"peak RSS {tuned['peak_rss_mib']:.0f} MiB")
+        tuned = in_subprocess(
+            "naive",
+            threads=args.threads,
+            data=data[sizes[0]],
+            model=model,
+            pairs=n_naive,
+            tuned=True,
+            dtype=args.dtype,
+        )
+        print(
+            f"naive loop, allocator tuned as dama hardness: {tuned['pairs_per_s']:.3f} pairs/s "
+            f"({tuned['pairs_per_s'] / naive['pairs_per_s']:.2f}x the plain naive loop), "
+            f"peak RSS {tuned['peak_rss_mib']:.0f} MiB"
+        )
     for n in sizes:
         out = work / f"out-{args.model}-{args.dtype}-{n}"
-        res = in_subprocess("pipeline", threads=args.threads, data=data[n], model=model, out=out, workers=args.workers,
-                            dtype=args.dtype)
+        res = in_subprocess(
+            "pipeline",
+            threads=args.threads,
+            data=data[n],
+            model=model,
+            out=out,
+            workers=args.workers,
+            dtype=args.dtype,
+        )
         print(f"load average now {os.getloadavg()[0]:.1f}")
-        print(f"pipeline   : {res['pairs']} pairs in {res['seconds']:.1f} s = {res['pairs_per_s']:.2f} pairs/s "
-              f"({res['pairs_per_s'] / naive['pairs_per_s']:.1f}x naive), peak RSS {res['peak_rss_mib']:.0f} MiB "
-              "(process + workers)")
+        print(
+            f"pipeline   : {res['pairs']} pairs in {res['seconds']:.1f} s = {res['pairs_per_s']:.2f} pairs/s "
+            f"({res['pairs_per_s'] / naive['pairs_per_s']:.1f}x naive), peak RSS {res['peak_rss_mib']:.0f} MiB "
+            "(process + workers)"
+        )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,19 @@ pairs, delta_mean = load_preference_dataset(out / "hardness", image_root=str(exa
 
 model, processor = build_llava(seed=0)  # offline tiny LLaVA; or AutoModelForImageTextToText.from_pretrained(...)
 config = DAMAConfig(
-    output_dir=str(out / "dama"), beta=0.1, keep_ratio=0.75, max_steps=4, per_device_train_batch_size=4,
-    learning_rate=1e-3, logging_steps=1, use_cpu=True, report_to=[], save_strategy="no",
-    activation_checkpointing=False, precompute_ref_log_probs=True, max_length=None,
+    output_dir=str(out / "dama"),
+    beta=0.1,
+    keep_ratio=0.75,
+    max_steps=4,
+    per_device_train_batch_size=4,
+    learning_rate=1e-3,
+    logging_steps=1,
+    use_cpu=True,
+    report_to=[],
+    save_strategy="no",
+    activation_checkpointing=False,
+    precompute_ref_log_probs=True,
+    max_length=None,
 )
 trainer = DAMATrainer(model=model, args=config, train_dataset=pairs, processing_class=processor, delta_mean=delta_mean)
 trainer.train()

@@ -47,8 +47,15 @@ def main() -> None:
             rejected = f"The image shows {wrong}. There is also a large tree."
         else:  # hard pair: one extra object
             rejected = f"The image shows {truth}. There is also a small {rng.choice(SHAPES)}."
-        rows.append({"idx": i, "question": "Describe the image.", "chosen": f"The image shows {truth}.",
-                     "rejected": rejected, "image": name})
+        rows.append(
+            {
+                "idx": i,
+                "question": "Describe the image.",
+                "chosen": f"The image shows {truth}.",
+                "rejected": rejected,
+                "image": name,
+            }
+        )
     with (HERE / "pairs.jsonl").open("w") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")

@@ -19,7 +19,10 @@ from dama.errors import EXIT_USER_ERROR, exit_code_of, is_user_error
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dama.train", "DAMA (or plain DPO) training of a vision-language model from a YAML recipe"),
-    "precompute-ref": ("dama.reference", "store reference log-probs in a dataset so training needs no reference model"),
+    "precompute-ref": (
+        "dama.reference",
+        "store reference log-probs in a dataset so training needs no reference model",
+    ),
     "hardness": ("dama.hardness.cli", "split responses, CLIP-score sub-sentences, write the per-pair hardness δ"),
     "eval": ("dama.eval.cli", "hallucination benchmarks: generate, score (CHAIR, AMBER, POPE, judges), compare"),
     "demo": ("dama.demo.cli", "the whole pipeline on a synthetic visual world, on a CPU: DPO vs DAMA"),

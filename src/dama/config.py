@@ -153,9 +153,7 @@ class DAMAConfig(DPOConfig):
     )
     beta_dpo_alpha: float = field(
         default=0.6,
-        metadata={
-            "help": "a of β-DPO's β rule, ≥ 0 (0.6 in the official README's command; 0 gives a constant β)."
-        },
+        metadata={"help": "a of β-DPO's β rule, ≥ 0 (0.6 in the official README's command; 0 gives a constant β)."},
     )
     mdpo: bool = field(
         default=False,
@@ -214,7 +212,9 @@ class DAMAConfig(DPOConfig):
         if self.custom_loss and (
             self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl"
         ):
-            raise RecipeError(f"{what} is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type.")
+            raise RecipeError(
+                f"{what} is defined for standard DPO: unset ld_alpha, use_weighting and f_divergence_type."
+            )
 
     def _check_combinations(self) -> None:
         """Refuse the switch combinations no paper defines (the table in docs/baselines.md)."""

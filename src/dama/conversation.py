@@ -184,7 +184,9 @@ class _VicunaRenderer:
         todo = sorted(set(range(len(prompts))) - set(done_before))
         questions = {i: _question(prompts[i], self.image_token) for i in todo}
         answers = {(i, key): text_of(batch[key][i]) for i in todo for key in ("chosen", "rejected")}
-        official = _official_ids(self.tokenizer, [(questions[i], a) for (i, _), a in answers.items()], self.image_token)
+        official = _official_ids(
+            self.tokenizer, [(questions[i], a) for (i, _), a in answers.items()], self.image_token
+        )
         targets = dict(zip(answers, official))
         for spacing in list(self.order):  # TRL concatenates separately tokenized prompt and completion
             if not todo:

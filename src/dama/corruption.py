@@ -53,7 +53,9 @@ def crop_box(
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)).item()
+        aspect = torch.exp(
+            torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)
+        ).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
@@ -86,7 +88,9 @@ def random_resized_crop(image: torch.Tensor, generator: torch.Generator | None =
     return crop_resize(image, crop_box(image.shape[-2], image.shape[-1], generator=generator))
 
 
-def unpatchify(patches: torch.Tensor, grid: tuple[int, int, int], channels: int, patch: int, merge: int, temporal: int):
+def unpatchify(
+    patches: torch.Tensor, grid: tuple[int, int, int], channels: int, patch: int, merge: int, temporal: int
+):
     """Qwen2-VL's patches `(t·h·w, C·T·P·P)` of one image back to frames `(t·T, C, h·P, w·P)`.
 
     Inverse of the image processor's layout: frames reshaped to (t, T, C, h/m, m, P, w/m, m, P), permuted to

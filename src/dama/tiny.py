@@ -225,7 +225,9 @@ def build_qwen2_vl(tokenizer: PreTrainedTokenizerFast | None = None, seed: int =
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, merge_size=2, temporal_patch_size=2
     )
-    processor = _ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    processor = _ImageOnlyQwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=template
+    )
     return model, processor
 
 
@@ -261,7 +263,9 @@ def build_clip(
     seed: int = 0,
 ) -> tuple[CLIPModel, CLIPProcessor]:
     """A dual-encoder CLIP from a tiny config. Its tokenizer appends EOS (the text tower pools there)."""
-    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(add_eos=True, special_tokens=CLIP_SPECIAL_TOKENS)
+    tokenizer = (
+        tokenizer if tokenizer is not None else build_tokenizer(add_eos=True, special_tokens=CLIP_SPECIAL_TOKENS)
+    )
     text_config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

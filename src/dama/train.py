@@ -178,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(resume, str) and resume.lower() in {"true", "last"}:
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
-    require_finite_weights(trainer.model, trainer.accelerator, trainer.state.global_step,
-                           "the model is not saved (the checkpoints written before the problem are kept)")
+    require_finite_weights(
+        trainer.model,
+        trainer.accelerator,
+        trainer.state.global_step,
+        "the model is not saved (the checkpoints written before the problem are kept)",
+    )
     save_final_model(trainer, trainer.args.output_dir)  # complete or absent: staged, moved in, marker last
     if trainer.accelerator.is_main_process:
         print(f"dama train: model saved to {Path(trainer.args.output_dir).resolve()}")

@@ -108,7 +108,9 @@ class DAMATrainer(DPOTrainer):
             self.reward_gap: RewardGapEMA = MarginMomentsEMA(gamma=config.gamma)
         else:
             self.reward_gap = RewardGapEMA(gamma=config.gamma, track_std=config.filter_std)
-        self.mdpo_draws = 0  # micro-batches whose mDPO crops were drawn: seeds the `paired` crops, saved in checkpoints
+        self.mdpo_draws = (
+            0  # micro-batches whose mDPO crops were drawn: seeds the `paired` crops, saved in checkpoints
+        )
         if config.mdpo:
             if not self._is_vision_data:
                 raise RecipeError("mdpo=True needs images: the training set has no 'image' or 'images' column")

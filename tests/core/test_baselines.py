@@ -65,7 +65,9 @@ def official_mdpo_loss(pc, pr, pi, rc, rr, ri, beta):
     image_conditional_logits = image_conditional_pi_logratios - image_conditional_ref_logratios
     anchor_logits = pc - rc
     losses = (
-        -F.logsigmoid(beta * logits) - F.logsigmoid(beta * image_conditional_logits) - F.logsigmoid(beta * anchor_logits)
+        -F.logsigmoid(beta * logits)
+        - F.logsigmoid(beta * image_conditional_logits)
+        - F.logsigmoid(beta * anchor_logits)
     )
     chosen_rewards = beta * (pc - rc).detach()
     rejected_rewards = beta * (pr - rr).detach()
@@ -196,7 +198,9 @@ def test_crop_box_keeps_one_to_twenty_percent_of_the_area():
         assert 0.01 * 0.9 <= h * w / 336**2 <= 0.2 * 1.1  # rounding of h and w
         assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
     # determinism: the same (seed, draw, pair) gives the same box, another pair another box
-    assert crop_box(336, 336, generator=crop_generator(1, 2, 3)) == crop_box(336, 336, generator=crop_generator(1, 2, 3))
+    assert crop_box(336, 336, generator=crop_generator(1, 2, 3)) == crop_box(
+        336, 336, generator=crop_generator(1, 2, 3)
+    )
     boxes = {crop_box(336, 336, generator=crop_generator(1, 2, p)) for p in range(8)}
     assert len(boxes) > 1
 

@@ -50,9 +50,13 @@ def test_rlaif_v_jsonl_with_image_root_converts_to_trl_conversational():
 
 
 def test_rlaif_v_parquet_with_image_bytes(tmp_path):
-    rows = {"question": ["What is it?", "Describe."], "chosen": ["A cup.", "A dog."], "rejected": ["A car.", "A cat."],
-            "image": [{"bytes": png_bytes(), "path": None}, {"bytes": png_bytes((1, 2, 3)), "path": None}],
-            "idx": [5, 6]}
+    rows = {
+        "question": ["What is it?", "Describe."],
+        "chosen": ["A cup.", "A dog."],
+        "rejected": ["A car.", "A cat."],
+        "image": [{"bytes": png_bytes(), "path": None}, {"bytes": png_bytes((1, 2, 3)), "path": None}],
+        "idx": [5, 6],
+    }
     Dataset.from_dict(rows).to_parquet(str(tmp_path / "rlaif.parquet"))
     data, _ = load_preference_dataset(tmp_path / "rlaif.parquet")
     assert len(data) == 2 and data[0]["image"].getpixel((0, 0)) == (10, 200, 30)
@@ -61,11 +65,21 @@ def test_rlaif_v_parquet_with_image_bytes(tmp_path):
 def test_official_json_gives_delta_and_official_mean(tmp_path):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.jpg")
-    records = [{"question": "Q?", "chosen": "A red cup.", "rejected": "A blue car.", "image_path": "a.jpg",
-                "chosen_logits": [0.3, 0.2], "rejected_logits": [0.1, 0.05, 0.05], "logps": [-1.0, -2.0]}]
+    records = [
+        {
+            "question": "Q?",
+            "chosen": "A red cup.",
+            "rejected": "A blue car.",
+            "image_path": "a.jpg",
+            "chosen_logits": [0.3, 0.2],
+            "rejected_logits": [0.1, 0.05, 0.05],
+            "logps": [-1.0, -2.0],
+        }
+    ]
     (tmp_path / "official.json").write_text(json.dumps(records))
-    data, delta_mean = load_preference_dataset(tmp_path / "official.json", image_root=str(tmp_path / "img"),
-                                               hardness_column="dama_delta")
+    data, delta_mean = load_preference_dataset(
+        tmp_path / "official.json", image_root=str(tmp_path / "img"), hardness_column="dama_delta"
+    )
     assert delta_mean == OFFICIAL_DELTA_MEAN
     assert data[0]["dama_delta"] == pytest.approx(0.5 - 0.2)
     assert "logps" not in data.column_names
@@ -104,8 +118,15 @@ def bad_case(tmp_path: Path, name: str) -> tuple[Path, Path, str]:
     return write_jsonl(root / "pairs.jsonl", rows), root, expect
 
 
-CASES = ["missing_image", "unreadable_image", "empty_response", "identical", "nonfinite_hardness", "escaping_path",
-         "missing_column"]
+CASES = [
+    "missing_image",
+    "unreadable_image",
+    "empty_response",
+    "identical",
+    "nonfinite_hardness",
+    "escaping_path",
+    "missing_column",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -114,8 +135,20 @@ def test_bad_input_fails_before_anything_is_written(case, tmp_path):
     out = tmp_path / "run"
     data_aware = "true" if case == "nonfinite_hardness" else "false"
     with pytest.raises(DataValidationError, match=expect) as info:
-        build_trainer(["--config", str(ROOT / "recipes/tiny/dama.yaml"), "--dataset_path", str(data),
-                       "--image_root", str(root), "--output_dir", str(out), "--data_aware", data_aware])
+        build_trainer(
+            [
+                "--config",
+                str(ROOT / "recipes/tiny/dama.yaml"),
+                "--dataset_path",
+                str(data),
+                "--image_root",
+                str(root),
+                "--output_dir",
+                str(out),
+                "--data_aware",
+                data_aware,
+            ]
+        )
     assert str(data) in str(info.value)
     assert not out.exists()
 
@@ -123,8 +156,18 @@ def test_bad_input_fails_before_anything_is_written(case, tmp_path):
 def test_data_aware_without_hardness_says_how_to_produce_it(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(DataValidationError, match="dama hardness --data"):
-        build_trainer(["--config", str(ROOT / "recipes/tiny/dama.yaml"), "--dataset_path",
-                       str(EXAMPLE / "pairs.jsonl"), "--image_root", str(EXAMPLE), "--output_dir", str(out)])
+        build_trainer(
+            [
+                "--config",
+                str(ROOT / "recipes/tiny/dama.yaml"),
+                "--dataset_path",
+                str(EXAMPLE / "pairs.jsonl"),
+                "--image_root",
+                str(EXAMPLE),
+                "--output_dir",
+                str(out),
+            ]
+        )
     assert not out.exists()
 
 
@@ -153,8 +196,20 @@ def test_tiny_recipe_trains_end_to_end_with_hardness_column(tmp_path):
         row["dama_delta"] = math.sin(i)  # any finite hardness; `dama hardness` produces the real one
     root = copy_example(tmp_path)
     data = write_jsonl(root / "scored.jsonl", rows)
-    trainer = build_trainer(["--config", str(ROOT / "recipes/tiny/dama.yaml"), "--dataset_path", str(data),
-                             "--image_root", str(root), "--output_dir", str(tmp_path / "run"), "--max_steps", "3"])
+    trainer = build_trainer(
+        [
+            "--config",
+            str(ROOT / "recipes/tiny/dama.yaml"),
+            "--dataset_path",
+            str(data),
+            "--image_root",
+            str(root),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--max_steps",
+            "3",
+        ]
+    )
     assert trainer.delta_mean == pytest.approx(sum(math.sin(i) for i in range(12)) / 12)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]

@@ -46,8 +46,19 @@ def trl_jsonl(path: Path, deltas: list[float]) -> Path:
 
 
 def precompute_argv(data: Path, out: Path, run: Path) -> list[str]:
-    return ["precompute-ref", "--out", str(out), "--config", str(RECIPE), "--dataset_path", str(data),
-            "--image_root", str(EXAMPLE), "--output_dir", str(run)]
+    return [
+        "precompute-ref",
+        "--out",
+        str(out),
+        "--config",
+        str(RECIPE),
+        "--dataset_path",
+        str(data),
+        "--image_root",
+        str(EXAMPLE),
+        "--output_dir",
+        str(run),
+    ]
 
 
 def train_argv(data: Path, out: Path, *extra: str) -> list[str]:

@@ -17,10 +17,13 @@ def test_streams_objects_with_line_numbers_skipping_blank_lines_and_bom(tmp_path
     assert list(iter_jsonl(path)) == [(1, {"a": 1}), (4, {"a": 2})]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"a": 1}\n{"a": \n', r"rows.jsonl:2: not valid JSON"),
-    ('{"a": 1}\n[1, 2]\n', r"rows.jsonl:2: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": 1}\n{"a": \n', r"rows.jsonl:2: not valid JSON"),
+        ('{"a": 1}\n[1, 2]\n', r"rows.jsonl:2: expected a JSON object, got list"),
+    ],
+)
 def test_bad_line_raises_the_callers_error_naming_file_and_line(tmp_path, text, message):
     path = tmp_path / "rows.jsonl"
     path.write_text(text)

@@ -159,7 +159,8 @@ def test_the_generator_is_the_model_field_of_origin_split():
 
 
 @pytest.mark.parametrize(
-    "name", ["LLaVA-1.5-7B", "llava-v1.5-7b", "llava15_7b", "liuhaotian/llava-v1.5-7b", "llava-1.5-7b-hf", "LLaVA 1.5 7B"]
+    "name",
+    ["LLaVA-1.5-7B", "llava-v1.5-7b", "llava15_7b", "liuhaotian/llava-v1.5-7b", "llava-1.5-7b-hf", "LLaVA 1.5 7B"],
 )
 def test_llava15_7b_is_found_however_it_is_spelled(name):
     others = ["InstructBLIP-Flan-T5-xxl", "OmniLMM-12B", "llava-v1.5-13b", "LLaVA-NeXT-34B", "llava-v1.6-7b"]

@@ -91,7 +91,6 @@ def test_out_of_range_values_fail():
         parse_args(["--config", str(ROOT / "recipes/tiny/dama.yaml"), "--keep_ratio", "1.5"])
 
 
-
 @pytest.mark.parametrize(
     ("key", "bad"),
     [

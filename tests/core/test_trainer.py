@@ -11,8 +11,20 @@ from dama import DAMATrainer
 from dama.tiny import build_llava, build_qwen2_vl, clone
 from dama.train import find_vision_tower
 
-REWARD_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-               "logps/rejected", "entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "num_tokens"]
+REWARD_KEYS = [
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "entropy",
+    "logits/chosen",
+    "logits/rejected",
+    "mean_token_accuracy",
+    "num_tokens",
+]
 
 
 def train_logs(trainer) -> list[dict]:
@@ -31,17 +43,35 @@ REDUCTIONS = {
 @pytest.mark.parametrize("loss_weights", [None, [0.5]])
 def test_parity_with_trl_dpo_when_dama_is_off(tmp_path, loss_weights, switches):
     data = make_vision_pairs(12, with_delta=False)
-    common = dict(per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, use_cpu=True, report_to=[],
-                  logging_steps=1, save_strategy="no", seed=0, activation_checkpointing=False, max_length=None,
-                  bf16=False, loss_weights=loss_weights)
+    common = dict(
+        per_device_train_batch_size=4,
+        max_steps=4,
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        activation_checkpointing=False,
+        max_length=None,
+        bf16=False,
+        loss_weights=loss_weights,
+    )
     model, processor = build_llava(seed=1)
-    trl_trainer = DPOTrainer(model=model, ref_model=clone(model), args=DPOConfig(str(tmp_path / "trl"), **common),
-                             train_dataset=data, processing_class=processor)
+    trl_trainer = DPOTrainer(
+        model=model,
+        ref_model=clone(model),
+        args=DPOConfig(str(tmp_path / "trl"), **common),
+        train_dataset=data,
+        processing_class=processor,
+    )
     trl_logs = train_logs(trl_trainer)
 
     model, processor = build_llava(seed=1)
     config = cpu_config(str(tmp_path / "dama"), max_steps=4, loss_weights=loss_weights, **REDUCTIONS[switches])
-    ours = DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=data, processing_class=processor)
+    ours = DAMATrainer(
+        model=model, ref_model=clone(model), args=config, train_dataset=data, processing_class=processor
+    )
     our_logs = train_logs(ours)
 
     assert len(trl_logs) == len(our_logs) == 4
@@ -59,13 +89,22 @@ def test_dama_trains_and_logs_its_metrics_loss_falls_on_an_overfit_batch(tmp_pat
     data = make_vision_pairs(4)
     model, processor = build_llava(seed=2)
     config = cpu_config(str(tmp_path), max_steps=12, learning_rate=2e-2, keep_ratio=0.75)
-    trainer = DAMATrainer(model=model, ref_model=clone(model), args=config, train_dataset=data,
-                          processing_class=processor)
+    trainer = DAMATrainer(
+        model=model, ref_model=clone(model), args=config, train_dataset=data, processing_class=processor
+    )
     logs = train_logs(trainer)
     assert logs[-1]["loss"] < 0.5 * logs[0]["loss"]
     assert logs[0]["loss"] == pytest.approx(0.693147, abs=1e-5)  # every margin is 0 at step 0
-    for key in ("dama/beta_mean", "dama/beta_min", "dama/beta_max", "dama/alpha_d_mean", "dama/alpha_m",
-                "dama/reward_gap_ema", "dama/kept_fraction", "dama/n_clamped"):
+    for key in (
+        "dama/beta_mean",
+        "dama/beta_min",
+        "dama/beta_max",
+        "dama/alpha_d_mean",
+        "dama/alpha_m",
+        "dama/reward_gap_ema",
+        "dama/kept_fraction",
+        "dama/n_clamped",
+    ):
         assert key in logs[-1], key
     assert logs[0]["dama/kept_fraction"] == pytest.approx(0.75)
     assert logs[0]["dama/alpha_m"] == pytest.approx(1.0)  # R_i = 0 = R̄₀ → σ(0)/σ(0)
@@ -77,14 +116,23 @@ def test_dama_trains_and_logs_its_metrics_loss_falls_on_an_overfit_batch(tmp_pat
 def test_precomputed_reference_matches_live_reference_and_releases_it(tmp_path):
     data = make_vision_pairs(8)
     model, processor = build_llava(seed=3)
-    live = DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path / "a")),
-                       train_dataset=data, processing_class=processor)
+    live = DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=cpu_config(str(tmp_path / "a")),
+        train_dataset=data,
+        processing_class=processor,
+    )
     live_logs = train_logs(live)
 
     model, processor = build_llava(seed=3)
-    stored = DAMATrainer(model=model, ref_model=clone(model),
-                         args=cpu_config(str(tmp_path / "b"), precompute_ref_log_probs=True),
-                         train_dataset=data, processing_class=processor)
+    stored = DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=cpu_config(str(tmp_path / "b"), precompute_ref_log_probs=True),
+        train_dataset=data,
+        processing_class=processor,
+    )
     assert stored.ref_model is None
     assert {"ref_chosen_logps", "ref_rejected_logps"} <= set(stored.train_dataset.column_names)
     stored_logs = train_logs(stored)
@@ -99,8 +147,13 @@ def test_frozen_vision_tower_stays_bit_identical(tmp_path):
     tower.requires_grad_(False)
     before = {k: v.clone() for k, v in tower.state_dict().items()}
     lm_before = model.lm_head.weight.detach().clone()
-    trainer = DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path)),
-                          train_dataset=make_vision_pairs(8), processing_class=processor)
+    trainer = DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=cpu_config(str(tmp_path)),
+        train_dataset=make_vision_pairs(8),
+        processing_class=processor,
+    )
     trainer.train()
     for key, value in tower.state_dict().items():
         assert torch.equal(value, before[key]), key
@@ -112,9 +165,13 @@ def test_lora_trains_only_adapters(tmp_path):
 
     model, processor = build_llava(seed=5)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = DAMATrainer(model=model, args=cpu_config(str(tmp_path)), train_dataset=make_vision_pairs(8),
-                          processing_class=processor,
-                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer = DAMATrainer(
+        model=model,
+        args=cpu_config(str(tmp_path)),
+        train_dataset=make_vision_pairs(8),
+        processing_class=processor,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     logs = train_logs(trainer)
@@ -131,8 +188,13 @@ def test_lora_trains_only_adapters(tmp_path):
 
 def test_tiny_qwen2_vl_trains_with_dama(tmp_path):
     model, processor = build_qwen2_vl(seed=6)
-    trainer = DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path), max_steps=4),
-                          train_dataset=make_vision_pairs(8), processing_class=processor)
+    trainer = DAMATrainer(
+        model=model,
+        ref_model=clone(model),
+        args=cpu_config(str(tmp_path), max_steps=4),
+        train_dataset=make_vision_pairs(8),
+        processing_class=processor,
+    )
     logs = train_logs(trainer)
     assert logs[0]["loss"] == pytest.approx(0.693147, abs=1e-5)
     assert logs[-1]["loss"] < logs[0]["loss"]
@@ -142,8 +204,13 @@ def test_tiny_qwen2_vl_trains_with_dama(tmp_path):
 def test_data_aware_without_hardness_column_says_how_to_make_it(tmp_path):
     model, processor = build_llava()
     with pytest.raises(ValueError, match="dama hardness"):
-        DAMATrainer(model=model, ref_model=clone(model), args=cpu_config(str(tmp_path)),
-                    train_dataset=make_vision_pairs(4, with_delta=False), processing_class=processor)
+        DAMATrainer(
+            model=model,
+            ref_model=clone(model),
+            args=cpu_config(str(tmp_path)),
+            train_dataset=make_vision_pairs(4, with_delta=False),
+            processing_class=processor,
+        )
 
 
 def test_keep_file_order_iterates_in_file_order(tmp_path):

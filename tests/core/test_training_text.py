@@ -137,12 +137,18 @@ def llama_tokenizer(legacy: bool, image: bool = True) -> LlamaTokenizer:
     # trained on words (split=True), so that no merge crosses a word's '▁', as in LLaMA's SentencePiece model
     bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     corpus = [*DEFAULT_CORPUS, VICUNA_V1_SYSTEM, OFFICIAL_CHOSEN, "\n", "USER: ASSISTANT:"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=["▁", "\n"])
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False, initial_alphabet=["▁", "\n"]
+    )
     bpe.train_from_iterator(corpus, trainer)
     model = json.loads(bpe.to_str())["model"]
-    tokenizer = LlamaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], legacy=legacy,
-                               add_bos_token=True, add_eos_token=False)  # as llava-hf's tokenizer_config
+    tokenizer = LlamaTokenizer(
+        vocab=model["vocab"],
+        merges=[tuple(m) for m in model["merges"]],
+        legacy=legacy,
+        add_bos_token=True,
+        add_eos_token=False,
+    )  # as llava-hf's tokenizer_config
     tokenizer.add_special_tokens({"pad_token": "<pad>"})
     if image:
         tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
@@ -159,8 +165,9 @@ def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int) -> lis
     if prompt_chunks and prompt_chunks[0] and prompt_chunks[0][0] == tokenizer.bos_token_id:
         offset = 1
         input_ids.append(prompt_chunks[0][0])
-    separated = [e for pair in zip(prompt_chunks, [[image_token_index] * (offset + 1)] * len(prompt_chunks))
-                 for e in pair][:-1]
+    separated = [
+        e for pair in zip(prompt_chunks, [[image_token_index] * (offset + 1)] * len(prompt_chunks)) for e in pair
+    ][:-1]
     for x in separated:
         input_ids.extend(x[offset:])
     return input_ids
@@ -227,12 +234,16 @@ def test_rendered_rows_are_checked_again_and_stale_ones_refused(legacy):
     twice = render_training_text(once, tokenizer, "vicuna_v1")  # checked, unchanged
     assert twice[0]["prompt"] == once[0]["prompt"] and twice[0]["chosen"] == once[0]["chosen"]
     # a row rendered as the official string alone (what an earlier version wrote) with the legacy=False tokenizer
-    stale = Dataset.from_list([{
-        "image": Image.new("RGB", (16, 16)),
-        "prompt": "<s>" + OFFICIAL_CHOSEN.split(" ASSISTANT:")[0] + " ASSISTANT:",
-        "chosen": " " + CHOSEN + "</s>",
-        "rejected": " " + REJECTED + "</s>",
-    }])
+    stale = Dataset.from_list(
+        [
+            {
+                "image": Image.new("RGB", (16, 16)),
+                "prompt": "<s>" + OFFICIAL_CHOSEN.split(" ASSISTANT:")[0] + " ASSISTANT:",
+                "chosen": " " + CHOSEN + "</s>",
+                "rejected": " " + REJECTED + "</s>",
+            }
+        ]
+    )
     if legacy:  # its ids are the official ones for a legacy tokenizer (the completion loses its space there)
         stale = stale.map(lambda r: {"chosen": CHOSEN + "</s>", "rejected": REJECTED + "</s>"})
         assert render_training_text(stale, tokenizer, "vicuna_v1")[0]["prompt"] == stale[0]["prompt"]

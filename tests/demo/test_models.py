@@ -50,7 +50,7 @@ def test_sft_labels_cover_the_response_only(world):
         prompts.append((prompt_ids, _answer_template(processor, question)))
         # The definition, row by row: the rendered conversation minus the rendered prompt, tokenised on its own.
         full = processor.apply_chat_template(messages + [{"role": "assistant", "content": response}])
-        completion = tokenizer(full[len(text):], add_special_tokens=False)["input_ids"]
+        completion = tokenizer(full[len(text) :], add_special_tokens=False)["input_ids"]
         expected.append((prompt_ids + completion, [-100] * len(prompt_ids) + completion))
     rows = _encode_sft(processor, prompts, responses)
     assert rows == expected
@@ -101,15 +101,42 @@ def test_build_models_caches_and_samples(world, tmp_path):
     assert changed.vlm_path != first.vlm_path and changed.clip_path == first.clip_path
 
     images = [world.render(s) for s in world.sample_scenes(3, seed=7)]
-    sampled = sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=2,
-                               temperature=1.0, max_new_tokens=8, batch_size=2, seed=1)
+    sampled = sample_responses(
+        second.vlm,
+        second.vlm_processor,
+        images,
+        "Describe the image.",
+        n=2,
+        temperature=1.0,
+        max_new_tokens=8,
+        batch_size=2,
+        seed=1,
+    )
     assert len(sampled) == 3 and all(len(r) == 2 and all(isinstance(t, str) for t in r) for r in sampled)
-    assert sampled == sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=2,
-                                       temperature=1.0, max_new_tokens=8, batch_size=2, seed=1)
-    greedy = sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=1,
-                              temperature=0.0, max_new_tokens=8)
-    assert greedy == sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", n=1,
-                                      temperature=0.0, max_new_tokens=8, batch_size=1)
+    assert sampled == sample_responses(
+        second.vlm,
+        second.vlm_processor,
+        images,
+        "Describe the image.",
+        n=2,
+        temperature=1.0,
+        max_new_tokens=8,
+        batch_size=2,
+        seed=1,
+    )
+    greedy = sample_responses(
+        second.vlm, second.vlm_processor, images, "Describe the image.", n=1, temperature=0.0, max_new_tokens=8
+    )
+    assert greedy == sample_responses(
+        second.vlm,
+        second.vlm_processor,
+        images,
+        "Describe the image.",
+        n=1,
+        temperature=0.0,
+        max_new_tokens=8,
+        batch_size=1,
+    )
     state = random.getstate(), torch.random.get_rng_state()
     sample_responses(second.vlm, second.vlm_processor, images[:1], "Describe the image.", n=1, max_new_tokens=4)
     assert torch.equal(torch.random.get_rng_state(), state[1])

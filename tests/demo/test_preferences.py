@@ -80,8 +80,12 @@ def test_pairs_need_different_hallucination_counts_and_prefer_equal_lengths():
     default = pairs_from_samples(responses, gt, LINES, max_pairs=100, rng=random.Random(0))
     assert {(c, r) for c, r, _, _ in default} == {("A cup and a plate.", "A cup and a cat."), ("A cup.", "A fish.")}
     # A wrong answer that names more real objects never loses to one that names fewer (0 vs 1 hallucination here).
-    assert pairs_from_samples(["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0),
-                              same_mentions=False) == []
+    assert (
+        pairs_from_samples(
+            ["A cup.", "A cup, a plate and a cat."], gt, LINES, max_pairs=10, rng=random.Random(0), same_mentions=False
+        )
+        == []
+    )
 
 
 def test_pairs_prefer_equal_length_to_equal_style():
@@ -116,8 +120,9 @@ def test_same_statements_drops_pairs_that_teach_saying_fewer_sentences():
     }
     # With `same_statements` only the one-sentence rejected answer is left: the two-sentence one would teach "stop
     # after one sentence", which the model would apply to images with two objects too.
-    strict = pairs_from_samples(responses, gt, LINES, max_pairs=10, rng=random.Random(0), same_mentions=False,
-                                same_statements=True)
+    strict = pairs_from_samples(
+        responses, gt, LINES, max_pairs=10, rng=random.Random(0), same_mentions=False, same_statements=True
+    )
     assert strict == [("There is a cup.", "There is a cup beside a plate.", 0, 1)]
     assert statements("A cup!  Two plates? A fish.") == ["A cup!", "Two plates?", "A fish."]
     assert statements("  ") == []
@@ -148,8 +153,12 @@ def test_pairs_two_hallucinations_apart_are_not_ranked_below_one_apart():
 
 def test_length_balance():
     def row(chosen, rejected, hc, hr):
-        return {"chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}], "n_hall_chosen": hc, "n_hall_rejected": hr}
+        return {
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "n_hall_chosen": hc,
+            "n_hall_rejected": hr,
+        }
 
     rows = [row("a b c", "a b", 0, 1), row("a b", "a b c d", 0, 2), row("a b c d", "a b c d", 0, 3)]
     stats = length_balance(rows)
@@ -183,8 +192,17 @@ def test_build_preferences_with_a_stub_model():
     world = make_world(0, image_size=cfg.image_size)
     tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=False)
     _, processor = build_llava(tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size)
-    stub = StubVLM(tokenizer, ["A cup and a plate.", "A red cat.", "Two trees and a house.", "A star and a moon.",
-                               "A car.", "A fish, a ball and an umbrella."])
+    stub = StubVLM(
+        tokenizer,
+        [
+            "A cup and a plate.",
+            "A red cat.",
+            "Two trees and a house.",
+            "A star and a moon.",
+            "A car.",
+            "A fish, a ball and an umbrella.",
+        ],
+    )
     rows = build_preferences(stub, processor, world, n_images=12, n_samples=4, max_pairs_per_image=2, seed=4)
     assert rows, "no pairs"
     ids = [r["id"] for r in rows]
@@ -219,8 +237,11 @@ def test_evaluation_set_is_held_out_and_deterministic():
 def test_atomic_statements_split_every_sentence_of_an_answer():
     text = "There is a red cup beside a plate. I can see two large stars. A cup and a plate."
     assert atomic_statements(text) == [
-        "There is a cup.", "The cup is red.", "The cup is beside a plate.",
-        "There are two stars.", "The stars are large.",
+        "There is a cup.",
+        "The cup is red.",
+        "The cup is beside a plate.",
+        "There are two stars.",
+        "The stars are large.",
         "A cup and a plate.",  # outside the world's grammar: kept whole
     ]
     assert atomic_statements("") == []

@@ -24,8 +24,19 @@ LIBRARY_NOISE = ("Loading weights", "Writing model shards", "Creating parquet", 
 
 
 def _command(out, cache) -> list[str]:
-    return [sys.executable, "-m", "dama.cli", "demo", "--preset", "tiny", "--study", "--out", str(out),
-            "--cache-dir", str(cache)]
+    return [
+        sys.executable,
+        "-m",
+        "dama.cli",
+        "demo",
+        "--preset",
+        "tiny",
+        "--study",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+    ]
 
 
 def console_env() -> dict[str, str]:
@@ -77,8 +88,11 @@ def test_a_killed_study_resumes_from_its_store(tmp_path, quick_cache):
     assert_demo_console(done)
     # a reused run is the stored one: the first pilot run's test numbers are those of its file
     first = summary["frontier"]["short"]["DPO"]
-    files = [s["record"] for s in stored.values() if s["settings"]["method"] == "DPO"
-             and s["settings"]["regime"]["name"] == "short"]
+    files = [
+        s["record"]
+        for s in stored.values()
+        if s["settings"]["method"] == "DPO" and s["settings"]["regime"]["name"] == "short"
+    ]
     for record in files:
         entry = [e for e in first if e["lr"] == record["lr"] and e["seed"] == record["seed"]]
         if entry:

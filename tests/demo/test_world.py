@@ -61,8 +61,11 @@ def test_every_class_renders_and_the_glyphs_differ():
 
 def test_colour_size_and_position_change_the_image():
     base = np.asarray(render(_single("cup")), dtype=np.int16)
-    for other in (_single("cup", colour="red"), _single("cup", size="small"),
-                  Scene((ObjectGroup("cup", "white", "large", 1, ((0, 0),)),), 40, 0)):
+    for other in (
+        _single("cup", colour="red"),
+        _single("cup", size="small"),
+        Scene((ObjectGroup("cup", "white", "large", 1, ((0, 0),)),), 40, 0),
+    ):
         assert np.abs(base - np.asarray(render(other), dtype=np.int16)).max() > 100
 
 
@@ -100,8 +103,10 @@ def test_synonym_lines_parse_and_do_not_overlap():
     assert not set(seen) & (set(COLOURS) | {"small", "large", "image", "picture", "background", "left", "right"})
 
 
-@pytest.mark.parametrize("noun, expected", [("cup", "cups"), ("kitty", "kitties"), ("fish", "fish"),
-                                            ("dish", "dishes"), ("house", "houses")])
+@pytest.mark.parametrize(
+    "noun, expected",
+    [("cup", "cups"), ("kitty", "kitties"), ("fish", "fish"), ("dish", "dishes"), ("house", "houses")],
+)
 def test_plural(noun, expected):
     assert plural(noun) == expected
 
@@ -157,8 +162,9 @@ def test_statement_with_another_class_changes_only_the_noun():
         assert object_mentions(right, world.synonym_lines()) == ["cup"]
         assert object_mentions(wrong, world.synonym_lines()) == ["fish"]
         strip = {n for names in world.classes.values() for n in names}
-        assert [w for w in right.split() if w.strip(".") not in strip] == \
-            [w for w in wrong.split() if w.strip(".") not in strip]
+        assert [w for w in right.split() if w.strip(".") not in strip] == [
+            w for w in wrong.split() if w.strip(".") not in strip
+        ]
 
 
 def test_a_beside_phrase_takes_the_place_of_the_position_at_the_same_length():
@@ -174,8 +180,9 @@ def test_a_beside_phrase_takes_the_place_of_the_position_at_the_same_length():
         assert object_mentions(plain, lines) == ["cup"] and object_mentions(beside, lines) == ["cup", "plate"]
     # "an" before a vowel ("an umbrella", "a parasol"); without `force_where` the phrase comes with the position's
     # probability (1/2).
-    umbrellas = [statement(group, random.Random(s), world.classes, beside="umbrella", force_where=True)
-                 for s in range(40)]
+    umbrellas = [
+        statement(group, random.Random(s), world.classes, beside="umbrella", force_where=True) for s in range(40)
+    ]
     assert {t.split(" beside ")[1] for t in umbrellas} == {"an umbrella.", "a parasol."}
     drawn = [statement(group, random.Random(s), world.classes, beside="plate") for s in range(400)]
     assert 0.4 < sum(" beside " in t for t in drawn) / 400 < 0.6
@@ -214,26 +221,35 @@ def test_exact_captions_place_objects_beside_present_partners_only():
     assert n_beside > 10
 
 
-
 @pytest.mark.parametrize(
     "sentence, expected",
     [
         # Worked by hand from the grammar of `statement` (template, count, [size], [colour], noun, [place]):
         # existence with the count, each attribute, then the place or the relation.
-        ("There is a small red cup beside a plate.",
-         ["There is a cup.", "The cup is small.", "The cup is red.", "The cup is beside a plate."]),
+        (
+            "There is a small red cup beside a plate.",
+            ["There is a cup.", "The cup is small.", "The cup is red.", "The cup is beside a plate."],
+        ),
         ("Two orange balls.", ["There are two balls.", "The balls are orange."]),
         ("I can see an umbrella on the left.", ["There is an umbrella.", "The umbrella is on the left."]),
-        ("The image shows three large white kitties.",
-         ["There are three kitties.", "The kitties are large.", "The kitties are white."]),
-        ("An orange automobile beside a pine.",
-         ["There is an automobile.", "The automobile is orange.", "The automobile is beside a pine."]),
-        ("There is a blue fish beside an umbrella.",
-         ["There is a fish.", "The fish is blue.", "The fish is beside an umbrella."]),
+        (
+            "The image shows three large white kitties.",
+            ["There are three kitties.", "The kitties are large.", "The kitties are white."],
+        ),
+        (
+            "An orange automobile beside a pine.",
+            ["There is an automobile.", "The automobile is orange.", "The automobile is beside a pine."],
+        ),
+        (
+            "There is a blue fish beside an umbrella.",
+            ["There is a fish.", "The fish is blue.", "The fish is beside an umbrella."],
+        ),
         # the article agrees with the noun, not with the dropped attribute it stood before
         ("An orange cup.", ["There is a cup.", "The cup is orange."]),
-        ("There is a small umbrella on the left.",
-         ["There is an umbrella.", "The umbrella is small.", "The umbrella is on the left."]),
+        (
+            "There is a small umbrella on the left.",
+            ["There is an umbrella.", "The umbrella is small.", "The umbrella is on the left."],
+        ),
     ],
 )
 def test_atomic_claims_split_a_statement_into_its_claims(sentence, expected):

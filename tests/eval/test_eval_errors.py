@@ -308,6 +308,7 @@ def test_a_non_utf8_byte_in_a_users_json_or_text_file_names_file_and_line(
 
 def test_a_bbox_that_is_not_numbers_names_the_context_line(tmp_path, capsys):
     """LLaVA-Bench's context file: a text bbox value made a bare format ValueError; it names file, line, field."""
+
     def jsonl(name, rows):
         path = tmp_path / name
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -77,9 +77,10 @@ def test_rule_mode_scores_as_rlaif_v_compute_chair(engine, tmp_path):
 def test_the_lemmatizer_is_part_of_the_ground_truth_cache_key(engine, tmp_path):
     table = ChairEngine(version=REFINED)
     assert table.fingerprint != engine.fingerprint
-    assert CocoGroundTruth(RUN / "coco", table, tmp_path).cache_path != CocoGroundTruth(
-        RUN / "coco", engine, tmp_path
-    ).cache_path
+    assert (
+        CocoGroundTruth(RUN / "coco", table, tmp_path).cache_path
+        != CocoGroundTruth(RUN / "coco", engine, tmp_path).cache_path
+    )
 
 
 def test_auto_falls_back_to_the_table_without_nltk_and_says_so(tmp_path, monkeypatch, capsys):

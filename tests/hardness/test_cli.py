@@ -42,15 +42,37 @@ def test_cli_runs_and_fails_clearly(tmp_path, clip_dir, capsys):
 
 
 def test_cli_official_import(tmp_path):
-    records = [{"question": "q", "chosen": "c", "rejected": "r", "image_path": "a.jpg", "chosen_logits": [0.75],
-                "rejected_logits": [0.25], "logps": [-1.0]}]
+    records = [
+        {
+            "question": "q",
+            "chosen": "c",
+            "rejected": "r",
+            "image_path": "a.jpg",
+            "chosen_logits": [0.75],
+            "rejected_logits": [0.25],
+            "logps": [-1.0],
+        }
+    ]
     (tmp_path / "official.json").write_text(json.dumps(records))
     out = tmp_path / "o"
     assert main(["--data", str(tmp_path / "official.json"), "--official", "--out", str(out), "--no-progress"]) == 0
     _, delta_mean = read_hardness_output(out)
     assert delta_mean == 0.0482190464911681
-    assert main(["--data", str(tmp_path / "official.json"), "--official", "--out", str(tmp_path / "o2"),
-                 "--delta-mean", "0.1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tmp_path / "official.json"),
+                "--official",
+                "--out",
+                str(tmp_path / "o2"),
+                "--delta-mean",
+                "0.1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert read_hardness_output(tmp_path / "o2")[1] == 0.1
 
 
@@ -60,8 +82,12 @@ def test_sigkill_then_rerun_matches_a_clean_run(tmp_path, clip_dir):
     common = ["--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress", "--shard-size", "2"]
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "dama.hardness.cli", *common, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dama.hardness.cli", *common, "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (out / ".state" / "shard-00004.parquet.json").exists():
         if proc.poll() is not None:

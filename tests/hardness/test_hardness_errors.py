@@ -46,8 +46,20 @@ def user_error(capsys, *fragments: str) -> str:
 
 def compute_hardness(data: Path, clip_dir: Path, out: Path) -> int:
     """`dama hardness` computing δ with the test CLIP, in-process (no decoder workers), into `out`."""
-    return dama(["hardness", "--data", str(data), "--clip", str(clip_dir), "--workers", "0", "--no-progress",
-                 "--out", str(out)])
+    return dama(
+        [
+            "hardness",
+            "--data",
+            str(data),
+            "--clip",
+            str(clip_dir),
+            "--workers",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "abc"])

@@ -98,8 +98,14 @@ def test_siglip_dual_encoder_scores_through_the_same_interface():
     tok.model_max_length = 16
     tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
     config = SiglipConfig(
-        text_config={**tiny, "vocab_size": len(tok), "max_position_embeddings": 16, "pad_token_id": tok.pad_token_id,
-                     "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id},
+        text_config={
+            **tiny,
+            "vocab_size": len(tok),
+            "max_position_embeddings": 16,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "bos_token_id": tok.bos_token_id,
+        },
         vision_config={**tiny, "image_size": 16, "patch_size": 8},
     )
     torch.manual_seed(0)
@@ -142,7 +148,9 @@ def test_scorer_embeddings_are_the_models_own(clip_dir, scorer):
         batch = tokenizer(texts, padding=True, truncation=True, max_length=scorer.max_text_tokens, return_tensors="pt")
         expected = torch.nn.functional.normalize(model.get_text_features(**batch).pooler_output, dim=-1)
         pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-        expected_img = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        expected_img = torch.nn.functional.normalize(
+            model.get_image_features(pixel_values=pixels).pooler_output, dim=-1
+        )
     emb, truncated = scorer.encode_token_ids(texts, scorer.tokenize(texts))
     assert truncated == [False, False, True, False]
     assert torch.equal(emb, expected)
@@ -153,8 +161,10 @@ def test_glibc_malloc_tuning_applies_once_in_its_own_process():
     import subprocess
     import sys
 
-    code = ("from dama.hardness.allocator import tune_glibc_malloc as t; import platform; "
-            "print(t(), t(), platform.libc_ver()[0])")
+    code = (
+        "from dama.hardness.allocator import tune_glibc_malloc as t; import platform; "
+        "print(t(), t(), platform.libc_ver()[0])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     first, second, libc = out[0], out[1], (out[2] if len(out) > 2 else "")
     assert first == second  # idempotent

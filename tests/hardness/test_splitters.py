@@ -239,4 +239,6 @@ def test_cli_llm_splitter_through_an_endpoint(fake_server, tmp_path, clip_dir):
     )
     assert len(FakeOpenAI.requests) == 6  # all answers came from the cache
     argv[-3] = f"{fake_server}/down/v1"
-    assert dama(["hardness", *argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 4  # an endpoint that cannot answer: docs/errors.md, exit 4
+    assert (
+        dama(["hardness", *argv[:5], str(tmp_path / "o3"), *argv[6:], "--llm-retries", "0"]) == 4
+    )  # an endpoint that cannot answer: docs/errors.md, exit 4

@@ -18,17 +18,41 @@ def test_hardness_output_trains_with_data_aware(tmp_path):
     from dama.train import build_trainer
 
     out = tmp_path / "hardness"
-    code = hardness_main([
-        "--data", str(REPO / "examples" / "tiny" / "pairs.jsonl"), "--image-root", str(REPO / "examples" / "tiny"),
-        "--clip", "tiny:clip", "--out", str(out), "--workers", "0", "--no-progress", "--limit", "8",
-    ])
+    code = hardness_main(
+        [
+            "--data",
+            str(REPO / "examples" / "tiny" / "pairs.jsonl"),
+            "--image-root",
+            str(REPO / "examples" / "tiny"),
+            "--clip",
+            "tiny:clip",
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--no-progress",
+            "--limit",
+            "8",
+        ]
+    )
     assert code == 0
     data, delta_mean = read_hardness_output(out)
-    trainer = build_trainer([
-        "--config", str(REPO / "recipes" / "tiny" / "dama.yaml"), "--dataset_path", str(out),
-        "--image_root", str(REPO / "examples" / "tiny"), "--output_dir", str(tmp_path / "run"), "--max_steps", "2",
-        "--per_device_train_batch_size", "4",
-    ])
+    trainer = build_trainer(
+        [
+            "--config",
+            str(REPO / "recipes" / "tiny" / "dama.yaml"),
+            "--dataset_path",
+            str(out),
+            "--image_root",
+            str(REPO / "examples" / "tiny"),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+        ]
+    )
     assert trainer.args.data_aware and trainer.delta_mean == pytest.approx(delta_mean)
     result = trainer.train()
     assert math.isfinite(result.training_loss)

@@ -29,21 +29,33 @@ from dama.io import check_writable
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="dama demo", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller budgets, 2 seeds, about 3 minutes (a smoke run)")
-    parser.add_argument("--study", action="store_true",
-                        help="every regime and every method (about an hour on 2 cores); resumable")
-    parser.add_argument("--out", default=None,
-                        help="output folder for the report and the run store (default: runs/demo, "
-                        "--study: runs/demo-study)")
+    parser = argparse.ArgumentParser(
+        prog="dama demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller budgets, 2 seeds, about 3 minutes (a smoke run)")
+    parser.add_argument(
+        "--study", action="store_true", help="every regime and every method (about an hour on 2 cores); resumable"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder for the report and the run store (default: runs/demo, --study: runs/demo-study)",
+    )
     parser.add_argument("--seeds", type=positive_int, default=None, help="alignment seeds (default: 3, quick: 2)")
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated methods to run (default: DPO,DAMA; --study: all of them); DPO and DAMA "
-                        "are always among them (DPO's pilot fixes the grid, the verdict compares DAMA with DPO)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="where the world's models are cached (default: $DAMA_CACHE/demo or ~/.cache/dama/demo)")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated methods to run (default: DPO,DAMA; --study: all of them); DPO and DAMA "
+        "are always among them (DPO's pilot fixes the grid, the verdict compares DAMA with DPO)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the world's models are cached (default: $DAMA_CACHE/demo or ~/.cache/dama/demo)",
+    )
     parser.add_argument("--preset", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.study and args.quick:
@@ -98,8 +110,10 @@ def _methods(parser: argparse.ArgumentParser, text: str | None) -> tuple[str, ..
         parser.error(f"--methods: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(STUDY_METHODS)}")
     missing = [name for name in ("DPO", "DAMA") if name not in asked]
     if missing:
-        parser.error(f"--methods must include {' and '.join(missing)} (DPO's pilot fixes each regime's grid and the "
-                     "verdict compares DAMA with DPO)")
+        parser.error(
+            f"--methods must include {' and '.join(missing)} (DPO's pilot fixes each regime's grid and the "
+            "verdict compares DAMA with DPO)"
+        )
     return tuple(name for name in STUDY_METHODS if name in asked)
 
 

@@ -74,8 +74,19 @@ DEMO_METHODS = ("DPO", "DAMA")
 # Pilot learning rates of the grid rule (`dama.demo.regimes.frontier_grid`): a factor-2 ladder; the frontier grid
 # (knee · 2^(j/2)) then reuses three of them.
 PILOT_LEARNING_RATES = (1e-5, 2e-5, 4e-5, 8e-5, 1.6e-4)
-_HISTORY_KEYS = ("step", "epoch", "loss", "learning_rate", "rewards/margins", "rewards/accuracies", "dama/alpha_m",
-                 "dama/reward_gap_ema", "dama/kept_fraction", "dama/beta_mean", "dama/alpha_d_mean")
+_HISTORY_KEYS = (
+    "step",
+    "epoch",
+    "loss",
+    "learning_rate",
+    "rewards/margins",
+    "rewards/accuracies",
+    "dama/alpha_m",
+    "dama/reward_gap_ema",
+    "dama/kept_fraction",
+    "dama/beta_mean",
+    "dama/alpha_d_mean",
+)
 
 
 @dataclass(frozen=True)
@@ -269,7 +280,6 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-
 @dataclass
 class Prepared:
     """What every run of an experiment shares: the models, evaluation sets, pairs with δ and reference log-probs."""
@@ -297,8 +307,10 @@ def beta_h_groups(data: Dataset, n: int, seed: int = 0) -> dict[str, Dataset]:
     gaps = [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])]
     rng = random.Random(seed)
     groups = {}
-    for name, members in (("easy", [i for i, g in enumerate(gaps) if g >= 2]),
-                          ("hard", [i for i, g in enumerate(gaps) if g == 1])):
+    for name, members in (
+        ("easy", [i for i, g in enumerate(gaps) if g >= 2]),
+        ("hard", [i for i, g in enumerate(gaps) if g == 1]),
+    ):
         if members:
             groups[name] = data.select(sorted(rng.sample(members, min(n, len(members)))))
     return groups
@@ -350,10 +362,13 @@ def prepare(cfg: ExperimentConfig, out: Path, cache_dir: str | Path | None, log:
     data, delta_mean = run_hardness(source, models, out / "hardness")
     normalised, _ = run_hardness(source, models, out / "hardness-mean_cosine", scorer="mean_cosine")
     by_sentence, _ = run_hardness(source, models, out / "hardness-sentences", splitter="sentence")
-    signal = hardness_signal(data, {
-        "mean_cosine": [float(d) for d in normalised[HARDNESS_COLUMN]],
-        "union_softmax, whole sentences": [float(d) for d in by_sentence[HARDNESS_COLUMN]],
-    })
+    signal = hardness_signal(
+        data,
+        {
+            "mean_cosine": [float(d) for d in normalised[HARDNESS_COLUMN]],
+            "union_softmax, whole sentences": [float(d) for d in by_sentence[HARDNESS_COLUMN]],
+        },
+    )
     data = add_reference_logps(data, models.vlm_path, models.vlm_processor, out / "runs")
     timings["hardness"] = time.perf_counter() - clock
     log(
@@ -380,15 +395,31 @@ def prepare(cfg: ExperimentConfig, out: Path, cache_dir: str | Path | None, log:
 def store_context(prep: Prepared) -> dict[str, Any]:
     """What every stored run of this experiment depends on besides its own settings (`dama.demo.store`)."""
     cfg = asdict(prep.cfg)
-    for name in ("seeds", "regimes", "methods", "pilot_learning_rates", "frontier_points", "learning_rates", "steps",
-                 "batch_size", "epochs", "epoch_batch_size"):
+    for name in (
+        "seeds",
+        "regimes",
+        "methods",
+        "pilot_learning_rates",
+        "frontier_points",
+        "learning_rates",
+        "steps",
+        "batch_size",
+        "epochs",
+        "epoch_batch_size",
+    ):
         cfg.pop(name)  # these select runs; each run's own settings carry what it used
-    texts = json.dumps([prep.data["chosen"], prep.data["rejected"], [round(d, 7) for d in prep.summary["deltas"]]],
-                       default=str, sort_keys=True)
+    texts = json.dumps(
+        [prep.data["chosen"], prep.data["rejected"], [round(d, 7) for d in prep.summary["deltas"]]],
+        default=str,
+        sort_keys=True,
+    )
     import hashlib
 
-    return {"experiment": cfg, "pairs": hashlib.sha256(texts.encode()).hexdigest()[:20],
-            "delta_mean": round(prep.delta_mean, 9)}
+    return {
+        "experiment": cfg,
+        "pairs": hashlib.sha256(texts.encode()).hexdigest()[:20],
+        "delta_mean": round(prep.delta_mean, 9),
+    }
 
 
 class _EpochValidation(TrainerCallback):
@@ -420,8 +451,9 @@ def beta_h_at_end(trainer: DAMATrainer, prep: Prepared, method: str, beta: float
     out: dict[str, Any] = {}
     for name, data in prep.beta_h_groups.items():
         h = pair_margins(trainer, data).float()
-        alpha_d = data_aware_factor(torch.tensor(data[HARDNESS_COLUMN]), prep.delta_mean) if switches["data_aware"] \
-            else None
+        alpha_d = (
+            data_aware_factor(torch.tensor(data[HARDNESS_COLUMN]), prep.delta_mean) if switches["data_aware"] else None
+        )
         beta_c = torch.as_tensor(combine_beta(beta, alpha_d, alpha_m, trainer.args.beta_min), dtype=torch.float32)
         values = (beta_c * h).tolist() if beta_c.ndim else (float(beta_c) * h).tolist()
         ordered = sorted(values)
@@ -430,8 +462,13 @@ def beta_h_at_end(trainer: DAMATrainer, prep: Prepared, method: str, beta: float
             return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
         out[name] = {
-            "n": len(values), "mean": statistics.fmean(values), "p10": q(0.1), "p50": q(0.5), "p90": q(0.9),
-            "share_past": sum(v > CONSERVATIVE_POINT for v in values) / len(values), "values": values,
+            "n": len(values),
+            "mean": statistics.fmean(values),
+            "p10": q(0.1),
+            "p50": q(0.5),
+            "p90": q(0.9),
+            "share_past": sum(v > CONSERVATIVE_POINT for v in values) / len(values),
+            "values": values,
         }
     return out
 
@@ -469,7 +506,11 @@ def train_run(
         **METHODS[method],
     )
     trainer = DAMATrainer(
-        model=model, ref_model=ref_model, args=config, train_dataset=data, processing_class=prep.models.vlm_processor,
+        model=model,
+        ref_model=ref_model,
+        args=config,
+        train_dataset=data,
+        processing_class=prep.models.vlm_processor,
         delta_mean=prep.delta_mean,
     )
     trainer.remove_callback(PrinterCallback)  # the demo prints its own one-line summaries
@@ -532,8 +573,14 @@ class Study:
         self.progress.write(line, self.log)
 
     def run(self, regime: Regime, method: str, lr: float, seed: int, track: bool) -> dict[str, Any]:
-        settings = {"regime": regime.settings(), "method": method, "switches": METHODS[method], "lr": lr,
-                    "seed": seed, "track": track}
+        settings = {
+            "regime": regime.settings(),
+            "method": method,
+            "switches": METHODS[method],
+            "lr": lr,
+            "seed": seed,
+            "track": track,
+        }
         units = _units(regime, len(self.prep.data))
         record = self.store.get(settings)
         stored = record is not None
@@ -552,7 +599,8 @@ class Study:
         took = "from the store" if stored else f"{record['seconds']:.0f}s"
         test = record["test"]
         self.progress.advance(
-            eta, f"last: {regime.name} {method} lr {lr:.3g} seed {seed}, test CHAIR_i {_pct(test['CHAIR_i'])} "
+            eta,
+            f"last: {regime.name} {method} lr {lr:.3g} seed {seed}, test CHAIR_i {_pct(test['CHAIR_i'])} "
             f"recall {_pct(test['recall'])} ({took})",
         )
         return record
@@ -579,15 +627,19 @@ class Study:
             for lr in cfg.pilot_learning_rates:
                 # tracked like DPO's first seed in the frontier, so that the grid's pilot lrs are reused there
                 pilot[lr] = self.run(regime, "DPO", lr, cfg.seeds[0], track=True)["val"]
-            grid, knee = frontier_grid({lr: v["CHAIR_i"] if v["CHAIR_i"] is not None else math.inf
-                                        for lr, v in pilot.items()}, prep.summary["base"]["val"]["CHAIR_i"],
-                                       cfg.frontier_points)
+            grid, knee = frontier_grid(
+                {lr: v["CHAIR_i"] if v["CHAIR_i"] is not None else math.inf for lr, v in pilot.items()},
+                prep.summary["base"]["val"]["CHAIR_i"],
+                cfg.frontier_points,
+            )
             self.planned[name] = len(cfg.methods) * len(grid) * len(cfg.seeds) * _units(regime, len(prep.data))
             self.calls[name] = len(pilot) + len(cfg.methods) * len(grid) * len(cfg.seeds)
             self.progress.set_total(sum(self.calls.values()))
         how = "by DPO's pilot" if pilot else "in the preset"
-        self.say(f"[demo] {regime.title}: grid {', '.join(f'{lr:.3g}' for lr in grid)} fixed {how} "
-                 "before any other method runs")
+        self.say(
+            f"[demo] {regime.title}: grid {', '.join(f'{lr:.3g}' for lr in grid)} fixed {how} "
+            "before any other method runs"
+        )
         return {"grid": grid, "knee": knee, "pilot": pilot, "track_lr": grid[len(grid) // 2]}
 
     def method(self, name: str, method: str, grid: dict[str, Any]) -> list[dict]:
@@ -605,15 +657,17 @@ class Study:
 def frontier_entry(record: dict[str, Any]) -> dict[str, Any]:
     test, beta_h = record["test"], record["beta_h"]
     return {
-        "lr": record["lr"], "seed": record["seed"],
+        "lr": record["lr"],
+        "seed": record["seed"],
         **{k: test[k] for k in ("CHAIR_i", "CHAIR_s", "recall", "avg_len")},
         "beta_h_easy": beta_h["easy"]["mean"] if "easy" in beta_h else None,
         "beta_h_hard": beta_h["hard"]["mean"] if "hard" in beta_h else None,
         "share_past_easy": beta_h["easy"]["share_past"] if "easy" in beta_h else None,
         "share_past_hard": beta_h["hard"]["share_past"] if "hard" in beta_h else None,
         "val": {k: record["val"][k] for k in ("CHAIR_i", "CHAIR_s", "recall", "avg_len")},
-        "val_epochs": [{"epoch": e["epoch"], **{k: e["val"][k] for k in ("CHAIR_i", "recall")}}
-                       for e in record["val_epochs"]],
+        "val_epochs": [
+            {"epoch": e["epoch"], **{k: e["val"][k] for k in ("CHAIR_i", "recall")}} for e in record["val_epochs"]
+        ],
     }
 
 
@@ -621,13 +675,21 @@ def _pooled_beta_h(records: list[dict], group: str) -> dict[str, Any] | None:
     values = sorted(v for r in records if group in r["beta_h"] for v in r["beta_h"][group]["values"])
     if not values:
         return None
-    return {"n": len(values), "mean": statistics.fmean(values),
-            **{f"p{int(100 * p)}": values[min(len(values) - 1, int(p * len(values)))] for p in (0.1, 0.5, 0.9)},
-            "share_past": sum(v > CONSERVATIVE_POINT for v in values) / len(values)}
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        **{f"p{int(100 * p)}": values[min(len(values) - 1, int(p * len(values)))] for p in (0.1, 0.5, 0.9)},
+        "share_past": sum(v > CONSERVATIVE_POINT for v in values) / len(values),
+    }
 
 
 def regime_summary(
-    prep: Prepared, regime: Regime, grid: list[float], knee: float | None, pilot: dict, track_lr: float,
+    prep: Prepared,
+    regime: Regime,
+    grid: list[float],
+    knee: float | None,
+    pilot: dict,
+    track_lr: float,
     records: dict[str, list[dict]],
 ) -> dict[str, Any]:
     """Frontiers, matched-recall and equal-lr comparisons with DPO, the single-point rule, β_C·h and validity."""
@@ -647,10 +709,17 @@ def regime_summary(
     }
     frontier = {m: [frontier_entry(r) for r in rs] for m, rs in records.items()}
     # DPO is judged at its best grid point on the test images (frontier protocol; `dpo_working_point`)
-    dpo_by_lr = {
-        lr: {key: summarise([r["test"][key] for r in records["DPO"] if r["lr"] == lr]) for key in ("CHAIR_i", "recall")}
-        for lr in grid
-    } if "DPO" in records else {}
+    dpo_by_lr = (
+        {
+            lr: {
+                key: summarise([r["test"][key] for r in records["DPO"] if r["lr"] == lr])
+                for key in ("CHAIR_i", "recall")
+            }
+            for lr in grid
+        }
+        if "DPO" in records
+        else {}
+    )
     working = dpo_working_point(dpo_by_lr, base["test"]["recall"]) if dpo_by_lr else None
     others = [m for m in records if m != "DPO"]
     return {
@@ -662,22 +731,35 @@ def regime_summary(
         "track_lr": track_lr,
         "pilot": {str(lr): v for lr, v in pilot.items()},
         "frontier": frontier,
-        "matched_recall": {m: matched_recall(frontier[m], frontier["DPO"]) for m in others} if "DPO" in records
+        "matched_recall": {m: matched_recall(frontier[m], frontier["DPO"]) for m in others}
+        if "DPO" in records
         else {},
-        "equal_lr": {m: equal_learning_rate(frontier[m], frontier["DPO"]) for m in others} if "DPO" in records
-        else {},
-        "beta_h": {m: {f"{lr:.3g}": {g: _pooled_beta_h([r for r in rs if r["lr"] == lr], g) for g in ("easy", "hard")}
-                       for lr in grid} for m, rs in records.items()},
+        "equal_lr": {m: equal_learning_rate(frontier[m], frontier["DPO"]) for m in others} if "DPO" in records else {},
+        "beta_h": {
+            m: {
+                f"{lr:.3g}": {g: _pooled_beta_h([r for r in rs if r["lr"] == lr], g) for g in ("easy", "hard")}
+                for lr in grid
+            }
+            for m, rs in records.items()
+        },
         "single_point": single,
         "table": table,
         "per_seed": per_seed,
         "comparison": {m: compare(per_seed, m) for m in others} if "DPO" in records else {},
         "dpo_working_lr": working,
-        "validity": validity_checks(base["test"], dpo_by_lr[working], prep.summary["length_balance"],
-                                    prep.summary["hardness_signal"], f" (DPO at lr {working:.3g}, the grid's best "
-                                    "mean test CHAIR_i with mean recall ≥ 0.9 × base)") if "DPO" in records else {},
-        "runs": {m: [{k: v for k, v in r.items() if k not in ("val", "beta_h")} for r in rs if r["lr"] == track_lr]
-                 for m, rs in records.items()},
+        "validity": validity_checks(
+            base["test"],
+            dpo_by_lr[working],
+            prep.summary["length_balance"],
+            prep.summary["hardness_signal"],
+            f" (DPO at lr {working:.3g}, the grid's best mean test CHAIR_i with mean recall ≥ 0.9 × base)",
+        )
+        if "DPO" in records
+        else {},
+        "runs": {
+            m: [{k: v for k, v in r.items() if k not in ("val", "beta_h")} for r in rs if r["lr"] == track_lr]
+            for m, rs in records.items()
+        },
     }
 
 
@@ -713,8 +795,15 @@ def run_experiment(
     finally:
         study.close()
     regime_results = {
-        name: regime_summary(prep, cfg.regime(name), grids[name]["grid"], grids[name]["knee"], grids[name]["pilot"],
-                             grids[name]["track_lr"], {m: records[name][m] for m in cfg.methods})
+        name: regime_summary(
+            prep,
+            cfg.regime(name),
+            grids[name]["grid"],
+            grids[name]["knee"],
+            grids[name]["pilot"],
+            grids[name]["track_lr"],
+            {m: records[name][m] for m in cfg.methods},
+        )
         for name in cfg.regimes
     }
     primary = regime_results[cfg.regimes[0]]
@@ -724,8 +813,10 @@ def run_experiment(
         "methods": list(cfg.methods),
         "conservative_point": CONSERVATIVE_POINT,
         "store": {"folder": str(out / "store"), "runs_reused": study.store.hits, "runs": study.done},
-        "regimes": {name: {k: v for k, v in r.items() if k not in ("frontier", "matched_recall", "runs")}
-                    for name, r in regime_results.items()},
+        "regimes": {
+            name: {k: v for k, v in r.items() if k not in ("frontier", "matched_recall", "runs")}
+            for name, r in regime_results.items()
+        },
         "frontier": {name: r["frontier"] for name, r in regime_results.items()},
         "matched_recall": {name: r["matched_recall"] for name, r in regime_results.items()},
         "runs": {name: r["runs"] for name, r in regime_results.items()},

@@ -29,11 +29,7 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
     """The non-dominated (recall, CHAIR_i) points, sorted by recall (ascending; CHAIR_i then non-decreasing).
     Duplicates collapse to one point."""
     unique = sorted(set(points))
-    front = [
-        p
-        for p in unique
-        if not any(q != p and q[0] >= p[0] and q[1] <= p[1] for q in unique)
-    ]
+    front = [p for p in unique if not any(q != p and q[0] >= p[0] and q[1] <= p[1] for q in unique)]
     return sorted(front)
 
 
@@ -73,8 +69,16 @@ def matched_recall(treatment: Sequence[dict], control: Sequence[dict], n_points:
     a, b = _points(treatment), _points(control)
     seeds = sorted(set(a) & set(b))
     fronts = {s: (pareto_front(a[s]), pareto_front(b[s])) for s in seeds}
-    empty = {"recalls": [], "mean": [], "low": [], "high": [], "overall": None, "overlap": False, "range": None,
-             "seeds": seeds}
+    empty = {
+        "recalls": [],
+        "mean": [],
+        "low": [],
+        "high": [],
+        "overall": None,
+        "overlap": False,
+        "range": None,
+        "seeds": seeds,
+    }
     if not seeds:
         return empty
     lo = max(f[0][0] for pair in fronts.values() for f in pair)
@@ -102,6 +106,7 @@ def matched_recall(treatment: Sequence[dict], control: Sequence[dict], n_points:
 
 def equal_learning_rate(treatment: Sequence[dict], control: Sequence[dict]) -> list[dict[str, Any]]:
     """Treatment − control at each learning rate both were run at, paired by seed: CHAIR_i, CHAIR_s and recall."""
+
     def index(runs: Sequence[dict]) -> dict[tuple[float, int], dict]:
         return {(r["lr"], r["seed"]): r for r in runs}
 
@@ -130,13 +135,17 @@ def interval_text(stat: dict[str, Any] | None, digits: int = 1) -> str:
 def matched_recall_outcome(result: dict[str, Any], method: str, control: str = "DPO") -> str:
     """The sentence for one method's matched-recall comparison, decided by the overall interval alone."""
     if not result["overlap"]:
-        return (f"{method} and {control} cannot be compared at matched recall: their frontiers reach no common "
-                "recall on every seed")
+        return (
+            f"{method} and {control} cannot be compared at matched recall: their frontiers reach no common "
+            "recall on every seed"
+        )
     overall = result["overall"]
     lo, hi = result["range"]
     where = f"recall {lo:.1f}–{hi:.1f}"
-    text = f"{method} − {control} CHAIR_i at matched recall ({where}, {len(result['seeds'])} seeds): " \
-           f"{interval_text(overall)}"
+    text = (
+        f"{method} − {control} CHAIR_i at matched recall ({where}, {len(result['seeds'])} seeds): "
+        f"{interval_text(overall)}"
+    )
     if overall["low"] is None:
         return f"{text}; one seed gives no interval"
     if overall["high"] < 0:

@@ -80,8 +80,20 @@ class DemoConfig:
     @classmethod
     def tiny(cls, **overrides) -> DemoConfig:
         """Seconds-scale sizes for tests: the models are barely trained."""
-        small = cls(image_size=24, patch_size=8, vocab_size=300, n_train_scenes=64, n_eval_scenes=40, clip_hidden=64,
-                    clip_steps=40, clip_batch=32, vlm_hidden=32, vlm_steps=20, vlm_batch=8, clip_max_length=40)
+        small = cls(
+            image_size=24,
+            patch_size=8,
+            vocab_size=300,
+            n_train_scenes=64,
+            n_eval_scenes=40,
+            clip_hidden=64,
+            clip_steps=40,
+            clip_batch=32,
+            vlm_hidden=32,
+            vlm_steps=20,
+            vlm_batch=8,
+            clip_max_length=40,
+        )
         return replace(small, **overrides)
 
     def clip_fields(self) -> dict:
@@ -119,8 +131,10 @@ def world_tokenizer(world: World, vocab_size: int, add_eos: bool):
 
 
 def _pixel_values(processor, images: list[Image.Image], chunk: int = 512) -> torch.Tensor:
-    parts = [processor.image_processor(images[i : i + chunk], return_tensors="pt")["pixel_values"]
-             for i in range(0, len(images), chunk)]
+    parts = [
+        processor.image_processor(images[i : i + chunk], return_tensors="pt")["pixel_values"]
+        for i in range(0, len(images), chunk)
+    ]
     return torch.cat(parts)  # (N, 3, H, W)
 
 
@@ -153,8 +167,11 @@ def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], lis
         target = rng.choice(keep)
         present = {g.cls for g in scene.groups}
         partner = world.partners.get(target.cls)
-        wrong = partner if partner and partner not in present else rng.choice(
-            [c for c in world.class_names if c not in present])
+        wrong = (
+            partner
+            if partner and partner not in present
+            else rng.choice([c for c in world.class_names if c not in present])
+        )
         states = [rng.random() for _ in keep]
         if target.count == 1 and rng.random() < 0.5:
             # A relation: the target placed beside an object in the scene (or at its position when it is alone),
@@ -165,10 +182,18 @@ def clip_texts(world: World, scenes, rng: random.Random) -> tuple[list[str], lis
             neg = {"beside": wrong, "force_where": True}
         else:
             pos, neg = {}, {"cls": wrong}
-        positives.append(" ".join(statement(g, random.Random(s), world.classes, **(pos if g is target else {}))
-                                  for g, s in zip(keep, states)))
-        negatives.append(" ".join(statement(g, random.Random(s), world.classes, **(neg if g is target else {}))
-                                  for g, s in zip(keep, states)))
+        positives.append(
+            " ".join(
+                statement(g, random.Random(s), world.classes, **(pos if g is target else {}))
+                for g, s in zip(keep, states)
+            )
+        )
+        negatives.append(
+            " ".join(
+                statement(g, random.Random(s), world.classes, **(neg if g is target else {}))
+                for g, s in zip(keep, states)
+            )
+        )
     return positives, negatives
 
 
@@ -182,8 +207,10 @@ def contrastive_loss(model: CLIPModel, pixel_values: torch.Tensor, positive: dic
     targets = torch.arange(image.shape[0])
     image_to_text = scale * image @ torch.cat([text, hard]).T  # (B, 2B): the B positives, then the B negatives
     text_to_image = scale * text @ image.T
-    return (torch.nn.functional.cross_entropy(image_to_text, targets)
-            + torch.nn.functional.cross_entropy(text_to_image, targets)) / 2
+    return (
+        torch.nn.functional.cross_entropy(image_to_text, targets)
+        + torch.nn.functional.cross_entropy(text_to_image, targets)
+    ) / 2
 
 
 @torch.no_grad()
@@ -208,9 +235,7 @@ def retrieval_accuracy(
     return hits / max(total, 1)
 
 
-def train_clip(
-    world: World, cfg: DemoConfig, log_every: int = 0
-) -> tuple[CLIPModel, CLIPProcessor, dict]:
+def train_clip(world: World, cfg: DemoConfig, log_every: int = 0) -> tuple[CLIPModel, CLIPProcessor, dict]:
     """Build the tiny CLIP and train it contrastively (symmetric InfoNCE plus hard negatives, `clip_texts`) with AdamW.
 
     Returns the model, its processor and metrics: held-out retrieval accuracy before and after training.
@@ -218,8 +243,13 @@ def train_clip(
     start, cpu = time.perf_counter(), time.process_time()
     tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=True)
     model, processor = tiny.build_clip(
-        tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.clip_hidden,
-        num_layers=cfg.clip_layers, max_position_embeddings=cfg.clip_max_length, seed=cfg.seed,
+        tokenizer,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.clip_hidden,
+        num_layers=cfg.clip_layers,
+        max_position_embeddings=cfg.clip_max_length,
+        seed=cfg.seed,
     )
     train = world.sample_scenes(cfg.n_train_scenes, seed=1)
     pixels = _pixel_values(processor, [world.render(s) for s in train])
@@ -244,8 +274,14 @@ def train_clip(
             print(f"clip step {step} loss {loss.item():.3f}")
     model.eval()
     acc_after = retrieval_accuracy(model, processor, eval_images, eval_texts)
-    metrics = {"retrieval_top1": acc_after, "retrieval_top1_untrained": acc_before, "retrieval_chance": 1 / 20,
-               "final_loss": loss.item(), "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+    metrics = {
+        "retrieval_top1": acc_after,
+        "retrieval_top1_untrained": acc_before,
+        "retrieval_chance": 1 / 20,
+        "final_loss": loss.item(),
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+    }
     return model, processor, metrics
 
 
@@ -298,8 +334,13 @@ def train_vlm(
     start, cpu = time.perf_counter(), time.process_time()
     tokenizer = world_tokenizer(world, cfg.vocab_size, add_eos=False)
     model, processor = tiny.build_llava(
-        tokenizer, image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vlm_hidden,
-        num_layers=cfg.vlm_layers, vision_hidden_size=cfg.clip_hidden, seed=cfg.seed,
+        tokenizer,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.vlm_hidden,
+        num_layers=cfg.vlm_layers,
+        vision_hidden_size=cfg.clip_hidden,
+        seed=cfg.seed,
     )
     if clip is not None:
         model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
@@ -339,7 +380,11 @@ def train_vlm(
         if log_every and step % log_every == 0:
             print(f"vlm step {step} loss {loss.item():.3f}")
     model.eval()
-    metrics = {"final_loss": loss.item(), "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+    metrics = {
+        "final_loss": loss.item(),
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+    }
     return model, processor, metrics
 
 
@@ -377,8 +422,12 @@ def sample_responses(
                 else:
                     kwargs = {"do_sample": False}
                 generated = model.generate(
-                    **inputs, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=n,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **kwargs,
                 )  # (len(chunk) * n, prompt + new)
                 texts = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
                 out += [[t.strip() for t in texts[k * n : (k + 1) * n]] for k in range(len(chunk))]
@@ -404,7 +453,9 @@ class DemoModels:
 
 
 def build_models(
-    cfg: DemoConfig | None = None, world: World | None = None, cache_dir: str | Path | None = None,
+    cfg: DemoConfig | None = None,
+    world: World | None = None,
+    cache_dir: str | Path | None = None,
     log_every: int = 0,
 ) -> DemoModels:
     """Train (or load from the cache) the demo CLIP and LLaVA. Build metrics are stored next to each model."""

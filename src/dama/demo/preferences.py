@@ -139,8 +139,14 @@ def atomic_statements(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _object_words(synonym_lines: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(w for line in synonym_lines for name in line.split(",") for n in (name.strip().lower(),)
-                     for form in (n, plural(n)) for w in form.split())
+    return frozenset(
+        w
+        for line in synonym_lines
+        for name in line.split(",")
+        for n in (name.strip().lower(),)
+        for form in (n, plural(n))
+        for w in form.split()
+    )
 
 
 def style_difference(a: str, b: str, object_words: Iterable[str]) -> int:

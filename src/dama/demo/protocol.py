@@ -72,6 +72,7 @@ def dpo_working_point(dpo_by_lr: dict[float, dict], base_recall: float | None) -
     """The grid lr at which DPO is judged (frontier protocol): among the lrs whose mean test recall over seeds is
     ≥ 0.9 × the base model's, the lowest mean CHAIR_i; if none, the highest mean recall. Ties go to the smaller lr.
     `dpo_by_lr` maps lr → summary row (`summarise` of CHAIR_i and recall)."""
+
     def mean(row: dict, key: str) -> float:
         value = row[key]["mean"]
         return math.inf if value is None else value
@@ -83,9 +84,7 @@ def dpo_working_point(dpo_by_lr: dict[float, dict], base_recall: float | None) -
     return max(dpo_by_lr, key=lambda lr: (dpo_by_lr[lr]["recall"]["mean"] or 0.0, -lr))
 
 
-def validity_checks(
-    base: dict, dpo: dict, balance: dict, signal: dict, where: str = ""
-) -> dict[str, dict[str, Any]]:
+def validity_checks(base: dict, dpo: dict, balance: dict, signal: dict, where: str = "") -> dict[str, dict[str, Any]]:
     """The conditions under which "does DAMA beat DPO?" is answerable here, each with its value; `dpo` is DPO's
     summary row at the point it is judged at, `where` says which (appended to the DPO rules)."""
 

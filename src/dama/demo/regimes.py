@@ -63,10 +63,26 @@ def regimes(short_steps: int = 150, short_batch: int = 8, epochs: float = 4.0, b
     """The study's three regimes (module docstring); the arguments scale them for the quick and tiny presets."""
     return {
         "short": Regime("short", "(a) short: constant lr", 0.1, short_batch, steps=short_steps),
-        "official": Regime("official", "(b) official recipe's shape", 0.1, batch, epochs=epochs, scheduler="cosine",
-                           warmup=0.1, validate_every_epoch=True),
-        "margin": Regime("margin", "(c) large margins: β 1.0", 1.0, batch, epochs=epochs, scheduler="cosine",
-                         warmup=0.1, validate_every_epoch=True),
+        "official": Regime(
+            "official",
+            "(b) official recipe's shape",
+            0.1,
+            batch,
+            epochs=epochs,
+            scheduler="cosine",
+            warmup=0.1,
+            validate_every_epoch=True,
+        ),
+        "margin": Regime(
+            "margin",
+            "(c) large margins: β 1.0",
+            1.0,
+            batch,
+            epochs=epochs,
+            scheduler="cosine",
+            warmup=0.1,
+            validate_every_epoch=True,
+        ),
     }
 
 

@@ -18,8 +18,16 @@ from dama.demo.frontier import interval_text, matched_recall_outcome  # noqa: E4
 from dama.objective import combine_beta, data_aware_factor  # noqa: E402
 
 ROWS = ["base", *METHODS]
-COLOURS = {"base": "#888888", "DPO": "#1f77b4", "DAMA": "#d62728", "data-aware only": "#2ca02c",
-           "model-aware only": "#9467bd", "DAMA (paper reading)": "#ff7f0e", "β-DPO": "#8c564b", "mDPO": "#17becf"}
+COLOURS = {
+    "base": "#888888",
+    "DPO": "#1f77b4",
+    "DAMA": "#d62728",
+    "data-aware only": "#2ca02c",
+    "model-aware only": "#9467bd",
+    "DAMA (paper reading)": "#ff7f0e",
+    "β-DPO": "#8c564b",
+    "mDPO": "#17becf",
+}
 
 
 def _primary(summary: dict[str, Any]) -> str:
@@ -41,7 +49,6 @@ def _logged(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-
 def _figure(ncols: int, size: tuple[float, float], **kwargs: Any):
     """A row of `ncols` panels laid out by matplotlib's constrained layout, which keeps room for a legend placed
     outside the panels (`_legend`): no legend covers a curve or a bar, whatever the data."""
@@ -55,8 +62,14 @@ def _legend(fig, axes, ncol: int | None = None, where: str = "lower") -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc=f"outside {where} center", fontsize=8, frameon=False,
-                   ncol=ncol or len(handles))
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc=f"outside {where} center",
+            fontsize=8,
+            frameon=False,
+            ncol=ncol or len(handles),
+        )
 
 
 def _save(fig, path: Path) -> None:
@@ -81,8 +94,7 @@ def plot_beta_vs_delta(summary: dict[str, Any], path: Path) -> None:
     ax.plot(deltas, [beta * a for a in alpha_d], color=COLOURS["data-aware only"], label="β·α_D (data-aware only)")
     beta_min = DAMAConfig.__dataclass_fields__["beta_min"].default  # the demo's runs keep the default clamp
     beta_c = combine_beta(beta, torch.tensor(alpha_d), mean_alpha_m, beta_min).tolist()  # Eq. 15-16
-    ax.plot(deltas, beta_c, color=COLOURS["DAMA"],
-            label=f"DAMA: β·α_D·ᾱ_M (ᾱ_M = {mean_alpha_m:.2f})")
+    ax.plot(deltas, beta_c, color=COLOURS["DAMA"], label=f"DAMA: β·α_D·ᾱ_M (ᾱ_M = {mean_alpha_m:.2f})")
     ax.axvline(summary["delta_mean"], color="k", lw=0.6, ls=":", label="δ̄")
     ax.set_xlabel("hardness gap δ (CLIP; large = easy pair)")
     ax.set_ylabel("β_C")
@@ -99,8 +111,15 @@ def plot_model_aware(summary: dict[str, Any], path: Path) -> None:
     for k, run in enumerate(_primary_runs(summary, "DAMA")):
         for ax, key, label in ((axes[0], "dama/alpha_m", "α_M"), (axes[1], "dama/reward_gap_ema", "R̄")):
             steps, values = _logged(run["history"], key)
-            ax.plot(steps, values, SEED_STYLES[k % len(SEED_STYLES)], color=COLOURS["DAMA"], alpha=0.8, lw=1.2,
-                    label=f"seed {run['seed']}")  # one line style per seed: the colour is DAMA's in every plot
+            ax.plot(
+                steps,
+                values,
+                SEED_STYLES[k % len(SEED_STYLES)],
+                color=COLOURS["DAMA"],
+                alpha=0.8,
+                lw=1.2,
+                label=f"seed {run['seed']}",
+            )  # one line style per seed: the colour is DAMA's in every plot
             ax.set_xlabel("step")
             ax.set_ylabel(label)
     axes[0].axhline(1.0, color="k", lw=0.5, ls=":")
@@ -165,12 +184,24 @@ def plot_frontiers(summary: dict[str, Any], path: Path) -> None:
             for lr in lrs:
                 at = [r for r in runs if r["lr"] == lr and r["CHAIR_i"] is not None]
                 if at:
-                    pts.append([statistics.fmean(r[k] for r in at) for k in ("recall", "CHAIR_i")]
-                               + [statistics.pstdev(r[k] for r in at) for k in ("recall", "CHAIR_i")])
+                    pts.append(
+                        [statistics.fmean(r[k] for r in at) for k in ("recall", "CHAIR_i")]
+                        + [statistics.pstdev(r[k] for r in at) for k in ("recall", "CHAIR_i")]
+                    )
             if pts:
                 xs, ys, ex, ey = zip(*pts)
-                ax.errorbar(xs, ys, xerr=ex, yerr=ey, marker="o", ms=3, lw=1, capsize=2,
-                            color=COLOURS.get(method, "k"), label=method)
+                ax.errorbar(
+                    xs,
+                    ys,
+                    xerr=ex,
+                    yerr=ey,
+                    marker="o",
+                    ms=3,
+                    lw=1,
+                    capsize=2,
+                    color=COLOURS.get(method, "k"),
+                    label=method,
+                )
         ax.plot([base["recall"]], [base["CHAIR_i"]], "x", color=COLOURS["base"], ms=8, label="base")
         ax.set_title(summary["regimes"][name]["title"], fontsize=9)
         ax.set_xlabel("recall (%) →  better")
@@ -198,14 +229,19 @@ def verdict(summary: dict[str, Any]) -> str:
     """The single-point rule's sentence for the primary regime (kept as one labelled row of the report)."""
     failed = [name for name, check in summary["validity"].items() if not check["ok"]]
     if failed:
-        return ("No verdict: this run is not a valid testbed for comparing DAMA with DPO — failed checks: "
-                + ", ".join(failed) + ".")
+        return (
+            "No verdict: this run is not a valid testbed for comparing DAMA with DPO — failed checks: "
+            + ", ".join(failed)
+            + "."
+        )
     diff = summary["comparison"]["DAMA"]
     ci, recall = diff["CHAIR_i"], diff["recall"]
     if ci["low"] is None:
         return "No verdict: one seed gives no interval (run more seeds)."
-    interval = f"DAMA − DPO CHAIR_i {_interval(ci)} points, recall {_interval(recall)} (95% paired t-interval, " \
-               f"{ci['n']} seeds)"
+    interval = (
+        f"DAMA − DPO CHAIR_i {_interval(ci)} points, recall {_interval(recall)} (95% paired t-interval, "
+        f"{ci['n']} seeds)"
+    )
     if ci["high"] < 0:
         outcome = "DAMA hallucinates less than DPO"
         if recall["high"] is not None and recall["high"] < 0:
@@ -230,13 +266,16 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
     matched, point = summary["matched_recall"][name], summary["conservative_point"]
     lines = [f"## Regime {regime['title']}", "", f"Schedule: {regime['description']}. "]
     if regime["pilot"]:
-        lines[-1] += (f"Grid {[float(f'{g:.3g}') for g in regime['grid']]} fixed from DPO's pilot (first seed, "
-                      f"validation images) before any other method ran: knee {regime['knee']:.3g} (the smallest pilot "
-                      "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), "
-                      f"j = −{len(regime['grid']) // 2}…{len(regime['grid']) // 2}.")
+        lines[-1] += (
+            f"Grid {[float(f'{g:.3g}') for g in regime['grid']]} fixed from DPO's pilot (first seed, "
+            f"validation images) before any other method ran: knee {regime['knee']:.3g} (the smallest pilot "
+            "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), "
+            f"j = −{len(regime['grid']) // 2}…{len(regime['grid']) // 2}."
+        )
         lines += ["", "| pilot lr (DPO) | val CHAIR_i | val recall |", "| --- | --- | --- |"]
-        lines += [f"| {float(lr):.3g} | {_num(v['CHAIR_i'])} | {_num(v['recall'])} |"
-                  for lr, v in regime["pilot"].items()]
+        lines += [
+            f"| {float(lr):.3g} | {_num(v['CHAIR_i'])} | {_num(v['recall'])} |" for lr, v in regime["pilot"].items()
+        ]
     else:
         lines[-1] += f"Grid {regime['grid']} fixed in the preset."
     lines += [
@@ -258,41 +297,70 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
                 f"{_mean_std([r['beta_h_easy'] for r in at], 2)} | {_mean_std([r['beta_h_hard'] for r in at], 2)} | "
                 f"{_pct([r['share_past_easy'] for r in at])} | {_pct([r['share_past_hard'] for r in at])} |"
             )
-    lines += ["", "Method − DPO CHAIR_i at matched recall (paired by seed, 95% t-interval):", "",
-              "| method | common recall range | overall | per recall |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Method − DPO CHAIR_i at matched recall (paired by seed, 95% t-interval):",
+        "",
+        "| method | common recall range | overall | per recall |",
+        "| --- | --- | --- | --- |",
+    ]
     for method, m in matched.items():
         if not m["overlap"]:
             lines.append(f"| {method} | none: the frontiers do not overlap | n/a | |")
             continue
-        per = "; ".join(f"{r:.1f}: {interval_text({'mean': mu, 'low': lo, 'high': hi})}"
-                        for r, mu, lo, hi in zip(m["recalls"], m["mean"], m["low"], m["high"]))
+        per = "; ".join(
+            f"{r:.1f}: {interval_text({'mean': mu, 'low': lo, 'high': hi})}"
+            for r, mu, lo, hi in zip(m["recalls"], m["mean"], m["low"], m["high"])
+        )
         lines.append(f"| {method} | {m['range'][0]:.1f}–{m['range'][1]:.1f} | {_interval(m['overall'])} | {per} |")
-    lines += ["", "Method − DPO at equal learning rate (paired by seed):", "",
-              "| method | lr | CHAIR_i | recall |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Method − DPO at equal learning rate (paired by seed):",
+        "",
+        "| method | lr | CHAIR_i | recall |",
+        "| --- | --- | --- | --- |",
+    ]
     for method, rows in regime["equal_lr"].items():
-        lines += [f"| {method} | {row['lr']:.3g} | {_interval(row['CHAIR_i'])} | {_interval(row['recall'])} |"
-                  for row in rows]
-    lines += ["", "Single-point rule (labelled row; the earlier protocol): per method the lr of the grid with the "
-              "lowest validation CHAIR_i among those with validation recall ≥ 0.9 × base (first seed), then every "
-              "seed at it on the test images:", "",
-              "| method | lr | CHAIR_i | recall | − DPO CHAIR_i | − DPO recall |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"| {method} | {row['lr']:.3g} | {_interval(row['CHAIR_i'])} | {_interval(row['recall'])} |"
+            for row in rows
+        ]
+    lines += [
+        "",
+        "Single-point rule (labelled row; the earlier protocol): per method the lr of the grid with the "
+        "lowest validation CHAIR_i among those with validation recall ≥ 0.9 × base (first seed), then every "
+        "seed at it on the test images:",
+        "",
+        "| method | lr | CHAIR_i | recall | − DPO CHAIR_i | − DPO recall |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for method, sp in regime["single_point"].items():
         row = regime["table"][method]
         diff = regime["comparison"].get(method)
-        lines.append(f"| {method} | {sp['lr']:.3g} | {_fmt(row['CHAIR_i'])} | {_fmt(row['recall'])} | "
-                     f"{_interval(diff['CHAIR_i']) if diff else '—'} | {_interval(diff['recall']) if diff else '—'} |")
-    epochs = {m: [r for r in runs if r["val_epochs"] and r["lr"] == regime["track_lr"]] for m, runs in frontier.items()}
+        lines.append(
+            f"| {method} | {sp['lr']:.3g} | {_fmt(row['CHAIR_i'])} | {_fmt(row['recall'])} | "
+            f"{_interval(diff['CHAIR_i']) if diff else '—'} | {_interval(diff['recall']) if diff else '—'} |"
+        )
+    epochs = {
+        m: [r for r in runs if r["val_epochs"] and r["lr"] == regime["track_lr"]] for m, runs in frontier.items()
+    }
     if any(epochs.values()):
-        lines += ["", f"Validation CHAIR_i / recall after each epoch at lr {regime['track_lr']:.3g} (mean over "
-                  "seeds):", "", "| method | " + " | ".join(f"epoch {k + 1}" for k in
-                                                                range(len(next(v for v in epochs.values() if v)[0]
-                                                                          ["val_epochs"]))) + " |"]
+        lines += [
+            "",
+            f"Validation CHAIR_i / recall after each epoch at lr {regime['track_lr']:.3g} (mean over seeds):",
+            "",
+            "| method | "
+            + " | ".join(f"epoch {k + 1}" for k in range(len(next(v for v in epochs.values() if v)[0]["val_epochs"])))
+            + " |",
+        ]
         lines.append("| --- |" + " --- |" * len(next(v for v in epochs.values() if v)[0]["val_epochs"]))
         for method, runs in epochs.items():
             if runs:
-                cells = [f"{_num(statistics.fmean(r['val_epochs'][k]['CHAIR_i'] for r in runs))} / "
-                         f"{_num(statistics.fmean(r['val_epochs'][k]['recall'] for r in runs))}"
-                         for k in range(len(runs[0]["val_epochs"]))]
+                cells = [
+                    f"{_num(statistics.fmean(r['val_epochs'][k]['CHAIR_i'] for r in runs))} / "
+                    f"{_num(statistics.fmean(r['val_epochs'][k]['recall'] for r in runs))}"
+                    for k in range(len(runs[0]["val_epochs"]))
+                ]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines

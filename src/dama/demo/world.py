@@ -280,8 +280,13 @@ def render(scene: Scene, image_size: int = 48, noise: int = 12) -> Image.Image:
 
 
 # The place phrases of a one-object statement (`_position`); `atomic_claims` parses them back.
-_LEFT, _RIGHT, _TOP, _BOTTOM, _MIDDLE = _PLACES = ("on the left", "on the right", "at the top", "at the bottom",
-                                                  "in the middle")
+_LEFT, _RIGHT, _TOP, _BOTTOM, _MIDDLE = _PLACES = (
+    "on the left",
+    "on the right",
+    "at the top",
+    "at the bottom",
+    "in the middle",
+)
 
 
 def _position(cells: tuple[tuple[int, int], ...]) -> str:
@@ -346,8 +351,9 @@ def statement(
 
 
 # what `_TEMPLATES` write before the object phrase ("There is ", "I can see ", …; the "{O}" template writes nothing)
-_TEMPLATE_HEADS = "|".join(re.escape(t.split("{o}")[0]).replace(re.escape("{be}"), "(?:is|are)")
-                           for t in _TEMPLATES if "{o}" in t)
+_TEMPLATE_HEADS = "|".join(
+    re.escape(t.split("{o}")[0]).replace(re.escape("{be}"), "(?:is|are)") for t in _TEMPLATES if "{o}" in t
+)
 _STATEMENT = re.compile(
     rf"^(?:{_TEMPLATE_HEADS})?"
     rf"(?P<count>{'|'.join(sorted({*COUNT_WORDS.values(), 'an'}))}) (?:(?P<size>{'|'.join(SIZES)}) )?"

@@ -160,8 +160,12 @@ def _context_text(row: dict, where: str) -> str:
     lines = [captions] if isinstance(captions, str) else [str(c) for c in captions]
     for k, inst in enumerate(row.get("instances", [])):
         bbox = inst.get("bbox", []) if isinstance(inst, dict) else None
-        if not isinstance(bbox, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-            raise RecordError(f"{where}: field 'instances' item {k}: 'bbox' must be a list of numbers, got {bbox!r:.60}")
+        if not isinstance(bbox, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox
+        ):
+            raise RecordError(
+                f"{where}: field 'instances' item {k}: 'bbox' must be a list of numbers, got {bbox!r:.60}"
+            )
         box = ", ".join(f"{v:.3f}" for v in bbox)
         lines.append(f"{inst.get('category', 'object')}: [{box}]")
     return "\n".join(line for line in lines if line)

@@ -60,13 +60,26 @@ def compute_hardness(
     window = max(2 * image_batch_size, 8)
     with ImageDecoder(scorer.image_processor, image_root=image_root, workers=workers, window=window) as decoder:
         processor = ClipShardProcessor(
-            scorer, splitter, decoder, scoring=scoring, on_error=on_error, text_batch_size=text_batch_size,
-            image_batch_size=image_batch_size, source_name=str(source.path),
+            scorer,
+            splitter,
+            decoder,
+            scoring=scoring,
+            on_error=on_error,
+            text_batch_size=text_batch_size,
+            image_batch_size=image_batch_size,
+            source_name=str(source.path),
         )
         return run_shards(
-            source, out, processor, shard_size=shard_size, limit=limit, delta_mean=delta_mean,
-            delta_mean_source="override" if delta_mean is not None else "computed", overwrite=overwrite,
-            progress=progress, after_shard=after_shard,
+            source,
+            out,
+            processor,
+            shard_size=shard_size,
+            limit=limit,
+            delta_mean=delta_mean,
+            delta_mean_source="override" if delta_mean is not None else "computed",
+            overwrite=overwrite,
+            progress=progress,
+            after_shard=after_shard,
             extra_run={"image_root": str(Path(image_root).resolve()) if image_root else None, "on_error": on_error},
         )
 
@@ -94,6 +107,14 @@ def import_official(
         why = "official" if value == OFFICIAL_DELTA_MEAN else "override"
     processor = OfficialShardProcessor(on_error=on_error, source_name=str(source.path))
     return run_shards(
-        source, out, processor, shard_size=shard_size, delta_mean=value, delta_mean_source=why,
-        overwrite=overwrite, progress=progress, after_shard=after_shard, extra_run={"on_error": on_error},
+        source,
+        out,
+        processor,
+        shard_size=shard_size,
+        delta_mean=value,
+        delta_mean_source=why,
+        overwrite=overwrite,
+        progress=progress,
+        after_shard=after_shard,
+        extra_run={"on_error": on_error},
     )

@@ -55,8 +55,9 @@ class ImageDecoder:
         self._pool: ProcessPoolExecutor | None = None
         if workers > 0:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(image_processor, root))
+            self._pool = ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(image_processor, root)
+            )
 
     def queue(self, jobs: Iterable[Job]) -> DecodeQueue:
         return DecodeQueue(self, iter(jobs))
