@@ -24,7 +24,7 @@ from datasets import Dataset
 from PIL import Image
 from transformers import TrainerCallback
 
-from dama.rows import HARDNESS_COLUMN
+from dama.delta import HARDNESS_COLUMN
 
 # name -> keyword arguments of dama.tiny.build_llava
 MODELS: dict[str, dict[str, int]] = {

@@ -14,7 +14,7 @@ from dama._version import __version__
 # public name -> the module that defines it (the one list: `__all__` and the lazy loader are built from it)
 _LAZY = {
     "compute_hardness": "dama.hardness.compute",
-    "load_preference_dataset": "dama.data",
+    "load_preference_dataset": "dama.preference_data",
     "DAMAConfig": "dama.config",
     "DAMATrainer": "dama.trainer",
     "RewardGapEMA": "dama.state",
@@ -31,9 +31,9 @@ __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers only (ruff cannot read `__all__` built from `_LAZY`, hence F401)
     from dama.config import DAMAConfig  # noqa: F401
-    from dama.data import load_preference_dataset  # noqa: F401
     from dama.hardness.compute import compute_hardness  # noqa: F401
     from dama.objective import beta_dpo_beta, dama_beta, dama_loss, data_aware_factor, mdpo_loss, model_aware_factor  # noqa: F401
+    from dama.preference_data import load_preference_dataset  # noqa: F401
     from dama.state import MarginMomentsEMA, RewardGapEMA  # noqa: F401
     from dama.trainer import DAMATrainer  # noqa: F401
 

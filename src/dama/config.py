@@ -14,11 +14,10 @@ import torch
 from trl import DPOConfig
 
 from dama.corruption import CROP_MODES
+from dama.delta import HARDNESS_COLUMN, OFFICIAL_DELTA_MEAN
 from dama.devices import resolve_device, resolve_dtype
 from dama.errors import DamaError
 from dama.objective import EMA_INPUTS, LOSS_NORMALISATIONS, MODEL_AWARE_FORMS, REWARD_SCALES
-from dama.official import OFFICIAL_DELTA_MEAN
-from dama.rows import HARDNESS_COLUMN
 
 
 class RecipeError(DamaError, ValueError):
@@ -36,7 +35,7 @@ class DAMAConfig(DPOConfig):
         gamma: γ of the running estimate R̄ (§4, Eq. 14).
         beta_min: lower clamp of β_C (§5, Eq. 16).
         delta_mean: δ̄ override; by default read from the hardness output, else the training-set mean of δ (§2).
-        hardness_column: per-pair δ column (`dama hardness` writes `dama_delta`, `dama.rows.HARDNESS_COLUMN`).
+        hardness_column: per-pair δ column (`dama hardness` writes `dama_delta`, `dama.row_fields.HARDNESS_COLUMN`).
         reward_scale: R_i = h_i (`margin`, code) or β·h_i (`beta_margin`, paper) (§3 step 1).
         model_aware_form: mean of sigmoids (`mean_sigmoid`, code) or sigmoid of the mean (`sigmoid_mean`, paper) (§3 step 3).
         ema_input: R̄ is fed the mean of all N gaps (`all`, code) or of the kept ones (`kept`, paper) (§4).

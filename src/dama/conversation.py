@@ -18,7 +18,7 @@ from typing import Any
 from datasets import Dataset
 
 from dama.errors import DamaError
-from dama.rows import strip_placeholders, text_of
+from dama.row_fields import strip_placeholders, text_of
 
 TRAINING_TEXTS = ("chat_template", "vicuna_v1")
 VICUNA_V1_SYSTEM = (

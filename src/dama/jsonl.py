@@ -1,6 +1,6 @@
 """The one JSONL reader of the package: streamed, blank lines skipped, errors that name the file and the line.
 
-Training data (`dama.data`), hardness input (`dama.hardness.reader`) and evaluation files (`dama.eval.records`) all
+Training data (`dama.preference_data`), hardness input (`dama.hardness.reader`) and evaluation files (`dama.eval.records`) all
 read JSONL through `iter_jsonl`; each passes its own error class so its callers catch what they already catch.
 """
 

@@ -15,8 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from dama.data import DATA_META
 from dama.io import atomic_write_json, check_writable, replace_folder
+from dama.preference_data import DATA_META
 from dama.train import build_trainer
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if tmp.exists():
             shutil.rmtree(tmp)
         trainer.train_dataset.save_to_disk(str(tmp))
-        # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.data)
+        # δ̄ travels with the data, as `dama hardness` stores it (read back by dama.preference_data)
         atomic_write_json(tmp / DATA_META, {"delta_mean": trainer.delta_mean})
         replace_folder(tmp, out)  # the old dataset is moved aside, never half-deleted in place
         print(f"dama precompute-ref: {len(trainer.train_dataset)} pairs with reference log-probs in {out.resolve()}")

@@ -25,9 +25,9 @@ from dama import tiny
 from dama.checkpoints import require_finite_weights, save_final_model
 from dama.config import DAMAConfig, RecipeError
 from dama.conversation import render_training_text
-from dama.data import DataArguments, check_plain_prompts, load_preference_dataset
 from dama.errors import loading_model
 from dama.io import check_writable
+from dama.preference_data import DataArguments, check_plain_prompts, load_preference_dataset
 from dama.trainer import DAMATrainer
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ transformers' `Trainer` below it) that this class overrides is listed here; whoe
 
 The step also writes TRL's private metric store (`_metrics`, `_total_train_tokens`, `_tp_size`) in
 `_log_step_metrics`, the one place that touches them. The rest is glue in other modules: the columns carried through
-TRL's collator (`dama.training_data`), checkpoint files (`dama.checkpoints`), the reduction of the step's metrics
+TRL's collator (`dama.collator`), checkpoint files (`dama.checkpoints`), the reduction of the step's metrics
 (`dama.step_metrics`), prefix sharing (`dama.prefix`) and mDPO's corrupted images (`dama.corruption`).
 """
 
@@ -38,8 +38,10 @@ from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed
 from trl.trainer.utils import use_adapter
 
 from dama import checkpoints
+from dama.collator import REF_COLUMNS, ExtraColumnsCollator, dataset_columns
 from dama.config import DAMAConfig, RecipeError
 from dama.corruption import corrupt_images, crop_generator
+from dama.delta import resolve_delta_mean
 from dama.objective import (
     beta_dpo_beta,
     combine_beta,
@@ -59,7 +61,6 @@ from dama.prefix import (
 )
 from dama.state import MarginMomentsEMA, RewardGapEMA
 from dama.step_metrics import check_finite_step, reduce_step_metrics, step_fractions
-from dama.training_data import REF_COLUMNS, ExtraColumnsCollator, dataset_columns, training_delta_mean
 
 logger = logging.getLogger(__name__)
 
@@ -623,3 +624,29 @@ def mdpo_metrics(terms: Any, corrupt_logps: torch.Tensor) -> dict[str, tuple[tor
         "mdpo/loss_image": (terms.image.detach().sum(), b),
         "mdpo/loss_anchor": (terms.anchor.detach().sum(), b),
     }
+
+
+def training_delta_mean(config: DAMAConfig, dataset: Any, columns: list[str], stored: float | None) -> float | None:
+    """δ̄ for α_D (None when `data_aware` is off); `RecipeError` when the hardness column is missing, or when δ̄ must be
+    computed from a streaming dataset."""
+    if not config.data_aware:
+        return None
+    if config.hardness_column not in columns:
+        raise RecipeError(
+            f"data_aware=True needs the per-pair hardness column {config.hardness_column!r}, which the training "
+            f"dataset does not have (columns: {columns}). Produce it with `dama hardness --data <your data> "
+            "--clip <CLIP model> --out <dir>` and train on <dir>, import official DAMA JSON (it carries "
+            "chosen_logits/rejected_logits), or set data_aware=False."
+        )
+    given = config.delta_mean is not None or stored is not None
+    if not given and not isinstance(dataset, Dataset):
+        raise RecipeError("delta_mean is required with a streaming dataset (set --delta_mean).")
+    value, _ = resolve_delta_mean(
+        None if given else dataset[config.hardness_column],
+        override=config.delta_mean,
+        stored=stored,
+        stored_name="δ̄ (delta_mean) stored with the training data",
+        column=config.hardness_column,
+        rows="training row",
+    )
+    return value

@@ -12,7 +12,8 @@ import pytest
 from datasets import Dataset
 from PIL import Image
 
-from dama.data import OFFICIAL_DELTA_MEAN, DataValidationError, load_preference_dataset
+from dama.delta import OFFICIAL_DELTA_MEAN
+from dama.preference_data import DataValidationError, load_preference_dataset
 from dama.train import build_trainer
 
 ROOT = Path(__file__).resolve().parents[2]

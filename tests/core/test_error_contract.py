@@ -268,7 +268,7 @@ def test_a_non_utf8_byte_names_file_and_line(tmp_path, capsys):
 def test_a_byte_order_mark_before_a_json_list_is_accepted(tmp_path):
     data = tmp_path / "pairs.json"
     data.write_text("\ufeff" + json.dumps(example_rows()), encoding="utf-8")
-    from dama.data import load_preference_dataset
+    from dama.preference_data import load_preference_dataset
 
     dataset, _ = load_preference_dataset(data, image_root=str(EXAMPLE))
     assert len(dataset) == 12

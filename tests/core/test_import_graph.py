@@ -169,17 +169,18 @@ def test_cycles_are_found_in_small_packages(tmp_path: Path, files: dict[str, str
 
 
 def test_the_config_does_not_load_the_hardness_stack() -> None:
-    """`DAMAConfig` needs one constant of the official release, not the CLIP pipeline: `dama.official` imports only
-    `dama.errors` (for the parser's error classes), which imports nothing of ours."""
+    """`DAMAConfig` needs the hardness column's name and the official δ̄, not the CLIP pipeline: `dama.delta` holds
+    both and imports only `dama.errors`, which imports nothing of ours."""
     graph = import_graph()
     reached, todo = set(), ["dama.config"]
     while todo:
         for nxt in graph[todo.pop()] - reached:
             reached.add(nxt)
             todo.append(nxt)
-    assert "dama.official" in reached
+    assert "dama.delta" in reached
     assert not {m for m in reached if m.startswith("dama.hardness")}
-    assert graph["dama.official"] <= {"dama.errors"}
+    assert graph["dama.delta"] <= {"dama.errors"}
+    assert graph["dama.official_release"] <= {"dama.errors"}
     assert graph["dama.errors"] == set()
 
 

@@ -21,14 +21,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dama import official
-from dama.data import load_preference_dataset
+from dama import official_release as official
+from dama.delta import OFFICIAL_DELTA_MEAN
 from dama.errors import DamaError, NonFiniteError
 from dama.hardness import read_hardness_output
 from dama.hardness.cli import main as hardness_main
 from dama.hardness.compute import import_official
 from dama.hardness.shard import HardnessDataError
-from dama.official import OFFICIAL_DELTA_MEAN, official_delta
+from dama.official_release import official_delta
+from dama.preference_data import load_preference_dataset
 
 
 def logps_list() -> list:

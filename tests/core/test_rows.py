@@ -1,4 +1,4 @@
-"""One set of preference-row accessors (`dama.rows`), the hardness column honoured by the data import, one δ̄ rule."""
+"""One set of preference-row accessors (`dama.row_fields`), the hardness column honoured by the data import, one δ̄ rule."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import math
 import pytest
 from PIL import Image
 
-from dama import rows
-from dama.data import load_preference_dataset
+from dama import delta
+from dama import row_fields as rows
 from dama.errors import DamaError, NonFiniteError
 from dama.images import is_base64_image
+from dama.preference_data import load_preference_dataset
 
 
 def test_text_accessors_on_strings_and_conversations():
@@ -52,16 +53,16 @@ def test_base64_or_path_is_decided_once():
 
 
 def test_delta_mean_override_then_stored_then_computed():
-    assert rows.resolve_delta_mean([0.1, 0.3], override=0.5, stored=0.2) == (0.5, "override")
-    assert rows.resolve_delta_mean([0.1, 0.3], stored=0.2) == (0.2, "stored")
-    value, source = rows.resolve_delta_mean([0.1, 0.2, 0.4])
+    assert delta.resolve_delta_mean([0.1, 0.3], override=0.5, stored=0.2) == (0.5, "override")
+    assert delta.resolve_delta_mean([0.1, 0.3], stored=0.2) == (0.2, "stored")
+    value, source = delta.resolve_delta_mean([0.1, 0.2, 0.4])
     assert source == "computed" and value == math.fsum([0.1, 0.2, 0.4]) / 3
     with pytest.raises(NonFiniteError, match=r"training row 1: field 'my_delta' is not finite \(nan\)"):
-        rows.resolve_delta_mean([0.1, float("nan")], column="my_delta", rows="training row")
+        delta.resolve_delta_mean([0.1, float("nan")], column="my_delta", rows="training row")
     with pytest.raises(NonFiniteError, match="--delta-mean"):
-        rows.resolve_delta_mean([0.1], override=float("inf"), override_name="--delta-mean")
+        delta.resolve_delta_mean([0.1], override=float("inf"), override_name="--delta-mean")
     with pytest.raises(DamaError, match="no 'dama_delta' value"):
-        rows.resolve_delta_mean([])
+        delta.resolve_delta_mean([])
 
 
 def _official(tmp_path):
@@ -77,9 +78,9 @@ def _official(tmp_path):
 def test_the_import_writes_delta_under_the_asked_hardness_column(tmp_path):
     path = _official(tmp_path)
     data, _ = load_preference_dataset(path, image_root=str(tmp_path / "img"), hardness_column="my_delta")
-    assert data["my_delta"] == pytest.approx([0.25, 0.5]) and rows.HARDNESS_COLUMN not in data.column_names
+    assert data["my_delta"] == pytest.approx([0.25, 0.5]) and delta.HARDNESS_COLUMN not in data.column_names
     data, _ = load_preference_dataset(path, image_root=str(tmp_path / "img"))
-    assert data[rows.HARDNESS_COLUMN] == pytest.approx([0.25, 0.5])
+    assert data[delta.HARDNESS_COLUMN] == pytest.approx([0.25, 0.5])
 
 
 def test_a_hardness_output_is_read_under_the_asked_hardness_column(tmp_path):
@@ -89,5 +90,14 @@ def test_a_hardness_output_is_read_under_the_asked_hardness_column(tmp_path):
     data, delta_mean = load_preference_dataset(
         tmp_path / "out", image_root=str(tmp_path / "img"), hardness_column="my_delta"
     )
-    assert data["my_delta"] == pytest.approx([0.25, 0.5]) and rows.HARDNESS_COLUMN not in data.column_names
+    assert data["my_delta"] == pytest.approx([0.25, 0.5]) and delta.HARDNESS_COLUMN not in data.column_names
     assert delta_mean == pytest.approx(0.0482190464911681)
+
+
+def test_the_official_delta_mean_rule_is_one_function():
+    """Official data's δ̄ setting: unset → the release's constant; "computed" → the mean of the imported δ (None here);
+    a number → that number, named "official" only when it is the constant."""
+    assert delta.official_delta_mean(None) == (delta.OFFICIAL_DELTA_MEAN, "official")
+    assert delta.official_delta_mean("computed") == (None, "computed")
+    assert delta.official_delta_mean(0.1) == (0.1, "override")
+    assert delta.official_delta_mean(delta.OFFICIAL_DELTA_MEAN) == (delta.OFFICIAL_DELTA_MEAN, "official")

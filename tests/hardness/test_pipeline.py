@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from hardness_rows import make_rows, png_bytes, write_parquet
 
+from dama.delta import OFFICIAL_DELTA_MEAN
 from dama.hardness import IncompleteOutputError, read_hardness_output
 from dama.hardness.compute import compute_hardness, import_official
 from dama.hardness.pipeline import OutputConflictError
 from dama.hardness.shard import HardnessDataError
-from dama.official import OFFICIAL_DELTA_MEAN
 
 NEW = ["chosen_subsentences", "rejected_subsentences", "chosen_clip_probs", "rejected_clip_probs", "dama_delta"]
 OUTPUT_FILES = ["hardness.json", "summary.md", "delta_hist.png", "skipped.jsonl"]

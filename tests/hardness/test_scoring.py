@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from dama.delta import OFFICIAL_DELTA_MEAN
 from dama.hardness.scorers import mean_cosine, union_softmax
-from dama.official import OFFICIAL_DELTA_MEAN
 
 
 def unit(*xs: float) -> torch.Tensor:

@@ -25,7 +25,9 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from transformers import LlavaForConditionalGeneration, PrinterCallback, TrainerCallback
 
+from dama.collator import REF_COLUMNS
 from dama.config import DAMAConfig
+from dama.delta import HARDNESS_COLUMN
 from dama.demo.console import RunProgress
 from dama.demo.frontier import equal_learning_rate, matched_recall
 from dama.demo.models import DemoConfig, DemoModels, build_models, sample_responses
@@ -48,9 +50,7 @@ from dama.eval.chair import ChairEngine, ChairItem, chair_metrics, count_words
 from dama.hardness import read_hardness_output
 from dama.hardness.cli import main as hardness_main
 from dama.objective import combine_beta, data_aware_factor
-from dama.rows import HARDNESS_COLUMN
 from dama.trainer import DAMATrainer
-from dama.training_data import REF_COLUMNS
 
 # method -> trainer switches (everything else identical within a regime)
 METHODS: dict[str, dict[str, Any]] = {

@@ -23,7 +23,7 @@ from dama.demo.models import prompt_messages, sample_responses
 from dama.demo.stats import pearson
 from dama.demo.world import QUESTIONS, World, atomic_claims, gt_classes, plural
 from dama.eval.chair import ChairEngine
-from dama.rows import response_text
+from dama.row_fields import response_text
 
 
 @functools.lru_cache(maxsize=8)

@@ -13,8 +13,9 @@ from typing import Any
 
 from datasets import Dataset
 
+from dama.delta import HARDNESS_COLUMN
 from dama.demo.stats import paired_interval, pearson
-from dama.rows import HARDNESS_COLUMN, response_text
+from dama.row_fields import response_text
 
 
 def summarise(values: list[float | None]) -> dict[str, float | None]:

@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from dama.rows import HARDNESS_COLUMN
+from dama.delta import HARDNESS_COLUMN
 from dama.trainer import DAMATrainer
 
 

@@ -17,7 +17,7 @@ Only `read_hardness_output` is imported eagerly (it needs pyarrow alone); the re
 
 from __future__ import annotations
 
+from dama.delta import HARDNESS_COLUMN as DELTA_COLUMN  # the one name of the δ column, under its hardness alias
 from dama.hardness.output import NEW_COLUMNS, IncompleteOutputError, read_hardness_output, read_metadata
-from dama.rows import HARDNESS_COLUMN as DELTA_COLUMN  # the one name of the δ column, under its hardness alias
 
 __all__ = ["DELTA_COLUMN", "NEW_COLUMNS", "IncompleteOutputError", "read_hardness_output", "read_metadata"]

@@ -12,11 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from dama.delta import OFFICIAL_DELTA_MEAN
 from dama.errors import DamaError, exit_code_of, is_user_error, positive_int, require_finite
 from dama.hardness.scorers import SCORERS
 from dama.hardness.splitters import SPLITTERS
 from dama.io import check_writable
-from dama.official import OFFICIAL_DELTA_MEAN
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 
@@ -158,11 +158,10 @@ def run(args: argparse.Namespace) -> dict:
     if args.official:
         from dama.hardness.compute import import_official
 
-        delta = OFFICIAL_DELTA_MEAN if args.delta_mean is None else args.delta_mean
         return import_official(
             args.data,
             args.out,
-            delta_mean=delta,
+            delta_mean=args.delta_mean,  # None: the official constant (dama.delta.official_delta_mean)
             on_error=args.on_error,
             shard_size=args.shard_size,
             overwrite=args.overwrite,

@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dama.delta import official_delta_mean
 from dama.hardness.decode import ImageDecoder
-from dama.hardness.official import OfficialShardProcessor
+from dama.hardness.official_import import OfficialShardProcessor
 from dama.hardness.pipeline import run_shards
 from dama.hardness.reader import open_input
 from dama.hardness.scorers import DualEncoderScorer
 from dama.hardness.shard import ClipShardProcessor
 from dama.hardness.splitters import Splitter
-from dama.official import OFFICIAL_DELTA_MEAN
 
 ON_ERROR = ("fail", "skip")
 
@@ -88,7 +88,7 @@ def import_official(
     data: str | Path,
     out: str | Path,
     *,
-    delta_mean: float | str | None = OFFICIAL_DELTA_MEAN,
+    delta_mean: float | str | None = None,
     on_error: str = "fail",
     shard_size: int = 1000,
     overwrite: bool = False,
@@ -97,14 +97,11 @@ def import_official(
 ) -> dict[str, Any]:
     """Import the official DAMA JSON: δ = Σ chosen_logits − Σ rejected_logits; δ̄ the official constant by default.
 
-    `delta_mean="computed"` (or None) stores the mean of the imported δ instead; a float stores that value.
+    `delta_mean=None` stores the official constant, `"computed"` the mean of the imported δ, a float that value
+    (`dama.delta.official_delta_mean`).
     """
     source = open_input(data)
-    if delta_mean in (None, "computed"):
-        value, why = None, "computed"
-    else:
-        value = float(delta_mean)
-        why = "official" if value == OFFICIAL_DELTA_MEAN else "override"
+    value, why = official_delta_mean(delta_mean)
     processor = OfficialShardProcessor(on_error=on_error, source_name=str(source.path))
     return run_shards(
         source,

@@ -24,10 +24,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dama.delta import HARDNESS_COLUMN
 from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.io import atomic_target, atomic_write_bytes
 from dama.io import atomic_write_json as write_json
-from dama.rows import HARDNESS_COLUMN
 
 FORMAT = "dama-hardness"
 METADATA_FILE = "hardness.json"
@@ -232,7 +232,7 @@ def read_hardness_output(path: str | Path, as_dataset: bool = True):
     """Load a complete `dama hardness` output folder.
 
     Returns:
-        `(data, delta_mean)`: the pairs with their δ column (`dama.rows.HARDNESS_COLUMN`) — a `datasets.Dataset` (default) or a
+        `(data, delta_mean)`: the pairs with their δ column (`dama.row_fields.HARDNESS_COLUMN`) — a `datasets.Dataset` (default) or a
         `pyarrow.Table` with `as_dataset=False` — and δ̄ as stored (docs/paper_mapping.md §2 step 4: the computed mean, the official
         constant for imported official data, or the override given to `dama hardness --delta-mean`).
 

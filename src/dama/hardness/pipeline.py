@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dama._version import __version__
+from dama.delta import HARDNESS_COLUMN, mean_delta, resolve_delta_mean
 from dama.errors import DamaError, require_finite
 from dama.hardness.output import (
     FORMAT,
@@ -38,7 +39,7 @@ from dama.hardness.output import (
 from dama.hardness.reader import InputSource, count_rows
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
 from dama.io import atomic_write_bytes, cleanup_temporaries
-from dama.rows import HARDNESS_COLUMN, mean_delta, resolve_delta_mean, response_text
+from dama.row_fields import response_text
 
 STATE_DIR = ".state"
 
@@ -132,7 +133,7 @@ def _non_finite_field(result: ShardResult, j: int, delta: Any) -> tuple[str, str
     """The score column a non-finite δ comes from, and why.
 
     A guard for any processor: official `chosen_logits`/`rejected_logits` never get here, since the one official
-    parser (`dama.official`) refuses a non-finite score earlier, naming the field the user wrote.
+    parser (`dama.official_release`) refuses a non-finite score earlier, naming the field the user wrote.
     """
     for side in ("chosen", "rejected"):
         scores = result.columns.get(f"{side}_clip_probs", [])

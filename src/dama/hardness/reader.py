@@ -1,4 +1,4 @@
-"""Streaming preference data in fixed-size chunks (a row's fields are read with `dama.rows`).
+"""Streaming preference data in fixed-size chunks (a row's fields are read with `dama.row_fields`).
 
 Inputs: a parquet file (or a folder of them, in name order), JSONL, a JSON list (parsed incrementally, never loaded
 whole), or a `datasets` folder written by `save_to_disk`. `InputSource.iter_tables(n)` yields `pyarrow.Table`s of

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from dama.delta import HARDNESS_COLUMN
 from dama.errors import DamaError
 from dama.hardness.decode import ImageDecoder
 from dama.hardness.output import NEW_COLUMNS
@@ -25,15 +26,7 @@ from dama.hardness.reader import InputError
 from dama.hardness.scorers import DualEncoderScorer, get_scoring_function
 from dama.hardness.splitters import SplitRequest, Splitter
 from dama.images import is_base64_image
-from dama.rows import (
-    HARDNESS_COLUMN,
-    ID_FIELDS,
-    IMAGE_PATH_FIELD,
-    RESPONSE_FIELDS,
-    prompt_field,
-    prompt_text,
-    response_text,
-)
+from dama.row_fields import ID_FIELDS, IMAGE_PATH_FIELD, RESPONSE_FIELDS, prompt_field, prompt_text, response_text
 
 
 class HardnessDataError(DamaError, ValueError):
@@ -60,7 +53,7 @@ class ShardResult:
 
 
 def row_ids(table: pa.Table, first_row: int) -> list[Any]:
-    """The id column (`dama.rows.ID_FIELDS`) when present, else the row number in the input."""
+    """The id column (`dama.row_fields.ID_FIELDS`) when present, else the row number in the input."""
     for name in ID_FIELDS:
         if name in table.column_names:
             values = table.column(name).to_pylist()

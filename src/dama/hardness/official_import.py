@@ -11,7 +11,7 @@ Records carry `idx`, `question`, `chosen`, `rejected`, `image_path`, `origin_dat
 
 and its loss (`dpo_loss`, lines 1251-1255) uses σ(vlm_win − vlm_rej) / σ(0.0482190464911681). So the hardness gap is
 δ = Σ chosen_logits − Σ rejected_logits, an empty list `"[]"` sums to 0 as `sum([])` does, and δ̄ stays the official
-constant unless overridden. `dama.official.official_delta` is the one parser of these fields: `dama hardness
+constant unless overridden. `dama.official_release.official_delta` is the one parser of these fields: `dama hardness
 --official` (this module) and `load_preference_dataset(..., dataset_format="official")` both call it, so both
 accept the same encodings (a JSON string, or an already decoded list) and refuse the same values (null, not JSON, not
 numbers, NaN/Infinity — which `json.loads` accepts — naming the row and the field). The output of an import has the
@@ -25,12 +25,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from dama.delta import HARDNESS_COLUMN
 from dama.errors import DamaError
 from dama.hardness.output import NEW_COLUMNS
 from dama.hardness.reader import InputError
 from dama.hardness.shard import HardnessDataError, RowProblem, ShardResult, row_ids
-from dama.official import LOGIT_FIELDS, official_delta, official_scores
-from dama.rows import HARDNESS_COLUMN
+from dama.official_release import LOGIT_FIELDS, official_delta, official_scores
 
 
 class OfficialShardProcessor:

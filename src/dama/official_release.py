@@ -2,7 +2,7 @@
 
 A leaf module (standard library and `dama.errors` only): `DAMAConfig` and the data loader read these without loading
 the CLIP stack. `official_delta` is the one parser of the released `chosen_logits`/`rejected_logits` fields:
-`dama hardness --official` (`dama.hardness.official`) and `load_preference_dataset(..., dataset_format="official")`
+`dama hardness --official` (`dama.hardness.official_import`) and `load_preference_dataset(..., dataset_format="official")`
 both call it, so both accept the same encodings and refuse the same values. The format is in
 `docs/paper_mapping.md` §2. `rlaif_v_generator` and `llava15_7b_generator` select the paper's training subset of
 RLAIF-V (docs/reproduce-paper.md, step 1).
@@ -19,7 +19,6 @@ from typing import Any
 from dama.errors import DamaError, NonFiniteError
 
 # δ̄ hard-coded in the official training code for its data (docs/paper_mapping.md §2 step 4).
-OFFICIAL_DELTA_MEAN = 0.0482190464911681
 # Per-sub-sentence CLIP scores of the chosen and the rejected response, as JSON strings in each record.
 LOGIT_FIELDS = ("chosen_logits", "rejected_logits")
 

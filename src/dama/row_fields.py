@@ -1,27 +1,18 @@
-"""Reading a preference row: its id, prompt, chosen and rejected responses, image, and the hardness column.
+"""Reading a preference row: its id, prompt, chosen and rejected responses and image field.
 
 One set of accessors for every reader of preference data (`dama hardness`, `dama train`'s data code, `dama demo`).
-A row is a dict (or an Arrow table's columns) in one of the formats of `dama.data`: text fields are plain strings or
+A row is a dict (or an Arrow table's columns) in one of the formats of `dama.preference_data`: text fields are plain strings or
 conversational message lists (`[{"role": ..., "content": str | [{"type": "text", "text": ...}, ...]}]`). Whether a
 string image value is inline base64 or a path is decided by `dama.images.is_base64_image`.
 
-δ̄, the dataset mean of δ that α_D divides by (Eq. 6), is resolved by `resolve_delta_mean` alone: an explicit value,
-else the one stored with the data, else the mean of the column (`mean_delta`, also what `dama hardness` stores).
-
-A leaf module (standard library and `dama.errors`), so `DAMAConfig` can name the hardness column without loading
-anything.
+The hardness column and δ̄ have their own module, `dama.delta`. A leaf module (standard library and `dama.errors`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dama.errors import DamaError, NonFiniteError, require_finite
-
-# The per-pair hardness δ (Eq. 5): written by `dama hardness` and by the official-data import, read by training.
-HARDNESS_COLUMN = "dama_delta"
 ID_FIELDS = ("id", "idx")  # the row's name in messages: `id`, else `idx` (RLAIF-V, the official data)
 PROMPT_FIELDS = ("question", "prompt")  # the question as written (RLAIF-V, official), else TRL's prompt
 RESPONSE_FIELDS = ("chosen", "rejected")
@@ -119,45 +110,3 @@ def strip_placeholders(text: str, image_token: str | None = None) -> str:
     for token in (*tokens, *IMAGE_PLACEHOLDERS):
         text = text.replace(token, "")
     return text
-
-
-# --- δ̄ ---------------------------------------------------------------------------------------------------------------
-
-
-def mean_delta(values: Iterable[float], column: str = HARDNESS_COLUMN, rows: str = "row") -> float:
-    """The mean of δ over `values` (exactly rounded sum, `math.fsum`); `NonFiniteError` naming the first row whose δ
-    is not finite ("<rows> <i>: field <column> ..."), `DamaError` when there is no value."""
-    values = list(values)
-    for index, value in enumerate(values):
-        if value is None or not math.isfinite(value):
-            raise NonFiniteError(f"{rows} {index}: field {column!r} is not finite ({value})")
-    if not values:
-        raise DamaError(f"no {column!r} value to average: δ̄ cannot be computed from no pairs")
-    try:
-        mean = math.fsum(values) / len(values)
-    except OverflowError:
-        mean = math.inf
-    return require_finite(mean, f"δ̄ (mean of {column!r})")
-
-
-def resolve_delta_mean(
-    deltas: Iterable[float] | None = None,
-    *,
-    override: float | None = None,
-    stored: float | None = None,
-    override_name: str = "delta_mean (δ̄)",
-    stored_name: str = "δ̄ (delta_mean) stored with the data",
-    column: str = HARDNESS_COLUMN,
-    rows: str = "row",
-) -> tuple[float, str]:
-    """δ̄ and where it came from: `override` ("override"), else `stored` with the data ("stored": `dama hardness`'s
-    hardness.json, `dama precompute-ref`'s dama_data.json, the official constant for official data), else the mean of
-    `deltas` ("computed", `mean_delta`). Every value is checked finite, naming `override_name`, `stored_name` or the
-    row."""
-    if override is not None:
-        return require_finite(override, override_name), "override"
-    if stored is not None:
-        return require_finite(stored, stored_name), "stored"
-    if deltas is None:
-        raise DamaError(f"δ̄ is not given, not stored with the data and no {column!r} values were passed to average")
-    return mean_delta(deltas, column, rows), "computed"

@@ -7,7 +7,7 @@ Formats (docs/paper_mapping.md §2, §7):
   parquet files or a `datasets` folder.
 - `official`: the official DAMA JSON: `question`, `chosen`, `rejected`, `image_path` (under `image_root`),
   `chosen_logits`/`rejected_logits` (per-sub-sentence CLIP scores, JSON strings such as `"[0.41, 0.22]"` as released,
-  or lists; δ = Σ chosen − Σ rejected, parsed by `dama.official.official_delta`) and `logps`.
+  or lists; δ = Σ chosen − Σ rejected, parsed by `dama.official_release.official_delta`) and `logps`.
   The official `logps` come from another preprocessing, so they are not used as reference log-probs (h_i would not be
   0 at step 0); use `precompute_ref_log_probs: true`, which recomputes them with ours.
 - A `dama hardness` output folder (has `hardness.json`): its rows plus the stored δ̄.
@@ -30,12 +30,13 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 
 from dama.conversation import TRAINING_TEXTS
+from dama.delta import HARDNESS_COLUMN, official_delta_mean
 from dama.errors import DamaError, NonFiniteError, require_finite
 from dama.hardness.output import read_hardness_output
 from dama.images import ImageError, load_image, resolve_image_path
 from dama.jsonl import first_type_change, iter_jsonl
-from dama.official import LOGIT_FIELDS, OFFICIAL_DELTA_MEAN, official_delta, official_scores
-from dama.rows import HARDNESS_COLUMN, id_field, image_field, prompt_text, response_text, row_where
+from dama.official_release import LOGIT_FIELDS, official_delta, official_scores
+from dama.row_fields import id_field, image_field, prompt_text, response_text, row_where
 
 FORMATS = ("auto", "trl", "rlaif-v", "official")
 MAX_REPORTED_ERRORS = 20
@@ -391,7 +392,7 @@ def load_preference_dataset(
 
     `hardness_column` is required to be present and finite when given (pass it when `data_aware=True`). The δ this
     import produces (official data; a `dama hardness` output) is stored under that name (default
-    `dama.rows.HARDNESS_COLUMN`). `require_images` (a setting's name, e.g. `"mdpo"`) refuses pairs without an image.
+    `dama.row_fields.HARDNESS_COLUMN`). `require_images` (a setting's name, e.g. `"mdpo"`) refuses pairs without an image.
     """
     path = Path(path)
     source = str(path)
@@ -422,7 +423,7 @@ def load_preference_dataset(
                 resolve_image_path(row["image_path"], image_root)
             except ImageError as err:
                 raise DataValidationError(f"{source} row {i}: field 'image_path': {err}") from err
-            # δ is computed from these: the one parser (dama.official) names them, not the derived δ column;
+            # δ is computed from these: the one parser (dama.official_release) names them, not the derived δ column;
             # every bad field of the file is reported together
             where = row_where(source, i, row, id_key)
             for name in LOGIT_FIELDS:
@@ -438,7 +439,7 @@ def load_preference_dataset(
             shown = [str(p) for p in problems[:MAX_REPORTED_ERRORS]]
             raise kind(f"{len(problems)} problem(s) in {source}:\n  " + "\n  ".join(shown))
         if delta_mean is None:
-            delta_mean = OFFICIAL_DELTA_MEAN
+            delta_mean, _ = official_delta_mean(None)  # the official constant
     dataset = _to_trl(dataset, fmt, source, column)
     validate(dataset, source, image_root, hardness_column, check_images, require_images)
     return _resolve_images(dataset, image_root, source), delta_mean
