@@ -473,6 +473,22 @@ class DAMATrainer(DPOTrainer):
         reference = self.sequence_logps(ref_model, ref_inputs, reference=True)
         return policy, reference
 
+    def _gather_margins(
+        self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's margins and α_D,i (ones when `data_aware` is off), gathered in one call: `(N,)` each,
+        rank-major, the same on every rank."""
+        args = self.args
+        if args.data_aware and delta is None:
+            raise RecipeError(
+                f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
+                "set a hardness column too (`dama hardness`), or set data_aware=False."
+            )
+        alpha_d = data_aware_factor(delta, self.delta_mean).to(margins.device) if args.data_aware else None
+        local = torch.stack([margins.float(), alpha_d if alpha_d is not None else torch.ones_like(margins.float())], 1)
+        global_margins, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)
+        return global_margins, global_alpha_d
+
     def _dama_beta(
         self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
     ) -> tuple[torch.Tensor | float, torch.Tensor | None, int, dict[str, torch.Tensor]]:
@@ -488,14 +504,7 @@ class DAMATrainer(DPOTrainer):
         if not args.dama_enabled:
             return args.beta, None, n_local * self.accelerator.num_processes, {}
         train = mode == "train"
-        if args.data_aware and delta is None:
-            raise RecipeError(
-                f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
-                "set a hardness column too (`dama hardness`), or set data_aware=False."
-            )
-        alpha_d = data_aware_factor(delta, self.delta_mean).to(margins.device) if args.data_aware else None
-        local = torch.stack([margins.float(), alpha_d if alpha_d is not None else torch.ones_like(margins.float())], 1)
-        global_margins, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
+        global_margins, global_alpha_d = self._gather_margins(margins, delta, mode)
         keep_ratio = args.keep_ratio if train else 1.0  # evaluation scores every pair
         # β_C, α_M and the keep-mask once for the global batch; this rank's (B,) is its rank-major slice
         out = dama_beta(
@@ -546,14 +555,7 @@ class DAMATrainer(DPOTrainer):
         args = self.args
         n_local = margins.numel()
         train = mode == "train"
-        if args.data_aware and delta is None:
-            raise RecipeError(
-                f"data_aware=True but the {mode} batch has no {args.hardness_column!r} column: give the evaluation "
-                "set a hardness column too (`dama hardness`), or set data_aware=False."
-            )
-        alpha_d = data_aware_factor(delta, self.delta_mean).to(margins.device) if args.data_aware else None
-        local = torch.stack([margins.float(), alpha_d if alpha_d is not None else torch.ones_like(margins.float())], 1)
-        global_margins, global_alpha_d = self.accelerator.gather(local).unbind(dim=1)  # (N,) each, rank-major
+        global_margins, global_alpha_d = self._gather_margins(margins, delta, mode)
         if train:
             self.reward_gap.update(global_margins)
         keep_ratio = args.keep_ratio if train else 1.0
