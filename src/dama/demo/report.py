@@ -262,26 +262,45 @@ def _mean_std(values: list[float | None], digits: int = 1) -> str:
 
 
 def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
+    """One regime: its grid, verdict, frontier, matched-recall and equal-lr tables, the single-point row, epochs."""
     regime, frontier = summary["regimes"][name], summary["frontier"][name]
-    matched, point = summary["matched_recall"][name], summary["conservative_point"]
-    lines = [f"## Regime {regime['title']}", "", f"Schedule: {regime['description']}. "]
-    if regime["pilot"]:
-        lines[-1] += (
-            f"Grid {[float(f'{g:.3g}') for g in regime['grid']]} fixed from DPO's pilot (first seed, "
-            f"validation images) before any other method ran: knee {regime['knee']:.3g} (the smallest pilot "
-            "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), "
-            f"j = −{len(regime['grid']) // 2}…{len(regime['grid']) // 2}."
-        )
-        lines += ["", "| pilot lr (DPO) | val CHAIR_i | val recall |", "| --- | --- | --- |"]
-        lines += [
-            f"| {float(lr):.3g} | {_num(v['CHAIR_i'])} | {_num(v['recall'])} |" for lr, v in regime["pilot"].items()
-        ]
-    else:
-        lines[-1] += f"Grid {regime['grid']} fixed in the preset."
+    lines = _grid_lines(regime)
     lines += [
         "",
         f"**Verdict at matched recall.** {regime_verdicts(summary)[name]}",
         "",
+        *_frontier_table(frontier, summary["conservative_point"]),
+        "",
+        *_matched_recall_table(summary["matched_recall"][name]),
+        "",
+        *_equal_lr_table(regime),
+        "",
+        *_single_point_table(regime),
+        *_epoch_table(regime, frontier),
+        "",
+    ]
+    return lines
+
+
+def _grid_lines(regime: dict[str, Any]) -> list[str]:
+    """The schedule and how the grid was fixed (with DPO's pilot table when a pilot ran)."""
+    lines = [f"## Regime {regime['title']}", "", f"Schedule: {regime['description']}. "]
+    if not regime["pilot"]:
+        lines[-1] += f"Grid {regime['grid']} fixed in the preset."
+        return lines
+    lines[-1] += (
+        f"Grid {[float(f'{g:.3g}') for g in regime['grid']]} fixed from DPO's pilot (first seed, "
+        f"validation images) before any other method ran: knee {regime['knee']:.3g} (the smallest pilot "
+        "lr whose CHAIR_i drop is at least half the largest), grid knee · 2^(j/2), "
+        f"j = −{len(regime['grid']) // 2}…{len(regime['grid']) // 2}."
+    )
+    lines += ["", "| pilot lr (DPO) | val CHAIR_i | val recall |", "| --- | --- | --- |"]
+    lines += [f"| {float(lr):.3g} | {_num(v['CHAIR_i'])} | {_num(v['recall'])} |" for lr, v in regime["pilot"].items()]
+    return lines
+
+
+def _frontier_table(frontier: dict[str, list[dict]], point: float) -> list[str]:
+    lines = [
         "Frontier on the test images (mean ± std over seeds; β_C·h of fixed easy / hard pairs at the end, and the "
         f"share past {point:.2f}, where a larger β starts to slow a pair down):",
         "",
@@ -297,8 +316,11 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
                 f"{_mean_std([r['beta_h_easy'] for r in at], 2)} | {_mean_std([r['beta_h_hard'] for r in at], 2)} | "
                 f"{_pct([r['share_past_easy'] for r in at])} | {_pct([r['share_past_hard'] for r in at])} |"
             )
-    lines += [
-        "",
+    return lines
+
+
+def _matched_recall_table(matched: dict[str, dict]) -> list[str]:
+    lines = [
         "Method − DPO CHAIR_i at matched recall (paired by seed, 95% t-interval):",
         "",
         "| method | common recall range | overall | per recall |",
@@ -313,8 +335,11 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
             for r, mu, lo, hi in zip(m["recalls"], m["mean"], m["low"], m["high"])
         )
         lines.append(f"| {method} | {m['range'][0]:.1f}–{m['range'][1]:.1f} | {_interval(m['overall'])} | {per} |")
-    lines += [
-        "",
+    return lines
+
+
+def _equal_lr_table(regime: dict[str, Any]) -> list[str]:
+    lines = [
         "Method − DPO at equal learning rate (paired by seed):",
         "",
         "| method | lr | CHAIR_i | recall |",
@@ -325,8 +350,11 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
             f"| {method} | {row['lr']:.3g} | {_interval(row['CHAIR_i'])} | {_interval(row['recall'])} |"
             for row in rows
         ]
-    lines += [
-        "",
+    return lines
+
+
+def _single_point_table(regime: dict[str, Any]) -> list[str]:
+    lines = [
         "Single-point rule (labelled row; the earlier protocol): per method the lr of the grid with the "
         "lowest validation CHAIR_i among those with validation recall ≥ 0.9 × base (first seed), then every "
         "seed at it on the test images:",
@@ -341,28 +369,32 @@ def _regime_section(summary: dict[str, Any], name: str) -> list[str]:
             f"| {method} | {sp['lr']:.3g} | {_fmt(row['CHAIR_i'])} | {_fmt(row['recall'])} | "
             f"{_interval(diff['CHAIR_i']) if diff else '—'} | {_interval(diff['recall']) if diff else '—'} |"
         )
+    return lines
+
+
+def _epoch_table(regime: dict[str, Any], frontier: dict[str, list[dict]]) -> list[str]:
+    """Validation CHAIR_i / recall after each epoch at the tracked lr (epoch regimes only; else no lines)."""
     epochs = {
         m: [r for r in runs if r["val_epochs"] and r["lr"] == regime["track_lr"]] for m, runs in frontier.items()
     }
-    if any(epochs.values()):
-        lines += [
-            "",
-            f"Validation CHAIR_i / recall after each epoch at lr {regime['track_lr']:.3g} (mean over seeds):",
-            "",
-            "| method | "
-            + " | ".join(f"epoch {k + 1}" for k in range(len(next(v for v in epochs.values() if v)[0]["val_epochs"])))
-            + " |",
-        ]
-        lines.append("| --- |" + " --- |" * len(next(v for v in epochs.values() if v)[0]["val_epochs"]))
-        for method, runs in epochs.items():
-            if runs:
-                cells = [
-                    f"{_num(statistics.fmean(r['val_epochs'][k]['CHAIR_i'] for r in runs))} / "
-                    f"{_num(statistics.fmean(r['val_epochs'][k]['recall'] for r in runs))}"
-                    for k in range(len(runs[0]["val_epochs"]))
-                ]
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines.append("")
+    if not any(epochs.values()):
+        return []
+    n_epochs = len(next(v for v in epochs.values() if v)[0]["val_epochs"])
+    lines = [
+        "",
+        f"Validation CHAIR_i / recall after each epoch at lr {regime['track_lr']:.3g} (mean over seeds):",
+        "",
+        "| method | " + " | ".join(f"epoch {k + 1}" for k in range(n_epochs)) + " |",
+        "| --- |" + " --- |" * n_epochs,
+    ]
+    for method, runs in epochs.items():
+        if runs:
+            cells = [
+                f"{_num(statistics.fmean(r['val_epochs'][k]['CHAIR_i'] for r in runs))} / "
+                f"{_num(statistics.fmean(r['val_epochs'][k]['recall'] for r in runs))}"
+                for k in range(len(runs[0]["val_epochs"]))
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
 
