@@ -536,13 +536,20 @@ class DAMATrainer(DPOTrainer):
             stats["dama/kept_fraction"] = out.keep_mask.float().mean()
         global_beta = out.beta
         beta_c = global_beta[rank * n_local : (rank + 1) * n_local].to(margins.device)
-        stats["dama/beta_mean"] = global_beta.mean()
-        stats["dama/beta_min"] = global_beta.min()
-        stats["dama/beta_max"] = global_beta.max()
-        stats["dama/n_clamped"] = (global_beta <= args.beta_min).sum().float()
-        if args.data_aware:
-            stats["dama/alpha_d_mean"] = global_alpha_d.mean()
+        stats.update(self._beta_stats(global_beta, global_alpha_d))
         return beta_c, keep_local, n_kept, stats
+
+    def _beta_stats(self, global_beta: torch.Tensor, global_alpha_d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The `dama/*` statistics of the per-pair β of the global batch (and of α_D when `data_aware`)."""
+        stats = {
+            "dama/beta_mean": global_beta.mean(),
+            "dama/beta_min": global_beta.min(),
+            "dama/beta_max": global_beta.max(),
+            "dama/n_clamped": (global_beta <= self.args.beta_min).sum().float(),
+        }
+        if self.args.data_aware:
+            stats["dama/alpha_d_mean"] = global_alpha_d.mean()
+        return stats
 
     def _beta_dpo_beta(
         self, margins: torch.Tensor, delta: torch.Tensor | None, mode: str
@@ -585,13 +592,8 @@ class DAMATrainer(DPOTrainer):
             "beta_dpo/gap_std": torch.full((), self.reward_gap.std, device=device),
             "beta_dpo/kept_fraction": out.keep_mask.float().mean(),
             "beta_dpo/kept_margin_mean": out.kept_mean,
-            "dama/beta_mean": global_beta.mean(),
-            "dama/beta_min": global_beta.min(),
-            "dama/beta_max": global_beta.max(),
-            "dama/n_clamped": (global_beta <= args.beta_min).sum().float(),
+            **self._beta_stats(global_beta, global_alpha_d),
         }
-        if args.data_aware:
-            stats["dama/alpha_d_mean"] = global_alpha_d.mean()
         return global_beta[rank * n_local : (rank + 1) * n_local].to(margins.device), keep_local, n_kept, stats
 
 

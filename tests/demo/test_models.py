@@ -101,29 +101,10 @@ def test_build_models_caches_and_samples(world, tmp_path):
     assert changed.vlm_path != first.vlm_path and changed.clip_path == first.clip_path
 
     images = [world.render(s) for s in world.sample_scenes(3, seed=7)]
-    sampled = sample_responses(
-        second.vlm,
-        second.vlm_processor,
-        images,
-        "Describe the image.",
-        n=2,
-        temperature=1.0,
-        max_new_tokens=8,
-        batch_size=2,
-        seed=1,
-    )
+    sampling = dict(n=2, temperature=1.0, max_new_tokens=8, batch_size=2, seed=1)
+    sampled = sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", **sampling)
     assert len(sampled) == 3 and all(len(r) == 2 and all(isinstance(t, str) for t in r) for r in sampled)
-    assert sampled == sample_responses(
-        second.vlm,
-        second.vlm_processor,
-        images,
-        "Describe the image.",
-        n=2,
-        temperature=1.0,
-        max_new_tokens=8,
-        batch_size=2,
-        seed=1,
-    )
+    assert sampled == sample_responses(second.vlm, second.vlm_processor, images, "Describe the image.", **sampling)
     greedy = sample_responses(
         second.vlm, second.vlm_processor, images, "Describe the image.", n=1, temperature=0.0, max_new_tokens=8
     )

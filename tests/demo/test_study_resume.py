@@ -71,8 +71,8 @@ def test_a_killed_study_resumes_from_its_store(tmp_path, quick_cache):
     assert_demo_console(warm)
     env = console_env()
     proc = subprocess.Popen(_command(out, quick_cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and len(list((out / "store").glob("*.json"))) < 4:
+    give_up_at = time.monotonic() + 600
+    while time.monotonic() < give_up_at and len(list((out / "store").glob("*.json"))) < 4:
         assert proc.poll() is None, "the study ended before it could be killed"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)

@@ -299,14 +299,17 @@ def _grid_lines(regime: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _table_head(caption: str, columns: list[str]) -> list[str]:
+    """A caption, a blank line and a markdown table's header rows."""
+    return [caption, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
 def _frontier_table(frontier: dict[str, list[dict]], point: float) -> list[str]:
-    lines = [
+    lines = _table_head(
         "Frontier on the test images (mean ± std over seeds; β_C·h of fixed easy / hard pairs at the end, and the "
         f"share past {point:.2f}, where a larger β starts to slow a pair down):",
-        "",
-        "| method | lr | CHAIR_i | CHAIR_s | recall | β_C·h easy | β_C·h hard | easy past | hard past |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        ["method", "lr", "CHAIR_i", "CHAIR_s", "recall", "β_C·h easy", "β_C·h hard", "easy past", "hard past"],
+    )
     for method, runs in frontier.items():
         for lr in sorted({r["lr"] for r in runs}):
             at = [r for r in runs if r["lr"] == lr]
@@ -320,12 +323,10 @@ def _frontier_table(frontier: dict[str, list[dict]], point: float) -> list[str]:
 
 
 def _matched_recall_table(matched: dict[str, dict]) -> list[str]:
-    lines = [
+    lines = _table_head(
         "Method − DPO CHAIR_i at matched recall (paired by seed, 95% t-interval):",
-        "",
-        "| method | common recall range | overall | per recall |",
-        "| --- | --- | --- | --- |",
-    ]
+        ["method", "common recall range", "overall", "per recall"],
+    )
     for method, m in matched.items():
         if not m["overlap"]:
             lines.append(f"| {method} | none: the frontiers do not overlap | n/a | |")
@@ -339,12 +340,7 @@ def _matched_recall_table(matched: dict[str, dict]) -> list[str]:
 
 
 def _equal_lr_table(regime: dict[str, Any]) -> list[str]:
-    lines = [
-        "Method − DPO at equal learning rate (paired by seed):",
-        "",
-        "| method | lr | CHAIR_i | recall |",
-        "| --- | --- | --- | --- |",
-    ]
+    lines = _table_head("Method − DPO at equal learning rate (paired by seed):", ["method", "lr", "CHAIR_i", "recall"])
     for method, rows in regime["equal_lr"].items():
         lines += [
             f"| {method} | {row['lr']:.3g} | {_interval(row['CHAIR_i'])} | {_interval(row['recall'])} |"
@@ -354,14 +350,12 @@ def _equal_lr_table(regime: dict[str, Any]) -> list[str]:
 
 
 def _single_point_table(regime: dict[str, Any]) -> list[str]:
-    lines = [
+    lines = _table_head(
         "Single-point rule (labelled row; the earlier protocol): per method the lr of the grid with the "
         "lowest validation CHAIR_i among those with validation recall ≥ 0.9 × base (first seed), then every "
         "seed at it on the test images:",
-        "",
-        "| method | lr | CHAIR_i | recall | − DPO CHAIR_i | − DPO recall |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+        ["method", "lr", "CHAIR_i", "recall", "− DPO CHAIR_i", "− DPO recall"],
+    )
     for method, sp in regime["single_point"].items():
         row = regime["table"][method]
         diff = regime["comparison"].get(method)
