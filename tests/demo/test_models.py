@@ -1,19 +1,26 @@
 """Demo models: SFT encoding, CLIP training, sampling and the on-disk cache (tiny sizes, seconds)."""
 
+import json
+import math
 import random
 from dataclasses import replace
 
 import pytest
 import torch
+from transformers import CLIPModel, LlavaForConditionalGeneration
 
+import dama.demo.models as models_module
 from dama.demo.models import (
+    SHIPPED_DIR,
     DemoConfig,
     _answer_template,
     _encode_sft,
     build_models,
     clip_texts,
+    model_keys,
     prompt_messages,
     sample_responses,
+    ship,
     train_clip,
     world_tokenizer,
 )
@@ -121,3 +128,45 @@ def test_build_models_caches_and_samples(world, tmp_path):
     state = random.getstate(), torch.random.get_rng_state()
     sample_responses(second.vlm, second.vlm_processor, images[:1], "Describe the image.", n=1, max_new_tokens=4)
     assert torch.equal(torch.random.get_rng_state(), state[1])
+
+
+def test_shipped_models_are_the_full_presets_pair():
+    """The shipped folders are named by the keys the full preset and world 0 give today (so the default demo loads
+    them, and a change to what the config builds without a new `--ship` fails here), and they are a real build: the
+    VLM's frozen vision tower is the CLIP's, and the CLIP retrieves far better than untrained."""
+    cfg = DemoConfig.full()
+    keys = model_keys(cfg, make_world(cfg.seed, image_size=cfg.image_size))
+    folders = sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and not p.name.startswith("__"))
+    assert folders == sorted(keys.values()), "refresh the shipped pair: python -m dama.demo.models --ship"
+    clip = CLIPModel.from_pretrained(SHIPPED_DIR / keys["clip"])
+    vlm = LlavaForConditionalGeneration.from_pretrained(SHIPPED_DIR / keys["vlm"])
+    patch = clip.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(vlm.model.vision_tower.embeddings.patch_embedding.weight, patch)
+    for key in keys.values():
+        folder = SHIPPED_DIR / key
+        assert (folder / "build.json").is_file() and (folder / "provenance.json").is_file()
+        assert json.loads((folder / "provenance.json").read_text())["built_on"]["cpu"]
+        assert sum(f.stat().st_size for f in folder.iterdir()) < 5e6
+    for kind in ("clip", "vlm"):
+        assert math.isfinite(json.loads((SHIPPED_DIR / keys[kind] / "build.json").read_text())["final_loss"])
+    clip_metrics = json.loads((SHIPPED_DIR / keys["clip"] / "build.json").read_text())
+    assert clip_metrics["retrieval_top1"] > clip_metrics["retrieval_top1_untrained"] + 0.1
+
+
+def test_build_models_prefers_the_shipped_pair(world, tmp_path, monkeypatch):
+    cfg = DemoConfig.tiny(clip_steps=3, vlm_steps=3)
+    shipped = tmp_path / "shipped"
+    copied = ship(tmp_path / "cache-a", dest=shipped, cfg=cfg)
+    assert sorted(p.name for p in copied) == sorted(model_keys(cfg, world).values())
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in copied)
+    monkeypatch.setattr(models_module, "SHIPPED_DIR", shipped)
+    loaded = build_models(cfg, world, cache_dir=tmp_path / "cache-b")
+    assert loaded.source == "shipped" and loaded.vlm_path.parent == shipped
+    assert not (tmp_path / "cache-b").exists()  # nothing trained
+    local = build_models(cfg, world, cache_dir=tmp_path / "cache-b", shipped=False)
+    assert local.source == "built" and local.vlm_path.parent == tmp_path / "cache-b"
+    assert build_models(cfg, world, cache_dir=tmp_path / "cache-b", shipped=False).source == "cache"
+    # shipping again replaces the folders instead of adding to them
+    (shipped / "vlm-000000000000").mkdir()
+    ship(tmp_path / "cache-a", dest=shipped, cfg=cfg)
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in copied)

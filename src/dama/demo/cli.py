@@ -56,6 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where the world's models are cached (default: $DAMA_CACHE/demo or ~/.cache/dama/demo)",
     )
+    parser.add_argument(
+        "--build-models",
+        action="store_true",
+        help="train the world's CLIP and VLM on this machine (cached) instead of loading the shipped copy; a build "
+        "differs across CPU types (docs/demo.md, \"The world's models\")",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="alignment runs side by side, one thread each (default: the usable CPUs, at most 8); the numbers do "
+        "not depend on it",
+    )
     parser.add_argument("--preset", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.study and args.quick:
@@ -75,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dama.demo.console import quiet_libraries
     from dama.demo.experiment import ExperimentConfig, run_experiment
+    from dama.demo.pool import usable_cpus
     from dama.demo.report import write_report
 
     preset = args.preset or ("quick" if args.quick else "full")
@@ -88,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ExperimentConfig.full(seeds=args.seeds or 3)
     if methods is not None:
         cfg = dataclasses.replace(cfg, methods=methods)
+    if args.build_models:
+        cfg = dataclasses.replace(cfg, shipped_models=False)
     torch.manual_seed(0)
     out = Path(args.out)
     start = time.perf_counter()
     with quiet_libraries():  # the demo's own lines and bar only; restored on exit (never for `dama train`)
-        summary = run_experiment(cfg, out, args.cache_dir)
+        summary = run_experiment(cfg, out, args.cache_dir, workers=args.workers or min(usable_cpus(), 8))
         report = write_report(summary, out, "dama demo " + shlex.join(argv), time.perf_counter() - start)
     print(f"[demo] done in {(time.perf_counter() - start) / 60:.1f} min — report: {report.resolve()}")
     return 0

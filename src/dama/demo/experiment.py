@@ -16,7 +16,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from dama.config import DAMAConfig
 from dama.delta import HARDNESS_COLUMN
 from dama.demo.console import RunProgress
 from dama.demo.frontier import equal_learning_rate, matched_recall
-from dama.demo.models import DemoConfig, DemoModels, build_models, sample_responses
+from dama.demo.models import DemoConfig, DemoModels, build_models, machine, sample_responses
+from dama.demo.pool import RUN_THREADS, RunPool
 from dama.demo.preferences import build_preferences, evaluation_set, length_balance
 from dama.demo.protocol import (
     compare,
@@ -121,6 +122,7 @@ class ExperimentConfig:
     n_beta_h: int = 64  # pairs per group (easy: gap ≥ 2, hard: gap 1) whose final β_C·h is measured
     max_new_tokens: int = 48
     models: DemoConfig = field(default_factory=DemoConfig.full)
+    shipped_models: bool = True  # the package's copy of the full preset's models (`dama.demo.models.SHIPPED_DIR`)
 
     @classmethod
     def full(cls, seeds: int = 3) -> ExperimentConfig:
@@ -295,6 +297,11 @@ class Prepared:
     beta_h_groups: dict[str, Dataset]
     summary: dict[str, Any]  # the base model's and the pairs' numbers (results.json's top-level fields)
 
+    def for_runs(self) -> Prepared:
+        """What an alignment run needs, for the run pool's workers: the models' objects stay here (a run loads the
+        base VLM from its folder; a loaded model holds hooks that do not pickle)."""
+        return replace(self, models=replace(self.models, clip=None, vlm=None))
+
     def evaluate(self, model, items: list[dict]) -> dict[str, Any]:
         return score_responses(
             self.engine, generate(model, self.models.vlm_processor, items, self.cfg.max_new_tokens), items
@@ -321,9 +328,11 @@ def prepare(cfg: ExperimentConfig, out: Path, cache_dir: str | Path | None, log:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     world: World = make_world(cfg.models.seed, image_size=cfg.models.image_size)
-    models = build_models(cfg.models, world, cache_dir)
+    models = build_models(cfg.models, world, cache_dir, shipped=cfg.shipped_models)
     timings["models"] = time.perf_counter() - clock
-    log(f"[demo] models ready in {timings['models']:.0f}s (CLIP and base VLM cached in {models.vlm_path.parent})")
+    where = {"shipped": "the package's shipped copy", "cache": "the cache", "built": "trained here, now cached"}
+    how = " and ".join(where.get(part, part) for part in dict.fromkeys(models.source.split("+")))
+    log(f"[demo] models ready in {timings['models']:.0f}s (CLIP and base VLM: {how}, {models.vlm_path.parent})")
 
     engine = ChairEngine(world.synonym_lines(), rules=False)
     testset = evaluation_set(world, cfg.n_eval_images, seed=3)
@@ -384,12 +393,27 @@ def prepare(cfg: ExperimentConfig, out: Path, cache_dir: str | Path | None, log:
         "deltas": [float(d) for d in data[HARDNESS_COLUMN]],  # a list: datasets returns a lazy column object
         "pair_gaps": [int(r) - int(c) for r, c in zip(data["n_hall_rejected"], data["n_hall_chosen"])],
         "build_metrics": models.metrics,
+        "models": models_provenance(models),
         "base": base,
         "length_balance": balance,
         "hardness_signal": signal,
         "timings": timings,
     }
     return prep
+
+
+def models_provenance(models: DemoModels) -> dict[str, Any]:
+    """Where the world's models came from, the machine they were built on (the shipped copy records it) and the
+    machine this run is on: a build differs across CPU types (docs/demo.md, "The world's models")."""
+    record = models.vlm_path / "provenance.json"
+    built_on = json.loads(record.read_text())["built_on"] if record.is_file() else None
+    return {
+        "source": models.source,
+        "clip": models.clip_path.name,
+        "vlm": models.vlm_path.name,
+        "built_on": built_on,
+        "ran_on": machine(),
+    }
 
 
 def store_context(prep: Prepared) -> dict[str, Any]:
@@ -549,9 +573,11 @@ class Study:
     """Runs the regimes of an experiment through the run store, under one progress bar over every run with the
     time left (`dama.demo.console.RunProgress`), and one line per stage."""
 
-    def __init__(self, prep: Prepared, out: Path, log: Callable[[str], None]) -> None:
+    def __init__(self, prep: Prepared, out: Path, log: Callable[[str], None], workers: int = 1) -> None:
         self.prep, self.out, self.log = prep, out, log
         self.store = RunStore(out / "store", store_context(prep))
+        self.pool = RunPool(train_run, prep.for_runs(), workers)
+        self.workers = workers
         self.done = 0
         self.rates: list[float] = []  # seconds per pair-pass of each run trained (training and scoring)
         self.planned: dict[str, float] = {}  # regime -> units still to run (estimate until its grid is fixed)
@@ -572,30 +598,38 @@ class Study:
         """One stage line, printed above the progress bar."""
         self.progress.write(line, self.log)
 
-    def run(self, regime: Regime, method: str, lr: float, seed: int, track: bool) -> dict[str, Any]:
-        settings = {
-            "regime": regime.settings(),
-            "method": method,
-            "switches": METHODS[method],
-            "lr": lr,
-            "seed": seed,
-            "track": track,
-        }
+    def runs(self, specs: list[tuple[Regime, str, float, int, bool]]) -> list[dict[str, Any]]:
+        """The records of runs given as (regime, method, lr, seed, track), in that order: from the store where it
+        has them, else trained (in the pool's workers, side by side) and stored as each finishes."""
+        settings = [
+            {"regime": r.settings(), "method": m, "switches": METHODS[m], "lr": lr, "seed": seed, "track": track}
+            for r, m, lr, seed, track in specs
+        ]
+        records: list[dict[str, Any] | None] = [self.store.get(s) for s in settings]
+        for spec, record in zip(specs, records):
+            if record is not None:
+                self._advance(spec, record, stored=True)
+        todo = [k for k, record in enumerate(records) if record is None]
+        calls = [(*specs[k][:4], self.out / "runs", specs[k][4]) for k in todo]
+        for j, record, seconds in self.pool.map(calls):
+            k = todo[j]
+            self.store.put(settings[k], record)
+            self.rates.append(seconds / _units(specs[k][0], len(self.prep.data)))
+            records[k] = record
+            self._advance(specs[k], record, stored=False)
+        return records  # type: ignore[return-value]
+
+    def _advance(self, spec: tuple, record: dict[str, Any], stored: bool) -> None:
+        regime, method, lr, seed, _ = spec
         units = _units(regime, len(self.prep.data))
-        record = self.store.get(settings)
-        stored = record is not None
-        clock = time.perf_counter()
-        if record is None:
-            record = train_run(self.prep, regime, method, lr, seed, self.out / "runs", track)
-            self.store.put(settings, record)
-            self.rates.append((time.perf_counter() - clock) / units)
         self.done += 1
         self.stage["runs"] += 1
         self.stage["stored"] += stored
         self.planned[regime.name] = max(0.0, self.planned[regime.name] - units)
         remaining = sum(self.planned.values())
-        # seconds per pair-pass: the median of the last runs trained here (robust to a run slowed by other load)
-        eta = remaining * statistics.median(self.rates[-8:]) / 60 if self.rates else None
+        # seconds per pair-pass: the median of the last runs trained here (robust to a run slowed by other load),
+        # over the workers that run side by side
+        eta = remaining * statistics.median(self.rates[-8:]) / self.workers / 60 if self.rates else None
         took = "from the store" if stored else f"{record['seconds']:.0f}s"
         test = record["test"]
         self.progress.advance(
@@ -603,7 +637,6 @@ class Study:
             f"last: {regime.name} {method} lr {lr:.3g} seed {seed}, test CHAIR_i {_pct(test['CHAIR_i'])} "
             f"recall {_pct(test['recall'])} ({took})",
         )
-        return record
 
     def end_stage(self, title: str, methods: list[str]) -> None:
         """The stage line of the runs since the last one: how many, how many came from the store, how long."""
@@ -613,6 +646,7 @@ class Study:
         self.stage = {"runs": 0, "stored": 0, "started": time.perf_counter()}
 
     def close(self) -> None:
+        self.pool.close()
         self.progress.close()
 
     def grid(self, name: str) -> dict[str, Any]:
@@ -624,9 +658,10 @@ class Study:
         if cfg.learning_rates:
             grid = list(cfg.learning_rates)
         else:
-            for lr in cfg.pilot_learning_rates:
-                # tracked like DPO's first seed in the frontier, so that the grid's pilot lrs are reused there
-                pilot[lr] = self.run(regime, "DPO", lr, cfg.seeds[0], track=True)["val"]
+            # tracked like DPO's first seed in the frontier, so that the grid's pilot lrs are reused there
+            lrs = cfg.pilot_learning_rates
+            records = self.runs([(regime, "DPO", lr, cfg.seeds[0], True) for lr in lrs])
+            pilot = {lr: record["val"] for lr, record in zip(lrs, records)}
             grid, knee = frontier_grid(
                 {lr: v["CHAIR_i"] if v["CHAIR_i"] is not None else math.inf for lr, v in pilot.items()},
                 prep.summary["base"]["val"]["CHAIR_i"],
@@ -642,16 +677,21 @@ class Study:
         )
         return {"grid": grid, "knee": knee, "pilot": pilot, "track_lr": grid[len(grid) // 2]}
 
-    def method(self, name: str, method: str, grid: dict[str, Any]) -> list[dict]:
-        """Every run of `method` along the regime's grid over the seeds. Margins are tracked at the middle lr, and
-        on DPO's first seed at every lr as in its pilot (the tracked margins are part of a run's settings)."""
+    def methods(self, name: str, methods: list[str], grid: dict[str, Any]) -> dict[str, list[dict]]:
+        """Every run of each method along the regime's grid over the seeds, as one batch (side by side in the
+        workers). Margins are tracked at the middle lr, and on DPO's first seed at every lr as in its pilot (the
+        tracked margins are part of a run's settings)."""
         cfg = self.prep.cfg
         regime, first = cfg.regime(name), cfg.seeds[0]
-        return [
-            self.run(regime, method, lr, seed, track=lr == grid["track_lr"] or (method == "DPO" and seed == first))
+        specs = [
+            (regime, method, lr, seed, lr == grid["track_lr"] or (method == "DPO" and seed == first))
+            for method in methods
             for lr in grid["grid"]
             for seed in cfg.seeds
         ]
+        records = self.runs(specs)
+        per = len(grid["grid"]) * len(cfg.seeds)
+        return {method: records[k * per : (k + 1) * per] for k, method in enumerate(methods)}
 
 
 def frontier_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -764,15 +804,20 @@ def regime_summary(
 
 
 def run_experiment(
-    cfg: ExperimentConfig, out: Path, cache_dir: str | Path | None = None, log: Callable[[str], None] = print
+    cfg: ExperimentConfig,
+    out: Path,
+    cache_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Prepare (models, pairs, hardness) → each regime's frontiers through the run store → `results.json`.
+    `workers` runs train side by side (`dama.demo.pool`); the numbers do not depend on it.
 
     The first regime is the primary one: its single-point rule, table, comparison and validity checks are also the
     top-level fields that earlier versions of results.json had."""
     out.mkdir(parents=True, exist_ok=True)
     prep = prepare(cfg, out, cache_dir, log)
-    study = Study(prep, out, log)
+    study = Study(prep, out, log, workers)
     # DPO and DAMA in every regime first, then the baselines, then the ablations: an interrupted study has the main
     # comparison of every regime first (each regime's grid is fixed by DPO before any other method runs in it)
     first_phase = [m for m in cfg.methods if m in ("DPO", "DAMA")]
@@ -787,8 +832,7 @@ def run_experiment(
                 clock = time.perf_counter()
                 if name not in grids:
                     grids[name] = study.grid(name)
-                for method in methods:
-                    records[name][method] = study.method(name, method, grids[name])
+                records[name].update(study.methods(name, methods, grids[name]))
                 study.end_stage(cfg.regime(name).title, methods)
                 key = f"regime {name}"
                 prep.summary["timings"][key] = prep.summary["timings"].get(key, 0.0) + time.perf_counter() - clock
@@ -813,6 +857,7 @@ def run_experiment(
         "methods": list(cfg.methods),
         "conservative_point": CONSERVATIVE_POINT,
         "store": {"folder": str(out / "store"), "runs_reused": study.store.hits, "runs": study.done},
+        "workers": {"processes": workers, "threads_per_run": RUN_THREADS},
         "regimes": {
             name: {k: v for k, v in r.items() if k not in ("frontier", "matched_recall", "runs")}
             for name, r in regime_results.items()

@@ -6,8 +6,12 @@
    vision tower frozen, as in LLaVA-1.5. Trained briefly on co-occurrence-biased captions, it describes images but
    hallucinates: the base model that preference alignment then improves.
 
-Both are cached on disk under a hash of everything that determines them (`DemoConfig`, the world, `CACHE_VERSION`):
-a second build with the same settings loads them with `from_pretrained`.
+Both are keyed by a hash of everything that determines them (`DemoConfig`, the world, `CACHE_VERSION`). The full
+preset's pair ships with the package (`SHIPPED_DIR`, about 2 MB): float kernels differ between CPU types, so a build
+is not bit-identical across machines, and the shipped pair makes every machine run the same world (docs/demo.md,
+"The world's models"). Any other configuration, or `shipped=False`, is trained here and cached on disk; a second
+build with the same settings loads it with `from_pretrained`. `python -m dama.demo.models --ship` refreshes the
+shipped pair from a build.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import hashlib
 import json
 import math
 import os
+import platform
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -28,7 +34,8 @@ from transformers import CLIPModel, CLIPProcessor, LlavaForConditionalGeneration
 from dama import tiny
 from dama.demo.world import QUESTIONS, Captioner, World, corpus, make_world, statement
 
-CACHE_VERSION = 5  # bump when code changes what a given config builds
+CACHE_VERSION = 5  # bump when code changes what a given config builds (and ship the full preset's pair again)
+SHIPPED_DIR = Path(__file__).parent / "world_models"  # the full preset's CLIP and VLM, `<kind>-<key>` folders
 
 
 @dataclass(frozen=True)
@@ -441,7 +448,8 @@ def sample_responses(
 
 @dataclass
 class DemoModels:
-    """The trained demo models, their processors, where they are cached and what was measured when they were built."""
+    """The trained demo models, their processors, where they were loaded from and what was measured when they were
+    built. `source` is "shipped" (the package's copy), "cache" or "built" (trained by this call)."""
 
     clip: CLIPModel
     clip_processor: CLIPProcessor
@@ -450,6 +458,20 @@ class DemoModels:
     clip_path: Path
     vlm_path: Path
     metrics: dict
+    source: str = "built"
+
+
+def model_keys(cfg: DemoConfig, world: World) -> dict[str, str]:
+    """The folder names of a configuration's CLIP and VLM (in the cache and in `SHIPPED_DIR`)."""
+    return {"clip": _key("clip", cfg.clip_fields(), world), "vlm": _key("vlm", asdict(cfg), world)}
+
+
+def _stored(key: str, cache: Path, shipped: bool) -> tuple[Path, str] | None:
+    """Where a built model with this key is: the shipped copy first (every machine the same world), then the cache."""
+    for root, source in ((SHIPPED_DIR, "shipped"), (cache, "cache")):
+        if (root is not SHIPPED_DIR or shipped) and (root / key / "build.json").is_file():
+            return root / key, source
+    return None
 
 
 def build_models(
@@ -457,30 +479,103 @@ def build_models(
     world: World | None = None,
     cache_dir: str | Path | None = None,
     log_every: int = 0,
+    shipped: bool = True,
 ) -> DemoModels:
-    """Train (or load from the cache) the demo CLIP and LLaVA. Build metrics are stored next to each model."""
+    """The demo CLIP and LLaVA: the shipped pair when it matches `cfg` (and `shipped`), else the cached one, else
+    trained here and cached. Build metrics are stored next to each model (build.json)."""
     cfg = cfg or DemoConfig.full()
     world = world or make_world(cfg.seed, image_size=cfg.image_size)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    clip_path = cache / _key("clip", cfg.clip_fields(), world)
-    vlm_path = cache / _key("vlm", asdict(cfg), world)
-    metrics = {}
+    keys = model_keys(cfg, world)
+    metrics, sources = {}, []
 
-    if (clip_path / "build.json").exists():
+    found = _stored(keys["clip"], cache, shipped)
+    if found:
+        clip_path, source = found
         clip, clip_processor = CLIPModel.from_pretrained(clip_path), CLIPProcessor.from_pretrained(clip_path)
         metrics["clip"] = json.loads((clip_path / "build.json").read_text())
     else:
+        clip_path, source = cache / keys["clip"], "built"
         clip, clip_processor, metrics["clip"] = train_clip(world, cfg, log_every)
-        tiny.save_pretrained(clip, clip_processor, clip_path)
-        (clip_path / "build.json").write_text(json.dumps(metrics["clip"], indent=2))
-    if (vlm_path / "build.json").exists():
+        _save(clip, clip_processor, metrics["clip"], clip_path)
+    sources.append(source)
+    found = _stored(keys["vlm"], cache, shipped)
+    if found:
+        vlm_path, source = found
         vlm = LlavaForConditionalGeneration.from_pretrained(vlm_path)
         vlm_processor = LlavaProcessor.from_pretrained(vlm_path)
         metrics["vlm"] = json.loads((vlm_path / "build.json").read_text())
     else:
+        vlm_path, source = cache / keys["vlm"], "built"
         vlm, vlm_processor, metrics["vlm"] = train_vlm(world, cfg, clip, log_every)
-        tiny.save_pretrained(vlm, vlm_processor, vlm_path)
-        (vlm_path / "build.json").write_text(json.dumps(metrics["vlm"], indent=2))
+        _save(vlm, vlm_processor, metrics["vlm"], vlm_path)
+    sources.append(source)
     clip.eval()
     vlm.eval()
-    return DemoModels(clip, clip_processor, vlm, vlm_processor, clip_path, vlm_path, metrics)
+    source = sources[0] if sources[0] == sources[1] else "+".join(sources)
+    return DemoModels(clip, clip_processor, vlm, vlm_processor, clip_path, vlm_path, metrics, source)
+
+
+def _save(model, processor, metrics: dict, path: Path) -> None:
+    """Save a built model, the machine it was built on (provenance.json) and its build.json last: a folder without
+    build.json is an interrupted save, rebuilt."""
+    tiny.save_pretrained(model, processor, path)
+    (path / "provenance.json").write_text(json.dumps({"built_on": machine()}, indent=2))
+    (path / "build.json").write_text(json.dumps(metrics, indent=2))
+
+
+def machine() -> dict[str, str]:
+    """What a build ran on (CPU model, Python, torch, transformers): recorded with the shipped models."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    return {
+        "cpu": cpu,
+        "cpu_count": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def ship(cache_dir: str | Path | None = None, dest: Path = SHIPPED_DIR, cfg: DemoConfig | None = None) -> list[Path]:
+    """Build (or load from the cache, never the shipped copy) the full preset's CLIP and VLM (or `cfg`'s) and make
+    them the shipped pair: `dest` then holds exactly these two folders (each with the provenance.json of its build)."""
+    models = build_models(cfg or DemoConfig.full(), cache_dir=cache_dir, shipped=False)
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.iterdir():
+        if old.is_dir() and old.name.startswith(("clip-", "vlm-")):
+            shutil.rmtree(old)
+    copied = []
+    for path in (models.clip_path, models.vlm_path):
+        target = dest / path.name
+        shutil.copytree(path, target)
+        copied.append(target)
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dama.demo.models", description="Refresh the demo's shipped world models (maintainers)."
+    )
+    parser.add_argument("--ship", action="store_true", required=True, help=f"build the full preset into {SHIPPED_DIR}")
+    parser.add_argument("--cache-dir", default=None, help="reuse (or fill) this build cache")
+    args = parser.parse_args(argv)
+    for path in ship(args.cache_dir):
+        size = sum(f.stat().st_size for f in path.iterdir())
+        print(f"shipped {path} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

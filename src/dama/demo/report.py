@@ -427,9 +427,8 @@ def _header_section(summary: dict[str, Any], command: str, wall_seconds: float) 
         "# dama demo — DPO vs DAMA in a synthetic visual world",
         "",
         f"Command: `{command}` — {wall_seconds / 60:.1f} min on {platform.machine()} "
-        f"({_cpu_name()}, {_cores()} cores), Python {platform.python_version()}, from "
-        f"{'a warm model cache' if summary['timings']['models'] < 5 else 'an empty model cache'}; "
-        f"{store['runs']} runs, {store['runs_reused']} of them from the run store.",
+        f"({_cpu_name()}, {_cores()} cores), Python {platform.python_version()}, {_models_source(summary)}; "
+        f"{store['runs']} runs, {store['runs_reused']} of them from the run store{_workers(summary)}.",
         "",
         "**Verdict per regime** (DAMA − DPO CHAIR_i along the two learning-rate frontiers, at matched recall):",
         "",
@@ -440,6 +439,27 @@ def _header_section(summary: dict[str, Any], command: str, wall_seconds: float) 
         "![frontiers](frontier.png)",
         "",
     ]
+
+
+def _models_source(summary: dict[str, Any]) -> str:
+    """Where the world's models came from (results.json before the shipped models: the build time says)."""
+    models = summary.get("models")
+    if models is None:
+        return "from " + ("a warm model cache" if summary["timings"]["models"] < 5 else "an empty model cache")
+    built_on = (models.get("built_on") or {}).get("cpu")
+    where = f", built on {built_on}" if built_on else ""
+    return {
+        "shipped": f"with the world's shipped models{where}",
+        "cache": f"with the world's models from the cache{where}",
+        "built": "with the world's models trained by this run (an empty cache)",
+    }.get(models["source"], f"with the world's models ({models['source']}{where})")
+
+
+def _workers(summary: dict[str, Any]) -> str:
+    workers = summary.get("workers")
+    if not workers or workers["processes"] == 1:
+        return ""
+    return f", {workers['processes']} side by side ({workers['threads_per_run']} thread each)"
 
 
 def _validity_section(summary: dict[str, Any]) -> list[str]:

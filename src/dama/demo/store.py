@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-STORE_VERSION = 1  # bump when the code changes what a run with given settings computes
+STORE_VERSION = 2  # bump when the code changes what a run with given settings computes (2: one thread per run)
 
 
 def _canonical(value: Any) -> str:
