@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "--build-models",
         action="store_true",
         help="train the world's CLIP and VLM on this machine (cached) instead of loading the shipped copy; a build "
-        "differs across CPU types (docs/demo.md, \"The world's models\")",
+        'differs across CPU types (docs/demo.md, "The world\'s models")',
     )
     parser.add_argument(
         "--workers",
