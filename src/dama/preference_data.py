@@ -407,6 +407,8 @@ def load_preference_dataset(
             "chosen, rejected and an image)"
         )
     if max_samples is not None:
+        if max_samples < 1:  # zero would train on nothing and still exit 0
+            raise DataValidationError(f"max_samples must be ≥ 1 (or unset for every pair), got {max_samples}")
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     fmt = detect_format(dataset.column_names, source) if dataset_format == "auto" else dataset_format
     missing = [c for c in REQUIRED[fmt] if c not in dataset.column_names]

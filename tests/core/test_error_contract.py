@@ -376,6 +376,17 @@ def test_an_empty_data_file_is_named(tmp_path, capsys, name, content):
     assert not run.exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_max_samples_below_one_is_refused(tmp_path, capsys, value):
+    """`--max_samples 0` selects no pair: refused, instead of a run on nothing that exits 0."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "<image>What is it?", "chosen": "a", "rejected": "b", "image": "x.png"}) + "\n")
+    run = tmp_path / "run"
+    assert dama(train_argv(data, run, "--max_samples", value)) == 2
+    assert_user_error(capsys, f"max_samples must be ≥ 1 (or unset for every pair), got {value}")
+    assert not (run / "model.safetensors").exists()
+
+
 def test_data_of_an_unknown_format_names_the_file(tmp_path, capsys):
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"text": "a", "label": 1}) + "\n")

@@ -65,10 +65,19 @@ def test_a_killed_study_resumes_from_its_store(tmp_path, quick_cache):
     # build the models first (the default demo's shape, on a person's console), so that the killed run spends its
     # time on runs
     warm = subprocess.run([sys.executable, "-m", "dama.cli", "demo", "--preset", "tiny", "--out", str(tmp_path / "warm"),
-                           "--cache-dir", str(quick_cache)], env=console_env(), capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+                           "--cache-dir", str(quick_cache), "--workers", "2"], env=console_env(), capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
     assert warm.returncode == 0, warm.stderr[-3000:]
-    assert_demo_console(warm)
+    assert_demo_console(warm)  # the workers' libraries are quiet too
+    # a run's numbers do not depend on how many runs go side by side (dama.demo.pool): the same preset inline
+    inline = tmp_path / "inline"
+    assert dama_main(["demo", "--preset", "tiny", "--out", str(inline), "--cache-dir", str(quick_cache),
+                      "--workers", "1"]) == 0  # fmt: skip
+    two, one = (json.loads((folder / "results.json").read_text()) for folder in (tmp_path / "warm", inline))
+    assert (two["workers"]["processes"], one["workers"]["processes"]) == (2, 1)
+    assert two["store"]["runs_reused"] == one["store"]["runs_reused"] == 0
+    assert two["frontier"] == one["frontier"] and two["matched_recall"] == one["matched_recall"]
+    assert two["regimes"]["short"]["beta_h"] == one["regimes"]["short"]["beta_h"]
     env = console_env()
     proc = subprocess.Popen(_command(out, quick_cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     give_up_at = time.monotonic() + 600

@@ -5,7 +5,7 @@ A run's file is `<folder>/<key>.json` with key = the first 20 hex digits of SHA-
 settings, a fingerprint of the preference pairs and their δ, `STORE_VERSION`), the settings what makes this run
 itself (regime, method switches, learning rate, seed, what is measured). A file is used only when the context and
 settings stored inside it equal the requested ones, so a run made with any other setting is never mixed in. Files
-are written to a temporary name and renamed: a kill leaves a run complete or absent.
+are written to a temporary name, synced and renamed: a kill leaves a run complete or absent.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ class RunStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(settings)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(_canonical({"context": self.context, "settings": settings, "record": record}))
+        with open(tmp, "w") as f:
+            f.write(_canonical({"context": self.context, "settings": settings, "record": record}))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the run's record (a power loss, not only a kill)
         os.replace(tmp, path)
         return path
