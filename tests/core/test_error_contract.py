@@ -380,7 +380,9 @@ def test_an_empty_data_file_is_named(tmp_path, capsys, name, content):
 def test_max_samples_below_one_is_refused(tmp_path, capsys, value):
     """`--max_samples 0` selects no pair: refused, instead of a run on nothing that exits 0."""
     data = tmp_path / "pairs.jsonl"
-    data.write_text(json.dumps({"prompt": "<image>What is it?", "chosen": "a", "rejected": "b", "image": "x.png"}) + "\n")
+    data.write_text(
+        json.dumps({"prompt": "<image>What is it?", "chosen": "a", "rejected": "b", "image": "x.png"}) + "\n"
+    )
     run = tmp_path / "run"
     assert dama(train_argv(data, run, "--max_samples", value)) == 2
     assert_user_error(capsys, f"max_samples must be ≥ 1 (or unset for every pair), got {value}")

@@ -19,7 +19,7 @@ def test_quick_demo_runs_every_stage(tmp_path, quick_cache):
     summary = json.loads((out / "results.json").read_text())
     cfg = summary["config"]
 
-    assert set(summary["timings"]) == {"models", "base_eval_and_preferences", "hardness", "regime short"}
+    assert set(summary["timings"]) == {"models", "base_eval_and_preferences", "hardness", "runs: DPO, DAMA"}
     assert summary["n_pairs"] >= 16
     assert (out / "hardness" / "hardness.json").is_file()
     assert -1.0 <= summary["delta_mean"] <= 1.0

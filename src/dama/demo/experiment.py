@@ -609,7 +609,11 @@ class Study:
         for spec, record in zip(specs, records):
             if record is not None:
                 self._advance(spec, record, stored=True)
-        todo = [k for k, record in enumerate(records) if record is None]
+        # the longest runs first, so that the workers finish a batch together (the order changes no number)
+        todo = sorted(
+            (k for k, record in enumerate(records) if record is None),
+            key=lambda k: -_units(specs[k][0], len(self.prep.data)),
+        )
         calls = [(*specs[k][:4], self.out / "runs", specs[k][4]) for k in todo]
         for j, record, seconds in self.pool.map(calls):
             k = todo[j]
@@ -649,49 +653,56 @@ class Study:
         self.pool.close()
         self.progress.close()
 
-    def grid(self, name: str) -> dict[str, Any]:
-        """The regime's learning-rate grid: the preset's, or fixed by DPO's pilot (`frontier_grid`)."""
+    def grids(self, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Each regime's learning-rate grid: the preset's, or fixed by DPO's pilot (`frontier_grid`). The pilots of
+        every regime are one batch (side by side in the workers): all grids are fixed before any other method runs."""
         cfg, prep = self.prep.cfg, self.prep
-        regime = cfg.regime(name)
-        pilot: dict[float, Any] = {}
-        knee = None
-        if cfg.learning_rates:
-            grid = list(cfg.learning_rates)
-        else:
-            # tracked like DPO's first seed in the frontier, so that the grid's pilot lrs are reused there
-            lrs = cfg.pilot_learning_rates
-            records = self.runs([(regime, "DPO", lr, cfg.seeds[0], True) for lr in lrs])
-            pilot = {lr: record["val"] for lr, record in zip(lrs, records)}
-            grid, knee = frontier_grid(
-                {lr: v["CHAIR_i"] if v["CHAIR_i"] is not None else math.inf for lr, v in pilot.items()},
-                prep.summary["base"]["val"]["CHAIR_i"],
-                cfg.frontier_points,
+        lrs = () if cfg.learning_rates else cfg.pilot_learning_rates
+        # tracked like DPO's first seed in the frontier, so that the grid's pilot lrs are reused there
+        specs = [(cfg.regime(name), "DPO", lr, cfg.seeds[0], True) for name in names for lr in lrs]
+        records = iter(self.runs(specs))
+        grids = {}
+        for name in names:
+            regime = cfg.regime(name)
+            pilot = {lr: next(records)["val"] for lr in lrs}
+            knee = None
+            if not pilot:
+                grid = list(cfg.learning_rates)
+            else:
+                grid, knee = frontier_grid(
+                    {lr: v["CHAIR_i"] if v["CHAIR_i"] is not None else math.inf for lr, v in pilot.items()},
+                    prep.summary["base"]["val"]["CHAIR_i"],
+                    cfg.frontier_points,
+                )
+                self.planned[name] = len(cfg.methods) * len(grid) * len(cfg.seeds) * _units(regime, len(prep.data))
+                self.calls[name] = len(pilot) + len(cfg.methods) * len(grid) * len(cfg.seeds)
+                self.progress.set_total(sum(self.calls.values()))
+            how = "by DPO's pilot" if pilot else "in the preset"
+            self.say(
+                f"[demo] {regime.title}: grid {', '.join(f'{lr:.3g}' for lr in grid)} fixed {how} "
+                "before any other method runs"
             )
-            self.planned[name] = len(cfg.methods) * len(grid) * len(cfg.seeds) * _units(regime, len(prep.data))
-            self.calls[name] = len(pilot) + len(cfg.methods) * len(grid) * len(cfg.seeds)
-            self.progress.set_total(sum(self.calls.values()))
-        how = "by DPO's pilot" if pilot else "in the preset"
-        self.say(
-            f"[demo] {regime.title}: grid {', '.join(f'{lr:.3g}' for lr in grid)} fixed {how} "
-            "before any other method runs"
-        )
-        return {"grid": grid, "knee": knee, "pilot": pilot, "track_lr": grid[len(grid) // 2]}
+            grids[name] = {"grid": grid, "knee": knee, "pilot": pilot, "track_lr": grid[len(grid) // 2]}
+        return grids
 
-    def methods(self, name: str, methods: list[str], grid: dict[str, Any]) -> dict[str, list[dict]]:
-        """Every run of each method along the regime's grid over the seeds, as one batch (side by side in the
-        workers). Margins are tracked at the middle lr, and on DPO's first seed at every lr as in its pilot (the
-        tracked margins are part of a run's settings)."""
+    def methods(self, grids: dict[str, dict[str, Any]], methods: list[str]) -> dict[str, dict[str, list[dict]]]:
+        """Every run of each method along each regime's grid over the seeds, as one batch (side by side in the
+        workers): regime → method → runs. Margins are tracked at the middle lr, and on DPO's first seed at every lr
+        as in its pilot (the tracked margins are part of a run's settings)."""
         cfg = self.prep.cfg
-        regime, first = cfg.regime(name), cfg.seeds[0]
+        first = cfg.seeds[0]
         specs = [
-            (regime, method, lr, seed, lr == grid["track_lr"] or (method == "DPO" and seed == first))
+            (cfg.regime(name), method, lr, seed, lr == grid["track_lr"] or (method == "DPO" and seed == first))
+            for name, grid in grids.items()
             for method in methods
             for lr in grid["grid"]
             for seed in cfg.seeds
         ]
-        records = self.runs(specs)
-        per = len(grid["grid"]) * len(cfg.seeds)
-        return {method: records[k * per : (k + 1) * per] for k, method in enumerate(methods)}
+        records = iter(self.runs(specs))
+        return {
+            name: {method: [next(records) for _ in range(len(grid["grid"]) * len(cfg.seeds))] for method in methods}
+            for name, grid in grids.items()
+        }
 
 
 def frontier_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -822,20 +833,22 @@ def run_experiment(
     # comparison of every regime first (each regime's grid is fixed by DPO before any other method runs in it)
     first_phase = [m for m in cfg.methods if m in ("DPO", "DAMA")]
     second_phase = [m for m in cfg.methods if m in ("β-DPO", "mDPO")]
-    grids: dict[str, dict] = {}
     records: dict[str, dict[str, list[dict]]] = {name: {} for name in cfg.regimes}
+    timings = prep.summary["timings"]
     try:
+        clock = time.perf_counter()
+        grids = study.grids(cfg.regimes)
+        if not cfg.learning_rates:
+            timings["pilots"] = time.perf_counter() - clock
+            study.end_stage("pilots of " + ", ".join(cfg.regime(name).title for name in cfg.regimes), ["DPO"])
         for methods in (first_phase, second_phase, [m for m in cfg.methods if m not in first_phase + second_phase]):
-            for name in cfg.regimes:
-                if not methods:
-                    continue
-                clock = time.perf_counter()
-                if name not in grids:
-                    grids[name] = study.grid(name)
-                records[name].update(study.methods(name, methods, grids[name]))
-                study.end_stage(cfg.regime(name).title, methods)
-                key = f"regime {name}"
-                prep.summary["timings"][key] = prep.summary["timings"].get(key, 0.0) + time.perf_counter() - clock
+            if not methods:
+                continue
+            clock = time.perf_counter()
+            for name, by_method in study.methods(grids, methods).items():
+                records[name].update(by_method)
+            timings["runs: " + ", ".join(methods)] = time.perf_counter() - clock
+            study.end_stage(", ".join(cfg.regime(name).title for name in cfg.regimes), methods)
     finally:
         study.close()
     regime_results = {
