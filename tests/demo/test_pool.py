@@ -13,7 +13,8 @@ import time
 import pytest
 import torch
 
-from dama.demo.pool import RUN_THREADS, RunPool
+from dama.demo.pool import RUN_THREADS, RunPool, WorkerDied
+from dama.errors import EXIT_UNAVAILABLE
 
 
 def _describe(shared: dict, x: int) -> tuple[int, int, int]:
@@ -105,3 +106,20 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     while time.monotonic() < give_up_at and any(_alive(pid) for pid in workers):
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers)
+
+
+def _die(shared: None, x: int) -> int:
+    if x == 1:
+        os._exit(9)  # a worker killed from outside, say by the out-of-memory killer
+    time.sleep(0.2)
+    return x
+
+
+def test_a_worker_that_dies_is_one_error_that_says_what_to_do():
+    pool = RunPool(_die, None, workers=2)
+    try:
+        with pytest.raises(WorkerDied, match="run the same command again") as err:
+            list(pool.map([(0,), (1,), (2,)]))
+        assert err.value.exit_code == EXIT_UNAVAILABLE
+    finally:
+        pool.close()

@@ -18,16 +18,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any
 
 import torch
 
+from dama.errors import EXIT_UNAVAILABLE, DamaError
+
 RUN_THREADS = 1
 
 _SHARED: Any = None
 _QUIET: Any = None  # the worker's `quiet_libraries`, held open for its life (a dropped one would restore the bars)
+
+
+class WorkerDied(DamaError, RuntimeError):
+    """A worker process ended without returning its run (the runs finished before it are in the run store)."""
+
+    exit_code = EXIT_UNAVAILABLE  # rerun: the store has the runs finished so far (docs/errors.md)
 
 
 def usable_cpus() -> int:
@@ -108,7 +117,13 @@ class RunPool:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     index = pending.pop(future)
-                    result, seconds = future.result()  # a worker's exception is raised here, in the parent
+                    try:
+                        result, seconds = future.result()  # a worker's exception is raised here, in the parent
+                    except BrokenProcessPool as err:
+                        raise WorkerDied(
+                            "a demo worker process ended without a result (killed, or out of memory); run the same "
+                            "command again to continue from the run store, with --workers 1 to train in this process"
+                        ) from err
                     yield index, result, seconds
         finally:
             for future in pending:
