@@ -5,9 +5,9 @@
     dama demo --quick         # 2 seeds, smaller budgets, about 3 minutes (a smoke run: says nothing about who wins)
     dama demo --out DIR --seeds N
 
-Stages: build (or load from the cache) a CLIP and a LLaVA-architecture VLM trained on the world → check that the
-base model sees and hallucinates like a real one → sample responses and label them against ground truth (RLAIF-V
-style, length-matched) → `dama hardness` → per regime, DPO's pilot on validation images fixes a learning-rate grid →
+Stages: load the world's shipped CLIP and LLaVA-architecture VLM (or train them: --build-models, other presets) →
+check that the base model sees and hallucinates like a real one → sample responses and label them against ground
+truth (RLAIF-V style, length-matched) → `dama hardness` → per regime, DPO's pilot on validation images fixes a learning-rate grid →
 every method along the grid over paired seeds → CHAIR on held-out test images → recall–CHAIR_i frontiers compared
 with DPO at matched recall, validity checks and a computed verdict per regime in report.md, with plots
 (docs/demo.md). Every finished run is kept in DIR/store under a key of its settings: a killed demo or study run
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller budgets, 2 seeds, about 3 minutes (a smoke run)")
     parser.add_argument(
-        "--study", action="store_true", help="every regime and every method (about an hour on 2 cores); resumable"
+        "--study", action="store_true", help="every regime and every method (about 71 min on 2 cores); resumable"
     )
     parser.add_argument(
         "--out",

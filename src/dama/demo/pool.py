@@ -4,7 +4,7 @@ Every run uses `RUN_THREADS` torch threads wherever it runs, so a run's record i
 not of how many runs share the machine (`--workers`): float sums split over threads differ in their last bits, and a
 demo whose numbers moved with the worker count would not be reproducible. The demo's models are a few MB, so one
 thread per run wastes little, and on a 2-core machine two runs side by side finish about twice as many runs per
-minute as one run on both cores (docs/demo.md, "Time").
+minute as one run on both cores (docs/demo.md, "The console and the options").
 
 Workers are spawned processes (not forked: OpenMP is not fork-safe) that receive the shared state once, at start,
 and exit when their parent does, so a killed demo leaves no runs behind it. Only the parent writes the run store.
