@@ -577,7 +577,6 @@ class Study:
         self.prep, self.out, self.log = prep, out, log
         self.store = RunStore(out / "store", store_context(prep))
         self.pool = RunPool(train_run, prep.for_runs(), workers)
-        self.workers = workers
         self.done = 0
         self.rates: list[float] = []  # seconds per pair-pass of each run trained (training and scoring)
         self.planned: dict[str, float] = {}  # regime -> units still to run (estimate until its grid is fixed)
@@ -633,7 +632,7 @@ class Study:
         remaining = sum(self.planned.values())
         # seconds per pair-pass: the median of the last runs trained here (robust to a run slowed by other load),
         # over the workers that run side by side
-        eta = remaining * statistics.median(self.rates[-8:]) / self.workers / 60 if self.rates else None
+        eta = remaining * statistics.median(self.rates[-8:]) / self.pool.workers / 60 if self.rates else None
         took = "from the store" if stored else f"{record['seconds']:.0f}s"
         test = record["test"]
         self.progress.advance(

@@ -24,6 +24,7 @@ import platform
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -487,33 +488,35 @@ def build_models(
     world = world or make_world(cfg.seed, image_size=cfg.image_size)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     keys = model_keys(cfg, world)
-    metrics, sources = {}, []
-
-    found = _stored(keys["clip"], cache, shipped)
-    if found:
-        clip_path, source = found
-        clip, clip_processor = CLIPModel.from_pretrained(clip_path), CLIPProcessor.from_pretrained(clip_path)
-        metrics["clip"] = json.loads((clip_path / "build.json").read_text())
-    else:
-        clip_path, source = cache / keys["clip"], "built"
-        clip, clip_processor, metrics["clip"] = train_clip(world, cfg, log_every)
-        _save(clip, clip_processor, metrics["clip"], clip_path)
-    sources.append(source)
-    found = _stored(keys["vlm"], cache, shipped)
-    if found:
-        vlm_path, source = found
-        vlm = LlavaForConditionalGeneration.from_pretrained(vlm_path)
-        vlm_processor = LlavaProcessor.from_pretrained(vlm_path)
-        metrics["vlm"] = json.loads((vlm_path / "build.json").read_text())
-    else:
-        vlm_path, source = cache / keys["vlm"], "built"
-        vlm, vlm_processor, metrics["vlm"] = train_vlm(world, cfg, clip, log_every)
-        _save(vlm, vlm_processor, metrics["vlm"], vlm_path)
-    sources.append(source)
+    clip, clip_processor, clip_metrics, clip_path, clip_source = _load_or_train(
+        keys["clip"], cache, shipped, CLIPModel, CLIPProcessor, lambda: train_clip(world, cfg, log_every)
+    )
+    vlm, vlm_processor, vlm_metrics, vlm_path, vlm_source = _load_or_train(
+        keys["vlm"],
+        cache,
+        shipped,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        lambda: train_vlm(world, cfg, clip, log_every),
+    )
     clip.eval()
     vlm.eval()
-    source = sources[0] if sources[0] == sources[1] else "+".join(sources)
+    source = clip_source if clip_source == vlm_source else f"{clip_source}+{vlm_source}"
+    metrics = {"clip": clip_metrics, "vlm": vlm_metrics}
     return DemoModels(clip, clip_processor, vlm, vlm_processor, clip_path, vlm_path, metrics, source)
+
+
+def _load_or_train(key: str, cache: Path, shipped: bool, model_class, processor_class, train: Callable):
+    """(model, processor, build metrics, folder, source) of one model: loaded where `_stored` finds it, else
+    `train()`ed and saved in the cache."""
+    found = _stored(key, cache, shipped)
+    if found:
+        path, source = found
+        metrics = json.loads((path / "build.json").read_text())
+        return model_class.from_pretrained(path), processor_class.from_pretrained(path), metrics, path, source
+    model, processor, metrics = train()
+    _save(model, processor, metrics, cache / key)
+    return model, processor, metrics, cache / key, "built"
 
 
 def _save(model, processor, metrics: dict, path: Path) -> None:
@@ -524,20 +527,23 @@ def _save(model, processor, metrics: dict, path: Path) -> None:
     (path / "build.json").write_text(json.dumps(metrics, indent=2))
 
 
-def machine() -> dict[str, str]:
-    """What a build ran on (CPU model, Python, torch, transformers): recorded with the shipped models."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo on Linux, else what `platform` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> dict[str, str]:
+    """What a build ran on (CPU model, Python, torch, transformers): recorded with the shipped models."""
     import transformers
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": str(os.cpu_count()),
         "python": platform.python_version(),
         "torch": torch.__version__,

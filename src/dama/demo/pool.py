@@ -76,10 +76,15 @@ def _init_worker(shared: bytes, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
-def _call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+def _timed(fn: Callable[..., Any], shared: Any, args: tuple) -> tuple[Any, float]:
     clock = time.perf_counter()
-    result = fn(_SHARED, *args)
+    result = fn(shared, *args)
     return result, time.perf_counter() - clock
+
+
+def _call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+    """A call in a worker, on the state it received at start."""
+    return _timed(fn, _SHARED, args)
 
 
 class RunPool:
@@ -105,10 +110,9 @@ class RunPool:
     def map(self, calls: Sequence[tuple]) -> Iterator[tuple[int, Any, float]]:
         if self.workers == 1 or (len(calls) <= 1 and self._executor is None):
             for index, args in enumerate(calls):
-                clock = time.perf_counter()
                 with run_threads():
-                    result = self.fn(self.shared, *args)
-                yield index, result, time.perf_counter() - clock
+                    result, seconds = _timed(self.fn, self.shared, args)
+                yield index, result, seconds
             return
         pool = self._pool()
         pending: dict[Future, int] = {pool.submit(_call, self.fn, args): k for k, args in enumerate(calls)}

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dama.config import DAMAConfig  # noqa: E402
 from dama.demo.experiment import METHODS  # noqa: E402
 from dama.demo.frontier import interval_text, matched_recall_outcome  # noqa: E402
+from dama.demo.models import cpu_name  # noqa: E402
+from dama.demo.pool import usable_cpus  # noqa: E402
 from dama.objective import combine_beta, data_aware_factor  # noqa: E402
 
 ROWS = ["base", *METHODS]
@@ -427,7 +429,7 @@ def _header_section(summary: dict[str, Any], command: str, wall_seconds: float) 
         "# dama demo — DPO vs DAMA in a synthetic visual world",
         "",
         f"Command: `{command}` — {wall_seconds / 60:.1f} min on {platform.machine()} "
-        f"({_cpu_name()}, {_cores()} cores), Python {platform.python_version()}, {_models_source(summary)}; "
+        f"({cpu_name()}, {usable_cpus()} cores), Python {platform.python_version()}, {_models_source(summary)}; "
         f"{store['runs']} runs, {store['runs_reused']} of them from the run store{_workers(summary)}.",
         "",
         "**Verdict per regime** (DAMA − DPO CHAIR_i along the two learning-rate frontiers, at matched recall):",
@@ -525,19 +527,3 @@ def _histogram(values: list[int]) -> str:
     for v in values:
         counts[v] = counts.get(v, 0) + 1
     return ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
