@@ -88,8 +88,8 @@ def test_sigkill_then_rerun_matches_a_clean_run(tmp_path, clip_dir):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / ".state" / "shard-00004.parquet.json").exists():
+    give_up_at = time.time() + 60
+    while time.time() < give_up_at and not (out / ".state" / "shard-00004.parquet.json").exists():
         if proc.poll() is not None:
             break
         time.sleep(0.02)
